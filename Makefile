@@ -1,0 +1,46 @@
+# matcv — `make bench TASK=segmentation` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TASK ?= segmentation
+PROFILE ?= quick
+DATA ?=
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench data leaderboard test test-slow clean help
+
+help:
+	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root] [ARGS='--models unet-resnet18']"
+	@echo "make test         fast test suite (tiny generated data)"
+	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
+	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
+	@echo "make leaderboard  rebuild leaderboard tables from runs/"
+
+# The virtual environment is (re)built when pyproject.toml changes. torch/torchvision come from the
+# package registry (CUDA builds, which also run on CPU).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+bench: install
+	$(BIN)/matcv bench --task $(TASK) --profile $(PROFILE) $(if $(DATA),--data-root $(DATA)) $(ARGS)
+
+data: install
+	$(BIN)/matcv data --task $(TASK) --profile $(PROFILE)
+
+leaderboard: install
+	$(BIN)/matcv leaderboard
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow -q
+
+clean:
+	rm -rf runs leaderboard/results .cache lightning_logs .pytest_cache

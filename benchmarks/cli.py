@@ -1,0 +1,121 @@
+"""The ``matcv`` command line: ``matcv bench``, ``matcv data``, ``matcv leaderboard``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.config import ConfigError, TaskConfig, available_tasks
+
+EPILOG = """examples:
+  matcv bench --task segmentation                      quick profile on the built-in synthetic panels
+  matcv bench --task segmentation --profile paper      the seed's protocol (512 px, 10 folds; use a GPU)
+  matcv bench --task segmentation --data-root ~/panels your photos: ~/panels/manifest.csv with
+                                                       image_path,mask_path,rating,panel_id
+  matcv data --task segmentation                       generate the built-in data and print where it is
+  matcv data --check ~/panels                          validate your own data root, image by image
+  matcv leaderboard                                    rebuild every leaderboard table from runs/
+"""
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="matcv", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Benchmark deep-learning models on small materials-science image datasets with "
+                    "specimen-grouped cross-validation, and build leaderboards you can trust.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bench = commands.add_parser(
+        "bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        help="train and test every configured model on every grouped fold, then write the leaderboard",
+        description="Train and test every model of a task on every grouped fold. Re-running resumes: finished "
+                    "runs are skipped, a run that was killed is redone, failed runs are recorded and skipped.")
+    bench.add_argument("--task", default="segmentation",
+                       help=f"task name ({', '.join(available_tasks())}) or a path to a task YAML (default: segmentation)")
+    bench.add_argument("--profile", default="quick", help="profile in the task YAML: quick (CPU) or paper (GPU); default quick")
+    bench.add_argument("--data-root", type=Path, default=None,
+                       help="folder with manifest.csv and your images; default: the built-in synthetic data")
+    bench.add_argument("--models", type=_str_list, default=None, help="comma-separated subset of models (default: all)")
+    bench.add_argument("--folds", type=_int_list, default=None, help="comma-separated fold numbers (default: all)")
+    bench.add_argument("--fold-manifest", type=Path, default=None,
+                       help="use this fold manifest instead of creating one (e.g. an official one)")
+    bench.add_argument("--output", type=Path, default=Path("runs"), help="where runs and records go (default: runs/)")
+    bench.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboard/results"),
+                       help="where the Markdown/CSV tables go (default: leaderboard/results/)")
+    bench.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    bench.add_argument("--devices", type=int, default=1, help="devices per training run; N > 1 trains with DDP")
+    bench.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    data = commands.add_parser("data", help="generate the built-in data, or check your own data root",
+                               description="Generate the built-in synthetic data of a task's profile (once; it is "
+                                           "cached) and print where it is, or validate a data root of your own.")
+    data.add_argument("--task", default="segmentation", help="task whose data to generate (default: segmentation)")
+    data.add_argument("--profile", default="quick", help="profile whose generator settings to use (default: quick)")
+    data.add_argument("--check", type=Path, default=None, metavar="DATA_ROOT",
+                      help="validate DATA_ROOT/manifest.csv and read every image and mask")
+
+    board = commands.add_parser("leaderboard", help="rebuild the leaderboard tables from the run records",
+                                description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
+    board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
+    board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            from benchmarks.runner import run_benchmark
+
+            run_benchmark(args.task, args.profile, data_root=args.data_root, models=args.models, folds=args.folds,
+                          output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
+                          retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
+                          leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress)
+        elif args.command == "data":
+            return _data(args)
+        elif args.command == "leaderboard":
+            from leaderboard.build import write_all_leaderboards
+
+            written = write_all_leaderboards(args.runs, args.out)
+            if not written:
+                print(f"no records under {args.runs}/<task>/<dataset>/<profile>/records.jsonl; run `matcv bench` first")
+                return 1
+            for path in written:
+                print(path.read_text())
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"matcv: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _data(args) -> int:
+    from benchmarks.config import import_object
+
+    config = TaskConfig.load(args.task)
+    datamodule_cls = import_object(config.raw["datamodule"]["class"])
+    dm_args = {**config.raw["datamodule"].get("args", {}), **config.profile(args.profile).get("datamodule", {})}
+    if args.check is not None:
+        index = datamodule_cls.check_dataset(args.check, **dm_args)
+        print(f"{args.check}: OK - {len(index['items'])} images in {len(set(index['groups']))} groups")
+        return 0
+    root = datamodule_cls.prepare_dataset(None, config.profile(args.profile).get("generator"))
+    index = datamodule_cls.index_dataset(root, **dm_args)
+    print(f"{root}\n{len(index['items'])} images of {len(set(index['groups']))} groups; manifest {root / 'manifest.csv'}")
+    if index["strata"] is not None:
+        counts = {k: index["strata"].count(k) for k in sorted(set(index["strata"]))}
+        print(f"images per {config.raw.get('stratify_column', 'stratum')}: {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Task configurations: one YAML per task lists the datamodule, the models and the profiles.
+
+A run's *resolved* config (task, profile, model class + args, datamodule args, trainer args, seed)
+is what its config hash is computed from, so changing any of them makes the harness run it anew.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from datamodules.atomic_io import sha256_bytes
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A task YAML that is missing something or names something that does not exist."""
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def import_object(reference: str):
+    """``package.module.Name`` or ``package.module:Name`` -> the object."""
+    module_name, _, attribute = reference.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot import {reference!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model on one fold, fully resolved."""
+
+    task: str
+    profile: str
+    model: str
+    fold: int
+    config: dict  # resolved, fold-independent
+
+    @property
+    def config_hash(self) -> str:
+        return sha256_bytes(json.dumps(self.config, sort_keys=True).encode())[:16]
+
+
+@dataclass
+class TaskConfig:
+    raw: dict
+    source: Path
+
+    @classmethod
+    def load(cls, task_or_path: str | Path) -> "TaskConfig":
+        path = Path(task_or_path)
+        if path.suffix not in (".yaml", ".yml"):
+            path = CONFIG_DIR / f"{task_or_path}.yaml"
+            if not path.is_file():
+                raise ConfigError(f"unknown task {task_or_path!r}; available: {', '.join(available_tasks())}")
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        raw = yaml.safe_load(path.read_text())
+        for key in ("task", "datamodule", "models", "profiles", "metrics"):
+            if key not in (raw or {}):
+                raise ConfigError(f"{path}: missing top-level key {key!r}")
+        for name, model in raw["models"].items():
+            if "class" not in model:
+                raise ConfigError(f"{path}: model {name!r} has no 'class'")
+        return cls(raw=raw, source=path)
+
+    @property
+    def task(self) -> str:
+        return self.raw["task"]
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.raw["metrics"])
+
+    def profile(self, name: str) -> dict:
+        if name not in self.raw["profiles"]:
+            raise ConfigError(f"{self.source}: no profile {name!r}; available: {', '.join(self.raw['profiles'])}")
+        return self.raw["profiles"][name]
+
+    def model_names(self, profile: str, selected: list[str] | None = None) -> list[str]:
+        names = list(self.profile(profile).get("models", self.raw["models"]))
+        if selected:
+            unknown = [m for m in selected if m not in self.raw["models"]]
+            if unknown:
+                raise ConfigError(f"unknown model(s) {unknown}; configured: {', '.join(self.raw['models'])}")
+            names = [m for m in names if m in selected] + [m for m in selected if m not in names]
+        return names
+
+    def resolve(self, profile: str, model: str) -> dict:
+        prof = self.profile(profile)
+        entry = self.raw["models"][model]
+        model_args = {**entry.get("args", {}), **prof.get("model_overrides", {}).get(model, {})}
+        return {
+            "task": self.task,
+            "profile": profile,
+            "model": {"name": model, "class": entry["class"], "args": model_args},
+            "datamodule": {"class": self.raw["datamodule"]["class"],
+                           "args": {**self.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}},
+            "generator": prof.get("generator"),
+            "trainer": prof.get("trainer", {}),
+            "seed": prof.get("seed", 0),
+        }
+
+    def runs(self, profile: str, models: list[str] | None = None, folds: list[int] | None = None) -> list[RunSpec]:
+        n_folds = self.profile(profile)["folds"]
+        fold_ids = list(range(n_folds)) if folds is None else folds
+        bad = [f for f in fold_ids if not 0 <= f < n_folds]
+        if bad:
+            raise ConfigError(f"fold(s) {bad} out of range: profile {profile!r} has {n_folds} folds (0..{n_folds - 1})")
+        return [RunSpec(self.task, profile, m, f, self.resolve(profile, m))
+                for m in self.model_names(profile, models) for f in fold_ids]

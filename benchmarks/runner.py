@@ -1,0 +1,196 @@
+"""The benchmark harness: every model x every grouped fold, one Lightning Trainer each, resumable.
+
+Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
+  fold_manifest.json  the folds every model sees (created once; its sha256 is in every record)
+  records.jsonl       one line per finished run (ok or failed), appended atomically
+  <model>/fold-<k>/   checkpoints and per-epoch CSV logs of one run (wiped if a killed run left it)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from tqdm.auto import tqdm
+
+from benchmarks.config import RunSpec, TaskConfig, import_object
+from benchmarks.provenance import provenance
+from benchmarks.records import FAILED, OK, RunRecords, run_key
+from datamodules.atomic_io import sha256_bytes, sha256_file
+from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
+from leaderboard.build import write_leaderboard
+
+log = logging.getLogger("matcv")
+
+
+@dataclass
+class Benchmark:
+    """Everything the runs of one benchmark share."""
+
+    config: TaskConfig
+    profile: str
+    data_root: Path
+    dataset: str
+    data_sha256: str
+    folder: Path
+    fold_manifest_path: Path
+    fold_manifest_sha256: str
+    records: RunRecords
+
+
+def data_fingerprint(root: Path, files: list[str]) -> str:
+    """sha256 over the manifest and every file it references (contents, not timestamps)."""
+    parts = [sha256_file(root / "manifest.csv")] + [f"{name}:{sha256_file(root / name)}" for name in sorted(files)]
+    return sha256_bytes("\n".join(parts).encode())
+
+
+def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | None, output_dir: str | Path,
+                      fold_manifest: str | Path | None = None, progress: bool = True) -> Benchmark:
+    """Generate/locate the data, then create (or reuse and verify) the benchmark's fold manifest."""
+    prof = config.profile(profile)
+    datamodule_cls = import_object(config.raw["datamodule"]["class"])
+    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
+    root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
+    index = datamodule_cls.index_dataset(root, **dm_args)
+    dataset = "synthetic-" + root.name if data_root is None else root.resolve().name
+    folder = Path(output_dir) / config.task / dataset / profile
+    folder.mkdir(parents=True, exist_ok=True)
+
+    path = Path(fold_manifest) if fold_manifest is not None else folder / "fold_manifest.json"
+    if path.exists():
+        manifest, manifest_sha = read_fold_manifest(path)
+        check_matches_data(manifest, dict(zip(index["items"], index["groups"])), source=str(path))
+        if len(manifest["folds"]) != prof["folds"]:
+            raise ValueError(f"{path} has {len(manifest['folds'])} folds but profile {profile!r} asks for {prof['folds']}")
+    else:
+        manifest = make_fold_manifest(index["items"], index["groups"], index["strata"], n_folds=prof["folds"],
+                                      val_fraction=prof.get("val_fraction", 0.2), seed=prof.get("seed", 0),
+                                      group_column=config.raw.get("group_column", "group"),
+                                      stratify_column=config.raw.get("stratify_column"))
+        manifest_sha = write_fold_manifest(path, manifest)
+    return Benchmark(config, profile, root, dataset, data_fingerprint(root, index["files"]), folder, path,
+                     manifest_sha, RunRecords(folder / "records.jsonl"))
+
+
+def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
+                  models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
+                  accelerator: str = "auto", devices: int = 1, retry_failed: bool = False,
+                  fold_manifest: str | Path | None = None, leaderboard_dir: str | Path = "leaderboard/results",
+                  progress: bool = True) -> Benchmark:
+    config = TaskConfig.load(task)
+    runs = config.runs(profile, models, folds)  # validates names before any work is done
+    bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
+    finished = bench.records.finished_keys(include_failed=not retry_failed)
+    keyed = [(spec, run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256))
+             for spec in runs]
+    pending = [(spec, key) for spec, key in keyed if key not in finished]
+    print(f"[matcv] {config.task}/{profile} on {bench.dataset}: {len(runs)} runs "
+          f"({len(runs) - len(pending)} already recorded, {len(pending)} to do); folder {bench.folder}", flush=True)
+    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="runs", unit="run", disable=not progress,
+               file=sys.stdout, position=0, leave=True)
+    for spec, key in pending:
+        bar.set_postfix_str(f"{spec.model} fold {spec.fold}")
+        record = execute_run(bench, spec, key, accelerator, devices, progress)
+        bench.records.append(record)
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in record.get("metrics", {}).items())
+        tqdm.write(f"[matcv] {spec.model} fold {spec.fold}: {record['status']}"
+                   f"{' - ' + summary if summary else ''}{' - ' + record['error'] if record.get('error') else ''}"
+                   f" ({record['durations']['total_s']:.0f} s)", file=sys.stdout)
+        bar.update(1)
+    bar.close()
+    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics)
+    for markdown in tables:
+        print("\n" + markdown.read_text())
+    return bench
+
+
+def _quiet_lightning() -> None:
+    # One Trainer per run: Lightning's per-Trainer banner lines would drown the benchmark's own output.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
+
+
+def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool) -> dict:
+    """Train on the fold's train part, select on its validation part, test the best checkpoint."""
+    _quiet_lightning()
+    started = time.time()
+    run_dir = bench.folder / spec.model / f"fold-{spec.fold}"
+    if run_dir.exists():  # left by a run that was killed: redo it from scratch
+        shutil.rmtree(run_dir)
+    record = {
+        "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
+        "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
+        "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
+        "fold_manifest": str(bench.fold_manifest_path), "data_sha256": bench.data_sha256,
+        "data_root": str(bench.data_root), "devices": devices, "accelerator": accelerator,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
+    }
+    durations = {"fit_s": 0.0, "test_s": 0.0}
+    try:
+        run_seed = spec.config["seed"] * 1000 + spec.fold
+        L.seed_everything(run_seed, workers=True, verbose=False)
+        datamodule_cls = import_object(spec.config["datamodule"]["class"])
+        # Paths as text: checkpoints store the datamodule's hyper-parameters and are reloaded weights-only.
+        datamodule = datamodule_cls(fold_manifest_path=str(bench.fold_manifest_path), fold=spec.fold,
+                                    data_root=str(bench.data_root), seed=run_seed,
+                                    **spec.config["datamodule"]["args"])
+        model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
+        datamodule.setup("fit")
+        counts = {p: len(datamodule.datasets[p]) for p in ("train", "val", "test")}
+        record["n_items"] = counts
+        ckpt_path = None
+        common = dict(accelerator=accelerator, enable_model_summary=False, deterministic="warn",
+                      enable_progress_bar=progress and sys.stdout.isatty())
+        if getattr(model, "requires_training", True):
+            checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
+                                         mode=model.mode, save_top_k=1, save_last=False)
+            strategy = "ddp_spawn" if devices > 1 else "auto"  # spawn: many fits in one harness process
+            trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
+                                logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
+                                log_every_n_steps=1, **spec.config["trainer"], **common)
+            t0 = time.time()
+            trainer.fit(model, datamodule=datamodule)
+            durations["fit_s"] = time.time() - t0
+            ckpt_path = checkpoint.best_model_path or None
+            if ckpt_path is None:
+                raise RuntimeError(f"no checkpoint was selected on {model.monitor}: did validation run?")
+            record["epochs"] = trainer.current_epoch
+            record["best_val"] = {model.monitor: float(checkpoint.best_model_score)}
+            record["best_checkpoint"] = str(ckpt_path)
+            record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
+        # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
+        tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
+        t0 = time.time()
+        tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        durations["test_s"] = time.time() - t0
+        per_image = model.test_results
+        if len(per_image) != counts["test"]:
+            raise RuntimeError(f"scored {len(per_image)} test images, expected {counts['test']}")
+        metric_names = bench.config.metrics
+        record["metrics"] = {m: float(torch.tensor([r[m] for r in per_image]).mean()) for m in metric_names}
+        record["per_image"] = per_image
+        record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
+        record["status"] = OK
+    except Exception as error:  # a failed run is recorded and the benchmark goes on with the others
+        record["status"] = FAILED
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exc(limit=20)
+    durations["total_s"] = time.time() - started
+    record["durations"] = durations
+    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return record

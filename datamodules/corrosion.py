@@ -1,0 +1,192 @@
+"""LightningDataModule for photos of scribed corrosion panels (synthetic by default, or a user's own).
+
+``prepare_data`` only generates (the synthetic panels, once, into the cache); ``setup`` reads the
+manifest, checks the fold manifest against the data and for group leaks, and loads the fold's images.
+Images are standardised with statistics of the fold's *training* partition only (SCIENCE.md §0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from datamodules.folds import check_matches_data, read_fold_manifest
+from datamodules.manifest import ManifestError, ManifestSpec, load_manifest, read_image, read_mask
+from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
+
+TARGETS = ("mask", "rating")
+
+
+def resolve_data_root(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
+    """A user's data root as given, or the synthetic panels for ``generator`` settings (generated once)."""
+    if data_root is not None:
+        return Path(data_root)
+    return generate_panels(PanelGeneratorConfig(**_tuples(generator or {})), progress=progress)
+
+
+def _tuples(settings: dict) -> dict:
+    # YAML gives lists; the generator's settings are hashed as tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+
+
+def manifest_spec(target: str) -> ManifestSpec:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating")
+
+
+class PanelPhotos(Dataset):
+    """Preloaded uint8 photos (+ masks / ratings) of one partition; augmentation on the fly."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray | None, ratings: np.ndarray | None,
+                 item_ids: list[str], mean: np.ndarray, std: np.ndarray, augment: A.Compose | None = None):
+        self.images, self.masks, self.ratings, self.item_ids = images, masks, ratings, item_ids
+        self.mean, self.std, self.augment = mean.astype(np.float32), std.astype(np.float32), augment
+        self._seeded_worker: int | None = None
+
+    def _reseed_in_worker(self) -> None:
+        # albumentations keeps its own RNG, copied verbatim into every DataLoader worker: give each
+        # worker its own seed, derived from torch's (itself derived from the run's seed).
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and self._seeded_worker != worker.seed:
+            self.augment.set_random_seed(worker.seed % 2**32)
+            self._seeded_worker = worker.seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.images[index]
+        mask = self.masks[index] if self.masks is not None else None
+        if self.augment is not None:
+            self._reseed_in_worker()
+            out = self.augment(image=image, mask=mask) if mask is not None else self.augment(image=image)
+            image, mask = out["image"], out.get("mask", mask)
+        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), "item_id": self.item_ids[index]}
+        if mask is not None:
+            sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask[None].astype(np.float32)))
+        if self.ratings is not None:
+            sample["rating"] = torch.tensor(int(self.ratings[index]))
+        return sample
+
+
+class CorrosionPanelsDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        fold_manifest_path: str | Path,
+        fold: int,
+        data_root: str | Path | None = None,
+        generator: dict | None = None,
+        target: str = "mask",
+        image_size: int = 128,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = manifest_spec(target)
+        self.data_root: Path | None = Path(data_root) if data_root is not None else None
+        self.fold_manifest_path, self.fold = Path(fold_manifest_path), fold
+        self.generator, self.target = generator, target
+        self.image_size, self.batch_size, self.num_workers, self.augment = image_size, batch_size, num_workers, augment
+        self.seed = seed
+        self.datasets: dict[str, PanelPhotos] = {}
+
+    @staticmethod
+    def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
+        """The harness's hook: where the data is, generating the synthetic panels first if needed."""
+        return resolve_data_root(data_root, generator, progress)
+
+    @staticmethod
+    def index_dataset(data_root: str | Path, target: str = "mask", **_unused) -> dict:
+        """Items, groups, strata and files of a data root, for fold manifests and data hashes."""
+        spec = manifest_spec(target)
+        table = load_manifest(data_root, spec)
+        files = list(table["image_path"]) + (list(table["mask_path"]) if spec.require_mask else [])
+        strata = list(table["rating"]) if "rating" in table and table["rating"].notna().all() else None
+        return {"items": list(table["image_path"]), "groups": list(table[spec.group_column]),
+                "strata": strata, "files": files}
+
+    @staticmethod
+    def check_dataset(data_root: str | Path, target: str = "mask", **_unused) -> dict:
+        """Read every image (and mask) of a data root; one error listing every bad row and file."""
+        spec = manifest_spec(target)
+        table = load_manifest(data_root, spec)
+        problems = []
+        for record in tqdm(list(table.itertuples(index=False)), desc="checking images", unit="image"):
+            try:
+                image = read_image(Path(data_root), record)
+                if spec.require_mask:
+                    read_mask(Path(data_root), record, image.shape[:2])
+            except ManifestError as error:
+                problems.append(str(error))
+        if problems:
+            raise ManifestError(f"{Path(data_root) / 'manifest.csv'}: {len(problems)} bad file(s):\n  " + "\n  ".join(problems))
+        return CorrosionPanelsDataModule.index_dataset(data_root, target)
+
+    def prepare_data(self) -> None:
+        self.data_root = resolve_data_root(self.data_root, self.generator)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.data_root is None:
+            self.prepare_data()
+        table = load_manifest(self.data_root, self.spec)
+        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
+        check_matches_data(fold_manifest, dict(zip(table["image_path"], table[self.spec.group_column])),
+                           source=str(self.fold_manifest_path))
+        if not 0 <= self.fold < len(fold_manifest["folds"]):
+            raise ValueError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
+                             f"({len(fold_manifest['folds'])} folds)")
+        by_item = {record.image_path: record for record in table.itertuples(index=False)}
+        loaded = {p: self._load([by_item[i] for i in fold_manifest["folds"][self.fold][p]])
+                  for p in ("train", "val", "test")}
+        train_pixels = loaded["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
+        mean, std = train_pixels.mean(0), train_pixels.std(0) + 1e-6
+        # Flips keep a scribe a straight line along the panel's axis; seeded for determinism.
+        augment = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=self.seed) if self.augment else None
+        for partition, (images, masks, ratings, ids) in loaded.items():
+            self.datasets[partition] = PanelPhotos(images, masks, ratings, ids, mean, std,
+                                                   augment if partition == "train" else None)
+
+    def _load(self, records: list) -> tuple:
+        size = self.image_size
+        images, masks, ratings = [], [], []
+        for record in records:
+            image = read_image(self.data_root, record)
+            if self.target == "mask":
+                mask = read_mask(self.data_root, record, image.shape[:2])
+                if mask.shape != (size, size):  # area-weighted, like the generator's camera
+                    mask = (cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5)
+                masks.append(mask.astype(np.uint8))
+            if self.target == "rating":
+                ratings.append(int(record.rating))
+            if image.shape[:2] != (size, size):
+                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            images.append(image)
+        return (np.stack(images), np.stack(masks) if masks else None,
+                np.array(ratings) if ratings else None, [r.image_path for r in records])
+
+    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,155 @@
+"""Specimen-grouped folds, written once as a fold manifest and checked on every use.
+
+Folds are data, not code (matbench): ``make_fold_manifest`` draws k stratified group folds
+(scikit-learn's StratifiedGroupKFold) and, inside each training part, a grouped validation split;
+the result is a JSON file whose sha256 is recorded with every result. Each item's group is stored in
+the file, so ``check_no_group_leak`` can verify on every setup that no group (panel, specimen, alloy,
+sample) sits in two partitions of a fold, and ``check_matches_data`` that the file belongs to the data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from datamodules.atomic_io import atomic_write_text, sha256_bytes
+
+FORMAT = "matcv-fold-manifest/1"
+PARTITIONS = ("train", "val", "test")
+
+
+class GroupLeakError(ValueError):
+    """A group appears in two partitions of a fold: scores would be inflated by leakage."""
+
+
+class FoldManifestError(ValueError):
+    """A fold manifest that is malformed or does not belong to the data it is used with."""
+
+
+def _grouped_split(items: np.ndarray, groups: np.ndarray, strata: np.ndarray, n_splits: int, seed: int):
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise FoldManifestError(f"cannot make {n_splits} grouped splits from only {n_groups} groups")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(items, strata, groups))
+
+
+def make_fold_manifest(
+    items: Sequence[str],
+    groups: Sequence[str],
+    strata: Sequence | None = None,
+    n_folds: int = 3,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    group_column: str = "panel_id",
+    stratify_column: str | None = "rating",
+) -> dict:
+    """k grouped test folds, each with a grouped validation split of its training part.
+
+    ``strata`` (e.g. the rating) balances label distributions across folds; without it the folds
+    are plain shuffled group folds.
+    """
+    items_arr = np.asarray(items, dtype=object)
+    groups_arr = np.asarray(groups, dtype=object)
+    if len(set(items_arr)) != len(items_arr):
+        raise FoldManifestError("item ids must be unique")
+    strata_arr = np.zeros(len(items_arr), int) if strata is None else np.asarray(strata)
+    if not 0 < val_fraction < 0.5:
+        raise FoldManifestError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+    inner_splits = max(2, int(round(1 / val_fraction)))
+    folds = []
+    outer = _grouped_split(items_arr, groups_arr, strata_arr, n_folds, seed)
+    for fold, (train_val_idx, test_idx) in enumerate(outer):
+        inner = _grouped_split(items_arr[train_val_idx], groups_arr[train_val_idx], strata_arr[train_val_idx],
+                               inner_splits, seed + 1 + fold)
+        train_idx, val_idx = train_val_idx[inner[0][0]], train_val_idx[inner[0][1]]
+        folds.append({name: sorted(items_arr[idx].tolist()) for name, idx in
+                      (("train", train_idx), ("val", val_idx), ("test", test_idx))})
+    manifest = {
+        "format": FORMAT,
+        "n_folds": n_folds,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "group_column": group_column,
+        "stratify_column": stratify_column if strata is not None else None,
+        "groups": dict(sorted(zip(items_arr.tolist(), groups_arr.tolist()))),
+        "folds": folds,
+    }
+    check_no_group_leak(manifest)
+    return manifest
+
+
+def fold_manifest_bytes(manifest: Mapping) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+
+
+def write_fold_manifest(path: str | Path, manifest: Mapping) -> str:
+    """Write atomically; return the file's sha256 (the hash recorded with every result)."""
+    data = fold_manifest_bytes(manifest)
+    atomic_write_text(path, data.decode())
+    return sha256_bytes(data)
+
+
+def read_fold_manifest(path: str | Path) -> tuple[dict, str]:
+    """(manifest, sha256 of the file) after checking its structure and that it does not leak."""
+    path = Path(path)
+    if not path.is_file():
+        raise FoldManifestError(f"fold manifest {path} not found")
+    data = path.read_bytes()
+    try:
+        manifest = json.loads(data)
+    except json.JSONDecodeError as error:
+        raise FoldManifestError(f"fold manifest {path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise FoldManifestError(f"fold manifest {path}: expected format {FORMAT!r}")
+    for key in ("groups", "folds"):
+        if key not in manifest:
+            raise FoldManifestError(f"fold manifest {path}: missing {key!r}")
+    for k, fold in enumerate(manifest["folds"]):
+        if set(fold) != set(PARTITIONS):
+            raise FoldManifestError(f"fold manifest {path}: fold {k} must have exactly {PARTITIONS}")
+    check_no_group_leak(manifest, source=str(path))
+    return manifest, sha256_bytes(data)
+
+
+def check_no_group_leak(manifest: Mapping, source: str = "fold manifest") -> None:
+    """Raise GroupLeakError naming the first group found in two partitions of a fold."""
+    groups = manifest["groups"]
+    for k, fold in enumerate(manifest["folds"]):
+        owner: dict[str, str] = {}
+        for partition in PARTITIONS:
+            for item in fold[partition]:
+                if item not in groups:
+                    raise FoldManifestError(f"{source}: fold {k} {partition} lists {item!r}, which has no group")
+                group = groups[item]
+                first = owner.setdefault(group, partition)
+                if first != partition:
+                    raise GroupLeakError(
+                        f"{source}: group {group!r} ({manifest.get('group_column', 'group')}) is in both "
+                        f"{first} and {partition} of fold {k} (e.g. item {item!r}); grouped CV forbids this"
+                    )
+
+
+def check_matches_data(manifest: Mapping, groups_by_item: Mapping[str, str], source: str = "fold manifest") -> None:
+    """The fold manifest must list exactly the data's items, each with the data's group."""
+    listed = manifest["groups"]
+    missing = sorted(set(groups_by_item) - set(listed))
+    extra = sorted(set(listed) - set(groups_by_item))
+    if missing or extra:
+        raise FoldManifestError(
+            f"{source} does not belong to this data: {len(missing)} data item(s) not in it "
+            f"{missing[:3]}, {len(extra)} listed item(s) not in the data {extra[:3]}"
+        )
+    changed = [item for item, group in groups_by_item.items() if listed[item] != group]
+    if changed:
+        item = changed[0]
+        raise FoldManifestError(f"{source}: item {item!r} has group {listed[item]!r} there but "
+                                f"{groups_by_item[item]!r} in the data ({len(changed)} item(s) differ)")
+    for k, fold in enumerate(manifest["folds"]):
+        counted = sum(len(fold[p]) for p in PARTITIONS)
+        if counted != len(set().union(*(fold[p] for p in PARTITIONS))) or counted != len(listed):
+            raise FoldManifestError(f"{source}: fold {k} must put every item in exactly one partition")

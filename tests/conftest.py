@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny segmentation task config that trains in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+
+def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3, max_epochs: int = 2,
+                     n_panels: int = 9) -> Path:
+    """Write a task YAML for the corrosion data at 32 px with tiny models; return its path."""
+    unet = {"class": "lightning_modules.segmentation.BinarySegmentationTask",
+            "args": {"arch": "unet", "encoder_name": "resnet18", "lr": 3.0e-3,
+                     "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}}
+    config = {
+        "task": "segmentation",
+        "datamodule": {"class": "datamodules.corrosion.CorrosionPanelsDataModule", "args": {"target": "mask"}},
+        "group_column": "panel_id",
+        "stratify_column": "rating",
+        "metrics": ["dice", "iou"],
+        "models": models if models is not None else {
+            "tiny-unet": unet,
+            "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+            "predict-everything": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 1}},
+        },
+        "profiles": {"quick": {
+            "folds": folds, "val_fraction": 0.25, "seed": 0,
+            "generator": {"n_panels": n_panels, "photos_per_panel": 2, "image_size": 32},
+            "datamodule": {"image_size": 32, "batch_size": 4},
+            "trainer": {"max_epochs": max_epochs},
+        }},
+    }
+    path = tmp_path / "tiny_segmentation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Generated datasets go to one per-session temporary cache, never into the project folder."""
+    monkeypatch.setenv("MATCV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matcv-cache"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (a user's clone has no ../shared)")
+    return SHARED_DATA

@@ -1,0 +1,161 @@
+"""End-to-end: the harness on tiny generated data — records, resume, failures, determinism, leaderboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmarks.cli import main as matcv_main
+from benchmarks.records import RunRecords
+from benchmarks.runner import run_benchmark
+from datamodules.atomic_io import sha256_file
+from datamodules.folds import read_fold_manifest
+from tests.conftest import tiny_task_config
+
+
+@pytest.fixture(scope="module")
+def finished_benchmark(tmp_path_factory):
+    """One tiny 3-fold benchmark (tiny UNet, 2 epochs, plus the two constant baselines)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    config = tiny_task_config(tmp)
+    bench = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    return bench, config, tmp
+
+
+def test_every_model_and_fold_is_recorded_with_provenance(finished_benchmark):
+    bench, _, _ = finished_benchmark
+    records = bench.records.load()
+    assert sorted((r["model"], r["fold"]) for r in records) == sorted(
+        (m, f) for m in ("tiny-unet", "predict-nothing", "predict-everything") for f in range(3))
+    manifest, manifest_sha = read_fold_manifest(bench.fold_manifest_path)
+    assert manifest_sha == sha256_file(bench.fold_manifest_path)
+    for record in records:
+        assert record["status"] == "ok", record.get("traceback")
+        assert record["fold_manifest_sha256"] == manifest_sha
+        assert len(record["data_sha256"]) == 64 and len(record["config_hash"]) == 16
+        assert {"git_commit", "git_dirty", "packages", "hardware", "durations", "throughput", "seed"} <= set(record)
+        assert record["packages"]["torch"] and record["hardware"]["cpu_count"]
+        test_items = manifest["folds"][record["fold"]]["test"]
+        assert sorted(r["item_id"] for r in record["per_image"]) == sorted(test_items)
+        assert record["metrics"]["dice"] == pytest.approx(np.mean([r["dice"] for r in record["per_image"]]))
+
+
+def test_constant_baselines_score_their_known_values(finished_benchmark):
+    """Predict-nothing: Dice 0 on a non-empty mask, 1 on an empty one (thin corrosion vanishes at 32 px);
+    predict-everything: Dice 2p/(1+p) and IoU p, with p the mask's foreground fraction."""
+    bench, _, _ = finished_benchmark
+    for record in bench.records.load():
+        for item in record["per_image"]:
+            mask = np.asarray(Image.open(bench.data_root / item["item_id"].replace("images/", "masks/"))) > 0
+            p = mask.mean()
+            if record["model"] == "predict-nothing":
+                expected = 1.0 if p == 0 else 0.0
+                assert item["dice"] == expected and item["iou"] == expected
+            elif record["model"] == "predict-everything":
+                assert item["dice"] == pytest.approx(2 * p / (1 + p), abs=1e-5)
+                assert item["iou"] == pytest.approx(p, abs=1e-5)
+
+
+def test_leaderboard_tables_are_written(finished_benchmark):
+    bench, _, tmp = finished_benchmark
+    csv_path = next((tmp / "board").glob("segmentation__*__quick.csv"))
+    table = pd.read_csv(csv_path)
+    assert set(table["model"]) == {"tiny-unet", "predict-nothing", "predict-everything"}
+    assert (table["n_folds"] == 3).all()
+    assert list(table["rank"]) == [1, 2, 3]
+    assert table["dice_mean"].is_monotonic_decreasing
+    everything = table.set_index("model").loc["predict-everything"]
+    assert 0 < everything["dice_mean"] < 0.5 and everything["dice_std"] > 0
+    markdown = csv_path.with_suffix(".md").read_text()
+    assert "| rank | model | folds | dice (mean ± std) | iou (mean ± std) |" in markdown
+    assert bench.fold_manifest_sha256[:12] in markdown
+
+
+def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_benchmark):
+    bench, config, tmp = finished_benchmark
+    before = bench.records.load()
+    again = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    assert len(again.records.load()) == len(before)  # nothing re-run, nothing duplicated
+
+    # Simulate a kill during the last run: its record never got written, its folder is half full.
+    lines = bench.records.path.read_text().splitlines(keepends=True)
+    killed = json.loads(lines[-1])
+    bench.records.path.write_text("".join(lines[:-1]))
+    leftover = bench.folder / killed["model"] / f"fold-{killed['fold']}"
+    leftover.mkdir(parents=True, exist_ok=True)
+    (leftover / "half-written.ckpt").write_bytes(b"partial")
+
+    resumed = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    after = resumed.records.load()
+    assert len(after) == len(before)
+    assert [r["key"] for r in after].count(killed["key"]) == 1
+    assert after[-1]["key"] == killed["key"] and after[-1]["status"] == "ok"
+    assert not (leftover / "half-written.ckpt").exists()
+
+
+def test_failed_run_is_recorded_and_the_others_go_on(tmp_path):
+    models = {
+        "broken": {"class": "lightning_modules.segmentation.BinarySegmentationTask",
+                   "args": {"arch": "unet", "encoder_name": "no-such-encoder"}},
+        "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+    }
+    config = tiny_task_config(tmp_path, models=models)
+    bench = run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    records = bench.records.load()
+    failed = [r for r in records if r["status"] == "failed"]
+    assert sorted(r["fold"] for r in failed) == [0, 1, 2]
+    assert all(r["model"] == "broken" and "no-such-encoder" in r["error"] for r in failed)
+    assert sum(r["status"] == "ok" for r in records) == 3
+    markdown = next((tmp_path / "board").glob("*.md")).read_text()
+    assert "Failed runs" in markdown and "broken fold 0" in markdown
+
+    run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    assert len(bench.records.load()) == len(records)  # failures are not retried by default
+    run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False,
+                  retry_failed=True, models=["broken"], folds=[0])
+    assert len(bench.records.load()) == len(records) + 1
+
+
+def test_same_seed_same_fold_gives_same_metrics(tmp_path):
+    config = tiny_task_config(tmp_path, folds=3, max_epochs=1)
+    scores = []
+    for name in ("a", "b"):
+        bench = run_benchmark(config, models=["tiny-unet"], folds=[1], output_dir=tmp_path / name,
+                              leaderboard_dir=tmp_path / name / "board", progress=False)
+        (record,) = bench.records.load()
+        scores.append(record["per_image"])
+    assert scores[0] == scores[1]
+
+
+def test_torn_record_line_is_skipped(tmp_path):
+    records = RunRecords(tmp_path / "records.jsonl")
+    records.append({"key": "a", "status": "ok"})
+    with open(records.path, "a") as handle:
+        handle.write('{"key": "b", "sta')  # the machine died mid-write
+    with pytest.warns(UserWarning, match="torn"):
+        assert [r["key"] for r in records.load()] == ["a"]
+
+
+def test_cli_help_and_bad_task(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        matcv_main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--task", "--profile", "--data-root", "--devices", "--models", "--folds", "--retry-failed"):
+        assert option in out
+    assert matcv_main(["bench", "--task", "no-such-task"]) == 2
+    assert "unknown task 'no-such-task'" in capsys.readouterr().err
+
+
+def test_unknown_model_or_fold_is_refused_before_any_work(tmp_path, capsys):
+    config = tiny_task_config(tmp_path)
+    assert matcv_main(["bench", "--task", str(config), "--models", "nope", "--output", str(tmp_path / "r")]) == 2
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err
+    assert matcv_main(["bench", "--task", str(config), "--folds", "7", "--output", str(tmp_path / "r")]) == 2
+    assert "fold(s) [7] out of range" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
