@@ -31,8 +31,6 @@ from datamodules.atomic_io import sha256_bytes, sha256_file
 from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
 from leaderboard.build import write_leaderboard
 
-log = logging.getLogger("matcv")
-
 
 @dataclass
 class Benchmark:
@@ -62,8 +60,8 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
     datamodule_cls = import_object(config.raw["datamodule"]["class"])
     dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
-    index = datamodule_cls.index_dataset(root, **dm_args)
-    dataset = "synthetic-" + root.name if data_root is None else root.resolve().name
+    index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
+    dataset = f"{root.parent.name}-{root.name}" if data_root is None else root.resolve().name
     folder = Path(output_dir) / config.task / dataset / profile
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -97,15 +95,17 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
     pending = [(spec, key) for spec, key in keyed if key not in finished]
     print(f"[matcv] {config.task}/{profile} on {bench.dataset}: {len(runs)} runs "
           f"({len(runs) - len(pending)} already recorded, {len(pending)} to do); folder {bench.folder}", flush=True)
-    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="runs", unit="run", disable=not progress,
-               file=sys.stdout, position=0, leave=True)
-    for spec, key in pending:
+    # The bar is for terminals; logs (CI, clusters) get one line per run instead.
+    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="runs", unit="run",
+               disable=not (progress and sys.stdout.isatty()), file=sys.stdout, position=0, leave=True)
+    for number, (spec, key) in enumerate(pending, start=len(runs) - len(pending) + 1):
         bar.set_postfix_str(f"{spec.model} fold {spec.fold}")
         record = execute_run(bench, spec, key, accelerator, devices, progress)
         bench.records.append(record)
         summary = ", ".join(f"{k} {v:.4f}" for k, v in record.get("metrics", {}).items())
-        tqdm.write(f"[matcv] {spec.model} fold {spec.fold}: {record['status']}"
-                   f"{' - ' + summary if summary else ''}{' - ' + record['error'] if record.get('error') else ''}"
+        error = record.get("error", "").splitlines()[0][:200] if record.get("error") else ""
+        tqdm.write(f"[matcv] run {number}/{len(runs)} {spec.model} fold {spec.fold}: {record['status']}"
+                   f"{' - ' + summary if summary else ''}{' - ' + error if error else ''}"
                    f" ({record['durations']['total_s']:.0f} s)", file=sys.stdout)
         bar.update(1)
     bar.close()
@@ -123,6 +123,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
+    # The test Trainer reloads the best checkpoint without the fit's callbacks, on purpose.
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
 
 
 def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool) -> dict:

@@ -42,6 +42,13 @@ def manifest_spec(target: str) -> ManifestSpec:
     return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating")
 
 
+def _index(table, spec: ManifestSpec) -> dict:
+    files = list(table["image_path"]) + (list(table["mask_path"]) if spec.require_mask else [])
+    strata = list(table["rating"]) if "rating" in table and table["rating"].notna().all() else None
+    return {"items": list(table["image_path"]), "groups": list(table[spec.group_column]), "strata": strata,
+            "files": files}
+
+
 class PanelPhotos(Dataset):
     """Preloaded uint8 photos (+ masks / ratings) of one partition; augmentation on the fly."""
 
@@ -111,19 +118,16 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
     def index_dataset(data_root: str | Path, target: str = "mask", **_unused) -> dict:
         """Items, groups, strata and files of a data root, for fold manifests and data hashes."""
         spec = manifest_spec(target)
-        table = load_manifest(data_root, spec)
-        files = list(table["image_path"]) + (list(table["mask_path"]) if spec.require_mask else [])
-        strata = list(table["rating"]) if "rating" in table and table["rating"].notna().all() else None
-        return {"items": list(table["image_path"]), "groups": list(table[spec.group_column]),
-                "strata": strata, "files": files}
+        return _index(load_manifest(data_root, spec), spec)
 
     @staticmethod
-    def check_dataset(data_root: str | Path, target: str = "mask", **_unused) -> dict:
-        """Read every image (and mask) of a data root; one error listing every bad row and file."""
+    def check_dataset(data_root: str | Path, target: str = "mask", progress: bool = True, **_unused) -> dict:
+        """``index_dataset`` after reading every image (and mask): one error listing every bad row and file."""
         spec = manifest_spec(target)
         table = load_manifest(data_root, spec)
         problems = []
-        for record in tqdm(list(table.itertuples(index=False)), desc="checking images", unit="image"):
+        for record in tqdm(list(table.itertuples(index=False)), desc="checking images", unit="image",
+                           disable=not progress):
             try:
                 image = read_image(Path(data_root), record)
                 if spec.require_mask:
@@ -132,7 +136,7 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
                 problems.append(str(error))
         if problems:
             raise ManifestError(f"{Path(data_root) / 'manifest.csv'}: {len(problems)} bad file(s):\n  " + "\n  ".join(problems))
-        return CorrosionPanelsDataModule.index_dataset(data_root, target)
+        return _index(table, spec)
 
     def prepare_data(self) -> None:
         self.data_root = resolve_data_root(self.data_root, self.generator)

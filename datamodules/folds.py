@@ -10,6 +10,7 @@ sample) sits in two partitions of a fold, and ``check_matches_data`` that the fi
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -35,7 +36,14 @@ def _grouped_split(items: np.ndarray, groups: np.ndarray, strata: np.ndarray, n_
     if n_groups < n_splits:
         raise FoldManifestError(f"cannot make {n_splits} grouped splits from only {n_groups} groups")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(splitter.split(items, strata, groups))
+    try:
+        return list(splitter.split(items, strata, groups))
+    except ValueError as error:
+        # Too few items of some stratum for this many splits (small data, inner validation split):
+        # keep the grouping, drop the stratification, and say so.
+        warnings.warn(f"stratified group split into {n_splits} failed ({error}); using unstratified group "
+                      f"splits for this split", stacklevel=3)
+        return list(splitter.split(items, np.zeros(len(items), int), groups))
 
 
 def make_fold_manifest(

@@ -54,8 +54,8 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
         raise ManifestError(f"{path} not found: a data root needs a {MANIFEST_NAME} "
                             f"(columns image_path,{spec.group_column}[,mask_path][,rating])")
     try:
-        table = pd.read_csv(path, dtype={"image_path": str, "mask_path": str, spec.group_column: str},
-                            keep_default_na=True)
+        # Only empty cells are missing: a panel may well be called "NA" or "None".
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: not a readable CSV ({error})") from error
     required = ["image_path", spec.group_column]
@@ -73,7 +73,7 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
     lo, hi = spec.rating_range
     for record in table.itertuples(index=False):
         row = record.row
-        image = getattr(record, "image_path")
+        image = record.image_path
         label = f"row {row} ({image})" if isinstance(image, str) and image else f"row {row}"
         if not isinstance(image, str) or not image.strip():
             problems.append(f"{label}: empty image_path")
@@ -83,23 +83,35 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
         if not isinstance(group, str) or not group.strip():
             problems.append(f"{label}: missing {spec.group_column} (every image needs its specimen group)")
         if spec.require_mask:
-            mask = getattr(record, "mask_path")
+            mask = record.mask_path
             if not isinstance(mask, str) or not mask.strip():
                 problems.append(f"{label}: empty mask_path")
             elif not (root / mask).is_file():
                 problems.append(f"{label}: mask file {root / mask} not found")
         if spec.require_rating:
-            rating = getattr(record, "rating")
-            valid = isinstance(rating, (int, float, np.integer, np.floating)) and math.isfinite(rating) \
-                and float(rating).is_integer() and lo <= rating <= hi
-            if not valid:
-                problems.append(f"{label}: rating {rating!r} is not an integer in {lo}..{hi}")
+            rating = record.rating
+            if _as_rating(rating, lo, hi) is None:
+                shown = "(empty)" if not isinstance(rating, str) else repr(rating)
+                problems.append(f"{label}: rating {shown} is not an integer in {lo}..{hi}")
     duplicated = table["image_path"][table["image_path"].duplicated()].dropna().unique()
     problems += [f"image_path {name} listed more than once" for name in duplicated]
     _raise_all(problems, path)
     if spec.require_rating:
-        table["rating"] = table["rating"].astype(int)
+        table["rating"] = [_as_rating(r, lo, hi) for r in table["rating"]]
+    elif "rating" in table:
+        table["rating"] = pd.to_numeric(table["rating"], errors="coerce")
     return table
+
+
+def _as_rating(value, lo: int, hi: int) -> int | None:
+    """The integer rating in a cell ("7", "7.0"), or None if the cell holds anything else."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or not number.is_integer() or not lo <= number <= hi:
+        return None
+    return int(number)
 
 
 def read_image(root: Path, record) -> np.ndarray:

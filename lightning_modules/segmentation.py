@@ -112,12 +112,17 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    result = encoder.load_state_dict(state, strict=False)
-    own = set(encoder.state_dict())
-    if not own - set(result.missing_keys):
-        raise ValueError(f"{path}: none of its tensors match the encoder (e.g. missing {result.missing_keys[:3]})")
-    if result.missing_keys:
-        raise ValueError(f"{path}: encoder tensors missing from the file: {result.missing_keys[:5]}")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    own = encoder.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not matching:
+        raise ValueError(f"{path}: none of its tensors match the encoder (file has e.g. {list(state)[:3]})")
+    missing = [k for k in own if k not in matching]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} encoder tensors missing or of another shape, e.g. {missing[:5]}")
+    # smp encoders override load_state_dict (dropping classifier heads), so compare keys ourselves.
+    encoder.load_state_dict(matching)
 
 
 class ConstantMaskBaseline(SegmentationEvaluation):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -159,3 +158,21 @@ def test_unknown_model_or_fold_is_refused_before_any_work(tmp_path, capsys):
     assert matcv_main(["bench", "--task", str(config), "--folds", "7", "--output", str(tmp_path / "r")]) == 2
     assert "fold(s) [7] out of range" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_bad_data_root_stops_before_training_and_names_the_file(tmp_path, capsys):
+    root = tmp_path / "my_panels"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.png")
+    (root / "images" / "b.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "mask_a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "mask_b.png")
+    (root / "manifest.csv").write_text("image_path,mask_path,rating,panel_id\n"
+                                       "images/a.png,mask_a.png,7,P1\nimages/b.png,mask_b.png,8,P2\n")
+    config = tiny_task_config(tmp_path)
+    code = matcv_main(["bench", "--task", str(config), "--data-root", str(root), "--output", str(tmp_path / "r"),
+                       "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "row 3: cannot read image" in err and "b.png" in err
+    assert not list((tmp_path / "r").glob("**/records.jsonl"))
