@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
 from tqdm.auto import tqdm
 
 from benchmarks.config import RunSpec, TaskConfig, import_object
@@ -161,7 +162,9 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         if getattr(model, "requires_training", True):
             checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
                                          mode=model.mode, save_top_k=1, save_last=False)
-            strategy = "ddp_spawn" if devices > 1 else "auto"  # spawn: many fits in one harness process
+            # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
+            strategy = DDPStrategy(start_method="spawn", find_unused_parameters=model.ddp_find_unused_parameters) \
+                if devices > 1 else "auto"
             trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
                                 logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
                                 log_every_n_steps=1, **spec.config["trainer"], **common)
@@ -172,7 +175,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             if ckpt_path is None:
                 raise RuntimeError(f"no checkpoint was selected on {model.monitor}: did validation run?")
             record["epochs"] = trainer.current_epoch
-            record["best_val"] = {model.monitor: float(checkpoint.best_model_score)}
+            record["best_val"] = {model.monitor: _best_score(checkpoint)}
             record["best_checkpoint"] = str(ckpt_path)
             record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
@@ -196,3 +199,13 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     record["durations"] = durations
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def _best_score(checkpoint: ModelCheckpoint) -> float:
+    """The selected checkpoint's validation score. After a spawned DDP fit only the path comes back to this
+    process, so read the score from the checkpoint file (our own file, loaded weights-only)."""
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    states = [v for k, v in saved.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+    return float(states[0]["best_model_score"])

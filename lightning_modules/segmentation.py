@@ -29,6 +29,7 @@ class SegmentationEvaluation(L.LightningModule):
     monitor = "val_dice"  # checkpoint selection: grouped validation split only, never test
     mode = "max"
     requires_training = True
+    ddp_find_unused_parameters = False  # what this model needs from a DDP Trainer
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,6 +87,8 @@ class BinarySegmentationTask(SegmentationEvaluation):
                                     in_channels=in_channels, classes=1, **(arch_kwargs or {}))
         if encoder_weights_path:
             load_encoder_weights(self.net.encoder, encoder_weights_path)
+        # A shallower encoder (encoder_depth < 5) keeps smp's deepest encoder stages unused: DDP must know.
+        self.ddp_find_unused_parameters = (arch_kwargs or {}).get("encoder_depth", 5) < 5
         self.bce = nn.BCEWithLogitsLoss()
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
 
@@ -97,7 +100,8 @@ class BinarySegmentationTask(SegmentationEvaluation):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
-        self.log("train_loss", loss, batch_size=len(batch["image"]), on_epoch=True, on_step=False, prog_bar=True)
+        self.log("train_loss", loss, batch_size=len(batch["image"]), on_epoch=True, on_step=False, prog_bar=True,
+                 sync_dist=True)
         return loss
 
     def configure_optimizers(self):
