@@ -190,6 +190,9 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         record["metrics"] = {m: float(torch.tensor([r[m] for r in per_image]).mean()) for m in metric_names}
         record["per_image"] = per_image
         record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
+        if hasattr(model, "save_test_figure"):
+            figure = model.save_test_figure(run_dir / "test_examples.png", datamodule)
+            record["figure"] = str(figure) if figure else None
         record["status"] = OK
     except Exception as error:  # a failed run is recorded and the benchmark goes on with the others
         record["status"] = FAILED

@@ -2,12 +2,13 @@
 
 For each (task, dataset, profile) the latest successful record of every (model, fold) on the
 benchmark's current fold manifest is used; failed runs are listed under the table with their errors.
-Written as Markdown and CSV, atomically.
+Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 
 from benchmarks.records import FAILED, OK, RunRecords
 from datamodules.atomic_io import atomic_write_text
+from leaderboard.plots import per_fold_plot
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -22,11 +24,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan
 
 
-def leaderboard_table(records: list[dict], metrics: list[str]) -> tuple[pd.DataFrame, list[dict], str | None]:
-    """(table ranked by the first metric, failed records, fold-manifest sha256 the table is on)."""
+@dataclass
+class Leaderboard:
+    table: pd.DataFrame  # ranked by the first metric
+    failed: list[dict]  # failed runs not superseded by a successful one
+    fold_manifest_sha256: str | None  # the folds every row was scored on
+    per_fold: dict[str, list[float]] = field(default_factory=dict)  # model -> first metric per fold, ranked
+
+
+def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
     ok = [r for r in records if r.get("status") == OK]
     if not ok:
-        return pd.DataFrame(), [r for r in records if r.get("status") == FAILED], None
+        return Leaderboard(pd.DataFrame(), [r for r in records if r.get("status") == FAILED], None)
     # Results on different folds are not comparable: keep the fold manifest of the latest run.
     manifest = ok[-1]["fold_manifest_sha256"]
     latest: dict[tuple[str, int], dict] = {}
@@ -49,15 +58,18 @@ def leaderboard_table(records: list[dict], metrics: list[str]) -> tuple[pd.DataF
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table, failed, manifest
+    per_fold = {model: [float(v) for v in values.split()] for model, values in
+                zip(table["model"], table[f"{metrics[0]}_per_fold"])}
+    return Leaderboard(table, failed, manifest, per_fold)
 
 
 def _fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
 
 
-def render_markdown(title: str, table: pd.DataFrame, failed: list[dict], metrics: list[str], manifest: str | None,
-                    records: list[dict]) -> str:
+def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
+                    plot_name: str | None = None) -> str:
+    table, failed, manifest = board.table, board.failed, board.fold_manifest_sha256
     lines = [f"# {title}", ""]
     if table.empty:
         lines.append("No successful runs yet.")
@@ -75,6 +87,8 @@ def render_markdown(title: str, table: pd.DataFrame, failed: list[dict], metrics
             cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
             cells += [r[f"{metrics[0]}_per_fold"], f"{r['fit_s_mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        if plot_name:
+            lines += ["", f"![{metrics[0]} per fold]({plot_name})"]
     if failed:
         lines += ["", "Failed runs (not in the table):", ""]
         lines += [f"- {r['model']} fold {r['fold']}: {r.get('error', 'unknown error')}" for r in failed]
@@ -88,11 +102,14 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
     keys = dict.fromkeys((r["task"], r["dataset"], r["profile"]) for r in records)
     for task, dataset, profile in keys:
         subset = [r for r in records if (r["task"], r["dataset"], r["profile"]) == (task, dataset, profile)]
-        table, failed, manifest = leaderboard_table(subset, metrics)
+        board = leaderboard_table(subset, metrics)
         stem = Path(out_dir) / f"{task}__{dataset}__{profile}"
         title = f"matcv leaderboard: {task} on {dataset}, profile {profile}"
-        markdown = render_markdown(title, table, failed, metrics, manifest, subset)
-        atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+        plot = None
+        if board.per_fold:
+            plot = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], title)
+        markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None)
+        atomic_write_text(stem.with_suffix(".csv"), board.table.to_csv(index=False))
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written
 

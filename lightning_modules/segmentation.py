@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
+
+from lightning_modules.segmentation_figures import save_segmentation_examples
 
 
 def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +32,7 @@ class SegmentationEvaluation(L.LightningModule):
     monitor = "val_dice"  # checkpoint selection: grouped validation split only, never test
     mode = "max"
     requires_training = True
+    n_figure_examples = 6
     ddp_find_unused_parameters = False  # what this model needs from a DDP Trainer
 
     def __init__(self) -> None:
@@ -50,16 +54,33 @@ class SegmentationEvaluation(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_results = []
+        self.test_examples: dict[str, np.ndarray] = {}  # item id -> probability map, for the figure
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, dice, iou = self._score(batch)
+        logits, dice, iou = self._score(batch)
         for item, d, i in zip(batch["item_id"], dice.tolist(), iou.tolist()):
             self.test_results.append({"item_id": item, "dice": d, "iou": i})
+        for item, probability in zip(batch["item_id"], logits.sigmoid()[:, 0]):
+            if len(self.test_examples) < self.n_figure_examples:
+                self.test_examples[item] = probability.float().cpu().numpy()
         self.log("test_dice", dice.mean(), batch_size=len(dice))
         self.log("test_iou", iou.mean(), batch_size=len(dice))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=logits.device)
+
+    def save_test_figure(self, path: Path, datamodule) -> Path | None:
+        """Photo / probability / error overlay of the first test images (the harness calls this)."""
+        if not self.test_examples:
+            return None
+        test = datamodule.datasets["test"]
+        index = {item: i for i, item in enumerate(test.item_ids)}
+        scores = {r["item_id"]: r["dice"] for r in self.test_results}
+        items = list(self.test_examples)
+        return save_segmentation_examples(
+            path, [test.images[index[i]] for i in items], [test.masks[index[i]] for i in items],
+            [self.test_examples[i] for i in items], [f"{Path(i).name}  Dice {scores[i]:.3f}" for i in items],
+            self.threshold)
 
 
 class BinarySegmentationTask(SegmentationEvaluation):

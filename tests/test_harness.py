@@ -42,6 +42,8 @@ def test_every_model_and_fold_is_recorded_with_provenance(finished_benchmark):
         test_items = manifest["folds"][record["fold"]]["test"]
         assert sorted(r["item_id"] for r in record["per_image"]) == sorted(test_items)
         assert record["metrics"]["dice"] == pytest.approx(np.mean([r["dice"] for r in record["per_image"]]))
+        figure = Image.open(record["figure"])  # photo / probability / errors of the first test images
+        assert figure.width > 300 and figure.height > 300
 
 
 def test_constant_baselines_score_their_known_values(finished_benchmark):
@@ -73,6 +75,8 @@ def test_leaderboard_tables_are_written(finished_benchmark):
     markdown = csv_path.with_suffix(".md").read_text()
     assert "| rank | model | folds | dice (mean ± std) | iou (mean ± std) |" in markdown
     assert bench.fold_manifest_sha256[:12] in markdown
+    plot = csv_path.with_suffix(".png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot.name})" in markdown
 
 
 def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_benchmark):

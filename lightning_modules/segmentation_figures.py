@@ -1,0 +1,44 @@
+"""A picture of what a segmentation model did on test images: photo, truth, prediction, errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from datamodules.atomic_io import atomic_write_bytes  # noqa: E402
+
+
+def error_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Photo with true positives green, false positives red (e.g. stains), false negatives blue (missed creep)."""
+    out = image.astype(np.float32).copy()
+    colours = {(1, 1): (0, 200, 0), (0, 1): (230, 0, 0), (1, 0): (0, 90, 255)}
+    for (t, p), colour in colours.items():
+        where = (truth == t) & (prediction == p)
+        out[where] = 0.35 * out[where] + 0.65 * np.array(colour, np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def save_segmentation_examples(path: str | Path, images: list[np.ndarray], truths: list[np.ndarray],
+                               probabilities: list[np.ndarray], titles: list[str], threshold: float = 0.5) -> Path:
+    """One row per test image: photo | probability map | errors (green TP, red FP, blue FN)."""
+    rows = len(images)
+    figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    for row, (image, truth, probability, title) in enumerate(zip(images, truths, probabilities, titles)):
+        prediction = (probability >= threshold).astype(np.uint8)
+        panels = [(image, title), (probability, "probability"), (error_overlay(image, truth, prediction),
+                                                                 "TP green / FP red / FN blue")]
+        for axis, (picture, label) in zip(axes[row], panels):
+            axis.imshow(picture, cmap="magma" if picture.ndim == 2 else None, vmin=0, vmax=1 if picture.ndim == 2 else None)
+            axis.set_title(label, fontsize=8)
+            axis.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
