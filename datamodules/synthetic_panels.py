@@ -142,7 +142,59 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a + (b - a) * t[..., None]
 
 
+def _raster_box(centre_u: float, centre_v: float, half_mm: float, s: float, n: int, pad: int = 0) -> tuple[slice, slice]:
+    """Row and column slices of the raster around a point given in panel millimetres."""
+    def around(c: float) -> slice:
+        return slice(max(0, int((c - half_mm + RASTER_SPAN_MM / 2) / s)),
+                     min(n, int((c + half_mm + RASTER_SPAN_MM / 2) / s) + pad))
+
+    return around(centre_v), around(centre_u)
+
+
+def _draw_distractors(image: np.ndarray, rng: np.random.Generator, stain_prob: float, scribe_u: list[float],
+                      centres_mm: np.ndarray, s: float) -> tuple[bool, bool]:
+    """Water stains (tinted blots with a dark tide line) and rust-coloured spots, painted onto ``image``.
+
+    Returns (any stain drawn, a stain placed across a scribe). None of this is corrosion of the scribe.
+    """
+    if rng.random() >= stain_prob:
+        return False, False
+    n = image.shape[0]
+    across = False
+    for _ in range(rng.integers(1, 4)):
+        radius = rng.uniform(5, 14)
+        if rng.random() < 0.4:
+            cu, across = scribe_u[rng.integers(len(scribe_u))] + rng.uniform(-4, 4), True
+        else:
+            cu = rng.uniform(-45, 45)
+        cv_ = rng.uniform(-45, 45)
+        rows, cols = _raster_box(cu, cv_, radius * 1.6, s, n)
+        if rows.stop <= rows.start or cols.stop <= cols.start:
+            continue
+        yy, xx = np.meshgrid(centres_mm[rows], centres_mm[cols], indexing="ij")
+        r = np.hypot((xx - cu) / radius, (yy - cv_) / (radius * rng.uniform(0.6, 1.4)))
+        field_ = r + 0.25 * smooth_noise(rng, r.shape, 2.0 / s)
+        inside = field_ < 1.0
+        tide = np.exp(-((field_ - 1.0) / 0.04) ** 2)  # dark ring where the drop dried
+        tint = RUST_LIGHT * rng.uniform(0.8, 1.1)
+        alpha = rng.uniform(0.15, 0.4) * inside + rng.uniform(0.3, 0.6) * tide
+        patch = image[rows, cols]
+        image[rows, cols] = _mix(patch, np.broadcast_to(tint, patch.shape), alpha.astype(np.float32))
+    for _ in range(rng.integers(5, 40)):
+        radius = rng.uniform(0.2, 1.0)
+        cu = scribe_u[0] + rng.uniform(-6, 6) if rng.random() < 0.2 else rng.uniform(-50, 50)
+        cv_ = rng.uniform(-50, 50)
+        rows, cols = _raster_box(cu, cv_, 2 * radius, s, n, pad=1)
+        yy, xx = np.meshgrid(centres_mm[rows], centres_mm[cols], indexing="ij")
+        alpha = np.exp(-(((xx - cu) ** 2 + (yy - cv_) ** 2) / radius**2) ** 2).astype(np.float32)
+        colour = _mix(RUST_MID[None], RUST_DARK[None], np.array([rng.uniform(0, 1)], np.float32))[0]
+        patch = image[rows, cols]
+        image[rows, cols] = _mix(patch, np.broadcast_to(colour, patch.shape), alpha * rng.uniform(0.6, 1.0))
+    return True, across
+
+
 def draw_panel(config: PanelGeneratorConfig, rating: int, rng: np.random.Generator) -> Panel:
+    """One panel of the given rating on the fine raster: scribes, creep profiles, mask, colours (module doc)."""
     s = config.panel_mm_per_px
     n = int(round(RASTER_SPAN_MM / s))
     centres_mm = (np.arange(n, dtype=np.float32) + 0.5) * s - RASTER_SPAN_MM / 2
@@ -245,40 +297,7 @@ def draw_panel(config: PanelGeneratorConfig, rating: int, rng: np.random.Generat
     image = np.clip(coating[None, None, :] * peel[..., None], 0, 1)
 
     # Stains and spots go under the corrosion (they are on the coating) and are never in the mask.
-    stain, across = False, False
-    if rng.random() < config.stain_prob:
-        stain = True
-        for _ in range(rng.integers(1, 4)):
-            radius = rng.uniform(5, 14)
-            if rng.random() < 0.4:
-                cu, across = scribe_u[rng.integers(len(scribe_u))] + rng.uniform(-4, 4), True
-            else:
-                cu = rng.uniform(-45, 45)
-            cv_ = rng.uniform(-45, 45)
-            y0, y1 = max(0, int((cv_ - radius * 1.6 + RASTER_SPAN_MM / 2) / s)), min(n, int((cv_ + radius * 1.6 + RASTER_SPAN_MM / 2) / s))
-            x0, x1 = max(0, int((cu - radius * 1.6 + RASTER_SPAN_MM / 2) / s)), min(n, int((cu + radius * 1.6 + RASTER_SPAN_MM / 2) / s))
-            if y1 <= y0 or x1 <= x0:
-                continue
-            yy, xx = np.meshgrid(centres_mm[y0:y1], centres_mm[x0:x1], indexing="ij")
-            r = np.hypot((xx - cu) / radius, (yy - cv_) / (radius * rng.uniform(0.6, 1.4)))
-            field_ = r + 0.25 * smooth_noise(rng, r.shape, 2.0 / s)
-            inside = field_ < 1.0
-            tide = np.exp(-((field_ - 1.0) / 0.04) ** 2)  # dark ring where the drop dried
-            tint = RUST_LIGHT * rng.uniform(0.8, 1.1)
-            alpha = rng.uniform(0.15, 0.4) * inside + rng.uniform(0.3, 0.6) * tide
-            patch = image[y0:y1, x0:x1]
-            image[y0:y1, x0:x1] = _mix(patch, np.broadcast_to(tint, patch.shape), alpha.astype(np.float32))
-        for _ in range(rng.integers(5, 40)):
-            radius = rng.uniform(0.2, 1.0)
-            cu = scribe_u[0] + rng.uniform(-6, 6) if rng.random() < 0.2 else rng.uniform(-50, 50)
-            cv_ = rng.uniform(-50, 50)
-            y0, y1 = max(0, int((cv_ - 2 * radius + RASTER_SPAN_MM / 2) / s)), min(n, int((cv_ + 2 * radius + RASTER_SPAN_MM / 2) / s) + 1)
-            x0, x1 = max(0, int((cu - 2 * radius + RASTER_SPAN_MM / 2) / s)), min(n, int((cu + 2 * radius + RASTER_SPAN_MM / 2) / s) + 1)
-            yy, xx = np.meshgrid(centres_mm[y0:y1], centres_mm[x0:x1], indexing="ij")
-            alpha = np.exp(-(((xx - cu) ** 2 + (yy - cv_) ** 2) / radius**2) ** 2).astype(np.float32)
-            colour = _mix(RUST_MID[None], RUST_DARK[None], np.array([rng.uniform(0, 1)], np.float32))[0]
-            patch = image[y0:y1, x0:x1]
-            image[y0:y1, x0:x1] = _mix(patch, np.broadcast_to(colour, patch.shape), alpha * rng.uniform(0.6, 1.0))
+    stain, across = _draw_distractors(image, rng, config.stain_prob, scribe_u, centres_mm, s)
 
     # Corrosion: dark near the scribe, orange towards the creep front, mottled.
     mottle = np.clip(0.5 + 0.3 * smooth_noise(rng, (n, n), 0.8 / s) + 0.15 * smooth_noise(rng, (n, n), 0.2 / s), 0, 1)

@@ -7,9 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 
 def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3, max_epochs: int = 2,
                      n_panels: int = 9) -> Path:
@@ -40,14 +37,12 @@ def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3,
     return path
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Generated datasets go to one per-session temporary cache, never into the project folder."""
-    monkeypatch.setenv("MATCV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matcv-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Generated datasets go to one per-session temporary cache, never into the project folder.
 
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (a user's clone has no ../shared)")
-    return SHARED_DATA
+    Session-scoped so that it is in place before module-scoped fixtures generate data.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MATCV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matcv-cache"))
+        yield

@@ -180,3 +180,19 @@ def test_bad_data_root_stops_before_training_and_names_the_file(tmp_path, capsys
     err = capsys.readouterr().err
     assert "row 3: cannot read image" in err and "b.png" in err
     assert not list((tmp_path / "r").glob("**/records.jsonl"))
+
+
+def test_cli_data_and_leaderboard_commands(finished_benchmark, capsys):
+    bench, config, tmp = finished_benchmark
+    assert matcv_main(["data", "--task", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert str(bench.data_root) in out and "18 images of 9 groups" in out
+    assert "images per rating: {5: 4, 6: 4, 7: 4, 8: 4, 9: 2}" in out
+    assert matcv_main(["data", "--task", str(config), "--check", str(bench.data_root)]) == 0
+    assert "OK - 18 images in 9 groups" in capsys.readouterr().out
+
+    rebuilt = tmp / "rebuilt"
+    assert matcv_main(["leaderboard", "--runs", str(tmp / "runs"), "--out", str(rebuilt)]) == 0
+    assert "tiny-unet" in capsys.readouterr().out
+    assert len(list(rebuilt.glob("segmentation__*__quick.md"))) == 1
+    assert matcv_main(["leaderboard", "--runs", str(tmp / "empty")]) == 1
