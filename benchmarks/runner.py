@@ -163,8 +163,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
                                          mode=model.mode, save_top_k=1, save_last=False)
             # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
-            strategy = DDPStrategy(start_method="spawn", find_unused_parameters=model.ddp_find_unused_parameters) \
-                if devices > 1 else "auto"
+            unused = getattr(model, "ddp_find_unused_parameters", False)
+            strategy = DDPStrategy(start_method="spawn", find_unused_parameters=unused) if devices > 1 else "auto"
             trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
                                 logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
                                 log_every_n_steps=1, **spec.config["trainer"], **common)
@@ -177,6 +177,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             record["epochs"] = trainer.current_epoch
             record["best_val"] = {model.monitor: _best_score(checkpoint)}
             record["best_checkpoint"] = str(ckpt_path)
+            # Training images per second of fit time (validation included: it is part of every epoch).
             record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
         tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
