@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -161,7 +162,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
                       enable_progress_bar=progress and sys.stdout.isatty())
         if getattr(model, "requires_training", True):
             checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
-                                         mode=model.mode, save_top_k=1, save_last=False)
+                                         mode=model.mode, save_top_k=1, save_last=False,
+                                         save_weights_only=True)  # runs restart from scratch: no optimizer state
             # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
             unused = getattr(model, "ddp_find_unused_parameters", False)
             strategy = DDPStrategy(start_method="spawn", find_unused_parameters=unused) if devices > 1 else "auto"
@@ -175,7 +177,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             if ckpt_path is None:
                 raise RuntimeError(f"no checkpoint was selected on {model.monitor}: did validation run?")
             record["epochs"] = trainer.current_epoch
-            record["best_val"] = {model.monitor: _best_score(checkpoint)}
+            record["best_val"] = {model.monitor: _best_score(checkpoint, Path(trainer.logger.log_dir) / "metrics.csv")}
             record["best_checkpoint"] = str(ckpt_path)
             # Training images per second of fit time (validation included: it is part of every epoch).
             record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
@@ -205,11 +207,10 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     return record
 
 
-def _best_score(checkpoint: ModelCheckpoint) -> float:
-    """The selected checkpoint's validation score. After a spawned DDP fit only the path comes back to this
-    process, so read the score from the checkpoint file (our own file, loaded weights-only)."""
+def _best_score(checkpoint: ModelCheckpoint, metrics_csv: Path) -> float:
+    """The selected checkpoint's validation score. After a spawned DDP fit only the checkpoint path comes
+    back to this process, so read the score from the per-epoch log that rank 0 wrote."""
     if checkpoint.best_model_score is not None:
         return float(checkpoint.best_model_score)
-    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    states = [v for k, v in saved.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
-    return float(states[0]["best_model_score"])
+    history = pd.read_csv(metrics_csv)[checkpoint.monitor].dropna()
+    return float(history.max() if checkpoint.mode == "max" else history.min())

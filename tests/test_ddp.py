@@ -19,3 +19,4 @@ def test_two_process_ddp_run_is_recorded_and_tested_on_one_device(tmp_path):
         assert record["devices"] == 2
         assert len(record["per_image"]) == record["n_items"]["test"]  # every test image scored exactly once
         assert 0.0 <= record["metrics"]["dice"] <= 1.0
+        assert 0.0 <= record["best_val"]["val_dice"] <= 1.0  # read back from rank 0's log after the spawn
