@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from datamodules import astm
 from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
 
-GENERATOR_VERSION = 2  # bump when the rendering changes, so cached datasets are regenerated
+GENERATOR_VERSION = 3  # bump when the rendering changes, so cached datasets are regenerated
 
 PANEL_WIDTH_MM = 101.6  # 4 in
 RASTER_SPAN_MM = 104.0  # raster covers the panel centre; columns beyond the panel edge show the bench
@@ -63,6 +63,7 @@ BENCH = np.array([0.18, 0.18, 0.19], np.float32)
 MANIFEST_COLUMNS = (
     "image_path", "mask_path", "rating", "panel_id", "photo_index", "mean_creep_mm", "scribe_count",
     "thin", "under_coating", "stain", "stain_across_scribe", "coating", "mm_per_px", "rotation_deg",
+    "scribe_lines_px",
 )
 
 
@@ -363,8 +364,40 @@ def photograph(panel: Panel, config: PanelGeneratorConfig, rng: np.random.Genera
         image = cv2.GaussianBlur(image, (0, 0), blur)
     image = image + rng.normal(0, rng.uniform(0.005, 0.025), image.shape).astype(np.float32)
     image8 = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    facts = {"mm_per_px": round(mm_per_px, 6), "rotation_deg": round(math.degrees(theta), 4)}
+    facts = {"mm_per_px": round(mm_per_px, 6), "rotation_deg": round(math.degrees(theta), 4),
+             "scribe_lines_px": format_scribe_lines(scribe_lines_in_photo(panel, warp))}
     return image8, mask, facts
+
+
+def scribe_lines_in_photo(panel: Panel, warp: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Each scribe's centre line (x_top, y_top, x_bottom, y_bottom) in the photo's pixel-centre coordinates.
+
+    ``warp`` maps photo pixels to raster pixels (OpenCV convention, centres at integers); the raster's
+    scribe columns/rows use the [j, j+1) convention, hence the half-pixel shift.
+    """
+    to_photo = cv2.invertAffineTransform(warp)
+    lines = []
+    for column in panel.scribe_columns_px:
+        ends = np.array([[column - 0.5, panel.scribe_rows_px[0] - 0.5, 1.0],
+                         [column - 0.5, panel.scribe_rows_px[1] - 0.5, 1.0]])
+        (x0, y0), (x1, y1) = ends @ to_photo.T
+        lines.append((float(x0), float(y0), float(x1), float(y1)))
+    return lines
+
+
+def format_scribe_lines(lines: list[tuple[float, float, float, float]]) -> str:
+    """``"x0 y0 x1 y1;x0 y0 x1 y1"`` (one group per scribe), the manifest's ``scribe_lines_px`` column."""
+    return ";".join(" ".join(f"{v:.2f}" for v in line) for line in lines)
+
+
+def parse_scribe_lines(text: str) -> list[tuple[float, float, float, float]]:
+    lines = []
+    for group in str(text).split(";"):
+        values = [float(v) for v in group.split()]
+        if len(values) != 4:
+            raise ValueError(f"scribe line {group!r}: expected 'x_top y_top x_bottom y_bottom'")
+        lines.append(tuple(values))
+    return lines
 
 
 def default_cache_dir() -> Path:

@@ -265,3 +265,26 @@ def test_rating_9_photo_mask_is_not_empty_at_64_px(tmp_path):
     row = read_rows(root)[0]
     assert row["rating"] == "9"
     assert (np.asarray(Image.open(root / row["mask_path"])) > 0).any()
+
+
+def test_scribe_lines_in_the_manifest_run_along_the_corroded_bands(tmp_path):
+    """``scribe_lines_px`` locates each scribe in its photo (for measuring creep on a photo's mask):
+    on panels without gaps, points along every line lie in the mask."""
+    from datamodules.synthetic_panels import parse_scribe_lines
+
+    config = PanelGeneratorConfig(n_panels=10, photos_per_panel=2, image_size=128, seed=5, gap_prob_thin=0.0,
+                                  gap_prob_other=0.0, double_scribe_prob=0.5)
+    root = generate_panels(config, tmp_path, progress=False)
+    fractions, scribe_counts = [], set()
+    for row in read_rows(root):
+        mask = np.asarray(Image.open(root / row["mask_path"])) > 0
+        lines = parse_scribe_lines(row["scribe_lines_px"])
+        assert len(lines) == int(row["scribe_count"])
+        scribe_counts.add(len(lines))
+        for x0, y0, x1, y1 in lines:
+            assert y1 - y0 == pytest.approx(70.0 / float(row["mm_per_px"]), rel=1e-3)  # the 70 mm scribe
+            t = np.linspace(0.05, 0.95, 60)
+            xs, ys = np.rint(x0 + t * (x1 - x0)).astype(int), np.rint(y0 + t * (y1 - y0)).astype(int)
+            fractions.append(mask[ys, xs].mean())
+    assert scribe_counts == {1, 2}
+    assert min(fractions) >= 0.9, fractions
