@@ -1,5 +1,13 @@
 """The benchmark harness: every model x every grouped fold, one Lightning Trainer each, resumable.
 
+What the harness expects of a task's LightningModule (see lightning_modules/segmentation.py):
+  monitor, mode          the validation metric that selects the checkpoint (never a test metric)
+  test_results           filled during test: one dict per test item, {"item_id": ..., <metric>: ...}
+  test_summary()         optional: fold-level metrics that are not per-item means
+  save_test_figure(path, datamodule)   optional: a picture of the test predictions
+  requires_training      False for untrained baselines (tested directly)
+  ddp_find_unused_parameters           optional: what a DDP Trainer must know about the model
+
 Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   fold_manifest.json  the folds every model sees (created once; its sha256 is in every record)
   records.jsonl       one line per finished run (ok or failed), appended atomically
@@ -19,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -189,8 +197,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         per_image = model.test_results
         if len(per_image) != counts["test"]:
             raise RuntimeError(f"scored {len(per_image)} test images, expected {counts['test']}")
-        metric_names = bench.config.metrics
-        record["metrics"] = {m: float(torch.tensor([r[m] for r in per_image]).mean()) for m in metric_names}
+        record["metrics"] = fold_metrics(model, per_image, bench.config.metrics)
         record["per_image"] = per_image
         record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
         if hasattr(model, "save_test_figure"):
@@ -205,6 +212,21 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     record["durations"] = durations
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def fold_metrics(model, per_item: list[dict], names: list[str]) -> dict[str, float]:
+    """A fold's test scores: the model's own ``test_summary()`` where a metric is not a mean over items
+    (kappa, macro-F1, ...), otherwise the mean of the per-item scores."""
+    summary = model.test_summary() if hasattr(model, "test_summary") else {}
+    metrics = {}
+    for name in names:
+        if name in summary:
+            metrics[name] = float(summary[name])
+        elif per_item and name in per_item[0]:
+            metrics[name] = float(np.mean([item[name] for item in per_item]))
+        else:
+            raise KeyError(f"metric {name!r} is neither in {type(model).__name__}.test_summary() nor per test item")
+    return metrics
 
 
 def _best_score(checkpoint: ModelCheckpoint, metrics_csv: Path) -> float:
