@@ -82,3 +82,45 @@ def measure_creep_mm(
             width_mm = (right - left + 1) * mm_per_px
             creep[s, k] = max(0.0, (width_mm - scribe_width_mm) / 2)
     return float(creep.mean()), creep
+
+
+def measure_creep_along_lines(
+    mask: np.ndarray,
+    lines: Sequence[tuple[float, float, float, float]],
+    scribe_width_mm: float,
+    mm_per_px: float,
+    n_stations: int = N_STATIONS,
+    step_px: float = 0.25,
+) -> tuple[float, np.ndarray]:
+    """Mean creep (mm) measured on a photo's mask across scribes of any orientation.
+
+    ``lines`` are the scribes' centre lines ``(x_top, y_top, x_bottom, y_bottom)`` in pixel-centre
+    coordinates (the synthetic manifest's ``scribe_lines_px``). At each station the band is walked
+    perpendicular to the scribe in ``step_px`` steps from the centre line until the mask ends; its width is
+    the walked length. A station whose centre is not corroded (a gap) has creep 0. Unlike
+    ``measure_creep_mm`` on the generator's fine raster, a photo quantises the band to its pixel size,
+    so thin creep (ratings 8-9) needs photos fine enough to resolve it.
+    """
+    mask = np.asarray(mask).astype(bool)
+    height, width = mask.shape
+    offsets = np.arange(step_px / 2, math.hypot(height, width), step_px)
+    creep = np.zeros((len(lines), n_stations))
+
+    def inside_run(x: float, y: float, dx: float, dy: float) -> int:
+        xs, ys = np.rint(x + offsets * dx).astype(int), np.rint(y + offsets * dy).astype(int)
+        valid = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+        values = np.zeros(len(offsets), bool)
+        values[valid] = mask[ys[valid], xs[valid]]
+        return int(np.argmin(values)) if not values.all() else len(values)
+
+    for s, (x0, y0, x1, y1) in enumerate(lines):
+        length = math.hypot(x1 - x0, y1 - y0)
+        nx, ny = -(y1 - y0) / length, (x1 - x0) / length  # unit normal to the scribe
+        for k, t in enumerate((np.arange(n_stations) + 0.5) / n_stations):
+            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            row, col = int(np.rint(y)), int(np.rint(x))
+            if not (0 <= row < height and 0 <= col < width and mask[row, col]):
+                continue
+            band_px = (inside_run(x, y, nx, ny) + inside_run(x, y, -nx, -ny)) * step_px
+            creep[s, k] = max(0.0, (band_px * mm_per_px - scribe_width_mm) / 2)
+    return float(creep.mean()), creep

@@ -221,3 +221,32 @@ def test_custom_station_count_and_scale():
 def test_empty_mask_measures_zero():
     mean, per_station = astm.measure_creep_mm(np.zeros((120, 100)), [50.5], ROWS, W0, MM_PER_PX)
     assert mean == 0.0 and per_station.shape == (1, 12)
+
+
+# --- measure_creep_along_lines: photos, scribes at any angle ------------------------------------------
+
+def test_creep_along_a_tilted_band_matches_its_width():
+    """A 10 px wide band along a line tilted by 30 degrees: width 10 px at 0.1 mm/px -> creep (1.0 - 0.5)/2."""
+    yy, xx = np.mgrid[0:200, 0:200].astype(float)
+    x0, y0, x1, y1 = 60.0, 20.0, 60.0 + 160 * np.tan(np.radians(30)), 180.0
+    direction = np.array([x1 - x0, y1 - y0]) / np.hypot(x1 - x0, y1 - y0)
+    distance = np.abs((xx - x0) * direction[1] - (yy - y0) * direction[0])
+    mask = distance <= 5.0
+    mean, per_station = astm.measure_creep_along_lines(mask, [(x0, y0, x1, y1)], 0.5, 0.1)
+    assert per_station.shape == (1, 12)
+    assert mean == pytest.approx(0.25, abs=0.05)
+
+
+def test_creep_along_lines_gap_and_two_scribes():
+    mask = np.zeros((120, 100), bool)
+    mask[:, 18:23] = True  # 5 px band around x = 20
+    mask[:, 76:85] = True  # 9 px band around x = 80
+    mask[10:60, 18:23] = False  # a gap over the first half of scribe 1
+    lines = [(20.0, 0.0, 20.0, 119.0), (80.0, 0.0, 80.0, 119.0)]
+    mean, per_station = astm.measure_creep_along_lines(mask, lines, 0.2, 0.1)
+    assert per_station[1] == pytest.approx(np.full(12, (0.9 - 0.2) / 2))
+    stations_y = (np.arange(12) + 0.5) / 12 * 119
+    in_gap = (stations_y >= 9.5) & (stations_y < 59.5)
+    assert (per_station[0][in_gap] == 0).all()
+    assert per_station[0][~in_gap] == pytest.approx((0.5 - 0.2) / 2)
+    assert mean == pytest.approx(per_station.mean())
