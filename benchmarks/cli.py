@@ -16,6 +16,7 @@ EPILOG = """examples:
   matcv data --task segmentation                       generate the built-in data and print where it is
   matcv data --check ~/panels                          validate your own data root, image by image
   matcv leaderboard                                    rebuild every leaderboard table from runs/
+  matcv predict --task rating --checkpoint runs/rating/.../best.ckpt PHOTOS_DIR   rate new photos (CSV)
 """
 
 
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--check", type=Path, default=None, metavar="DATA_ROOT",
                       help="validate DATA_ROOT/manifest.csv and read every image and mask")
 
+    predict = commands.add_parser("predict", help="rate new photos with a trained checkpoint (rating/ordinal tasks)",
+                                  description="Predict the ASTM rating of every image in PHOTOS_DIR with a checkpoint "
+                                              "written by `matcv bench --task rating|ordinal` (runs/.../checkpoints/best.ckpt). "
+                                              "Unreadable files get their error in the CSV; the rest are still rated.")
+    predict.add_argument("photos_dir", type=Path, metavar="PHOTOS_DIR", help="folder of photos (searched recursively)")
+    predict.add_argument("--task", default="rating", choices=["rating", "ordinal"], help="task of the checkpoint")
+    predict.add_argument("--checkpoint", type=Path, required=True, help="a best.ckpt from a rating/ordinal benchmark run")
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
+
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard tables from the run records",
                                 description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
@@ -81,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                           output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
                           retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
                           leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress)
+        elif args.command == "predict":
+            from benchmarks.predict import predict_ratings
+
+            out, rated, failed = predict_ratings(args.checkpoint, args.photos_dir, args.out)
+            print(f"rated {rated} photo(s){f', {failed} unreadable (their errors are in the CSV)' if failed else ''}: {out}")
         elif args.command == "data":
             return _data(args)
         elif args.command == "leaderboard":

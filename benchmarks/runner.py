@@ -5,7 +5,9 @@ What the harness expects of a task's LightningModule (see lightning_modules/segm
   test_results           filled during test: one dict per test item, {"item_id": ..., <metric>: ...}
   test_summary()         optional: fold-level metrics that are not per-item means
   save_test_figure(path, datamodule)   optional: a picture of the test predictions
-  requires_training      False for untrained baselines (tested directly)
+  requires_training      False for baselines not trained by a Trainer (tested directly)
+  fit_baseline(datamodule)             optional: fit such a baseline on the fold's training part
+  test_details()         optional: JSON-able extras for the record (e.g. the fold's confusion matrix)
   ddp_find_unused_parameters           optional: what a DDP Trainer must know about the model
 
 Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
@@ -164,6 +166,9 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
         datamodule.setup("fit")
         counts = {p: len(datamodule.datasets[p]) for p in ("train", "val", "test")}
+        if hasattr(model, "set_input_normalization"):  # saved with the weights, for predicting new photos
+            train = datamodule.datasets["train"]
+            model.set_input_normalization(train.mean, train.std, datamodule.image_size)
         record["n_items"] = counts
         ckpt_path = None
         common = dict(accelerator=accelerator, enable_model_summary=False, deterministic="warn",
@@ -189,6 +194,10 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             record["best_checkpoint"] = str(ckpt_path)
             # Training images per second of fit time (validation included: it is part of every epoch).
             record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
+        if hasattr(model, "fit_baseline"):  # scikit-learn and procedure baselines: fitted outside Lightning
+            t0 = time.time()
+            model.fit_baseline(datamodule)
+            durations["fit_s"] = time.time() - t0
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
         tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
         t0 = time.time()
@@ -199,6 +208,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             raise RuntimeError(f"scored {len(per_image)} test images, expected {counts['test']}")
         record["metrics"] = fold_metrics(model, per_image, bench.config.metrics)
         record["per_image"] = per_image
+        if hasattr(model, "test_details"):
+            record["details"] = model.test_details()
         record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
         if hasattr(model, "save_test_figure"):
             figure = model.save_test_figure(run_dir / "test_examples.png", datamodule)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules.augmentations import OneStreamCompose, build_augmentation
 from datamodules.folds import check_matches_data, read_fold_manifest
 from datamodules.manifest import ManifestError, ManifestSpec, load_manifest, read_image, read_mask
 from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
@@ -97,6 +98,7 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         augment: bool = True,
+        augmentation: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -106,7 +108,7 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
         self.fold_manifest_path, self.fold = Path(fold_manifest_path), fold
         self.generator, self.target = generator, target
         self.image_size, self.batch_size, self.num_workers, self.augment = image_size, batch_size, num_workers, augment
-        self.seed = seed
+        self.seed, self.augmentation = seed, augmentation
         self.datasets: dict[str, PanelPhotos] = {}
 
     @staticmethod
@@ -158,8 +160,11 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
                   for p in ("train", "val", "test")}
         train_pixels = loaded["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
         mean, std = train_pixels.mean(0), train_pixels.std(0) + 1e-6
-        # Flips keep a scribe a straight line along the panel's axis; seeded for determinism.
-        augment = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=self.seed) if self.augment else None
+        augment = None
+        if self.augment and self.augmentation:  # named augmentations (Table 1 of seed 000), or "combination"
+            augment = build_augmentation(self.augmentation, self.image_size, self.seed)
+        elif self.augment:  # flips keep a scribe a straight line along the panel's axis; seeded for determinism
+            augment = OneStreamCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], self.image_size, self.seed)
         for partition, (images, masks, ratings, ids) in loaded.items():
             self.datasets[partition] = PanelPhotos(images, masks, ratings, ids, mean, std,
                                                    augment if partition == "train" else None)

@@ -46,3 +46,26 @@ def _isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MATCV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matcv-cache"))
         yield
+
+
+def tiny_rating_config(tmp_path: Path, models: dict, image_size: int = 64, max_epochs: int = 1,
+                       n_panels: int = 10, augmentation: str = "combination") -> Path:
+    """A rating-task YAML on tiny generated photos (ratings 5..9, 2 photos per panel)."""
+    config = {
+        "task": "rating",
+        "datamodule": {"class": "datamodules.corrosion.CorrosionPanelsDataModule",
+                       "args": {"target": "rating", "augmentation": augmentation}},
+        "group_column": "panel_id",
+        "stratify_column": "rating",
+        "metrics": ["accuracy", "macro_f1", "qwk", "mae", "within_1"],
+        "models": models,
+        "profiles": {"quick": {
+            "folds": 2, "val_fraction": 0.34, "seed": 0,
+            "generator": {"n_panels": n_panels, "photos_per_panel": 2, "image_size": image_size},
+            "datamodule": {"image_size": image_size, "batch_size": 4},
+            "trainer": {"max_epochs": max_epochs},
+        }},
+    }
+    path = tmp_path / "tiny_rating.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,144 @@
+"""Corrosion rating from a photo: any timm backbone with a cross-entropy, CORAL or CORN head.
+
+Ratings are ordinal (ASTM D1654, 5..9 here), so the same backbone is benchmarked with a plain
+cross-entropy head and with two ordinal heads (``lightning_modules.ordinal``); the leaderboard then
+answers the seed's "ordinal vs cross-entropy" question. Backbones start from random weights unless a
+local weights file is given (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import timm
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
+
+from lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
+from lightning_modules.rating_metrics import confusion, rating_metrics, save_confusion_figure
+from lightning_modules.segmentation import load_encoder_weights
+
+
+class RatingEvaluation(L.LightningModule):
+    """Test scoring shared by every rating model, trained or not: one record per test photo, fold-level
+    metrics (accuracy, macro-F1, QWK, MAE, within-1) and the fold's confusion matrix."""
+
+    monitor = "val_qwk"  # quadratic-weighted kappa on the grouped validation split
+    mode = "max"
+    requires_training = True
+
+    def __init__(self, ratings: Sequence[int] = (5, 6, 7, 8, 9)) -> None:
+        super().__init__()
+        self.ratings = [int(r) for r in ratings]
+        self.num_classes = len(self.ratings)
+        self.test_results: list[dict] = []
+
+    def on_test_epoch_start(self) -> None:
+        self.test_results = []
+
+    def record_predictions(self, items: Sequence[str], true: Sequence[int], predicted: Sequence[int],
+                           confidence: Sequence[float]) -> None:
+        for item, t, p, c in zip(items, true, predicted, confidence):
+            self.test_results.append({"item_id": item, "rating": int(t), "predicted": int(p), "confidence": float(c),
+                                      "correct": float(p == t), "abs_error": float(abs(p - t))})
+
+    def _true_and_predicted(self) -> tuple[list[int], list[int]]:
+        return [r["rating"] for r in self.test_results], [r["predicted"] for r in self.test_results]
+
+    def test_summary(self) -> dict[str, float]:
+        return rating_metrics(*self._true_and_predicted(), self.ratings)
+
+    def test_details(self) -> dict:
+        return {"confusion": {"labels": self.ratings, "rows": "true", "columns": "predicted",
+                              "matrix": confusion(*self._true_and_predicted(), self.ratings).tolist()}}
+
+    def save_test_figure(self, path: Path, datamodule=None) -> Path | None:
+        if not self.test_results:
+            return None
+        matrix = confusion(*self._true_and_predicted(), self.ratings)
+        return save_confusion_figure(path, matrix, self.ratings, self.figure_title())
+
+    def figure_title(self) -> str:
+        return type(self).__name__
+
+
+class RatingTask(RatingEvaluation):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        head: str = "ce",
+        ratings: Sequence[int] = (5, 6, 7, 8, 9),
+        backbone_weights_path: str | None = None,
+        in_channels: int = 3,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(ratings)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.save_hyperparameters()
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_channels)
+        if backbone_weights_path:
+            load_encoder_weights(self.backbone, backbone_weights_path)
+        self.head = make_head(head, self.backbone.num_features, self.num_classes)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        # torchmetrics: synchronised across DDP processes, unlike a hand-rolled accumulation.
+        self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_qwk = MulticlassCohenKappa(self.num_classes, weights="quadratic")
+        # The training fold's channel statistics travel with the weights, so `matcv predict` can standardise
+        # new photos exactly as the training photos were.
+        self.register_buffer("input_mean", torch.zeros(in_channels))
+        self.register_buffer("input_std", torch.ones(in_channels))
+        self.register_buffer("image_size", torch.tensor(0))
+
+    def set_input_normalization(self, mean, std, image_size: int) -> None:
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.image_size.fill_(int(image_size))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def rating_index(self, ratings: torch.Tensor) -> torch.Tensor:
+        lookup = torch.full((max(self.ratings) + 1,), -1, dtype=torch.long, device=ratings.device)
+        lookup[torch.tensor(self.ratings, device=ratings.device)] = torch.arange(self.num_classes, device=ratings.device)
+        index = lookup[ratings.long()]
+        if (index < 0).any():
+            raise ValueError(f"rating(s) {ratings[index < 0].unique().tolist()} not among the task's ratings {self.ratings}")
+        return index
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return head_loss(self.hparams.head, logits, labels, self.num_classes, self.class_weights)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch["image"]), self.rating_index(batch["rating"]))
+        self.log("train_loss", loss, batch_size=len(batch["image"]), on_epoch=True, on_step=False, prog_bar=True,
+                 sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["image"])
+        labels = self.rating_index(batch["rating"])
+        predicted, _ = head_decode(self.hparams.head, logits)
+        self.val_accuracy.update(predicted, labels)
+        self.val_qwk.update(predicted, labels)
+        size = len(labels)
+        self.log("val_loss", self._loss(logits, labels), batch_size=size, sync_dist=True)
+        self.log("val_accuracy", self.val_accuracy, batch_size=size, prog_bar=True)
+        self.log("val_qwk", self.val_qwk, batch_size=size, prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        predicted, probabilities = head_decode(self.hparams.head, self(batch["image"]))
+        confidence = probabilities.gather(1, predicted[:, None])[:, 0]
+        self.record_predictions(batch["item_id"], batch["rating"].tolist(),
+                                [self.ratings[i] for i in predicted.tolist()], confidence.tolist())
+
+    def figure_title(self) -> str:
+        return f"{self.hparams.backbone} / {self.hparams.head}"
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
