@@ -42,6 +42,7 @@ from benchmarks.records import FAILED, OK, RunRecords, run_key
 from datamodules.atomic_io import sha256_bytes, sha256_file
 from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
 from leaderboard.build import write_leaderboard
+from leaderboard.leakage import write_leakage_report
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Benchmark:
     fold_manifest_path: Path
     fold_manifest_sha256: str
     records: RunRecords
+    grouping: str  # the column folds are grouped by ("image_path": photo-level folds, leaky on purpose)
 
 
 def data_fingerprint(root: Path, files: list[str]) -> str:
@@ -66,31 +68,37 @@ def data_fingerprint(root: Path, files: list[str]) -> str:
 
 
 def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | None, output_dir: str | Path,
-                      fold_manifest: str | Path | None = None, progress: bool = True) -> Benchmark:
-    """Generate/locate the data, then create (or reuse and verify) the benchmark's fold manifest."""
+                      fold_manifest: str | Path | None = None, progress: bool = True,
+                      photo_level_folds: bool = False) -> Benchmark:
+    """Generate/locate the data, then create (or reuse and verify) the benchmark's fold manifest.
+
+    ``photo_level_folds`` makes every photo its own group (random photo-level folds, which let photos of one
+    panel fall on both sides): deliberately leaky, only for the leakage report, in a folder of its own.
+    """
     prof = config.profile(profile)
     datamodule_cls = import_object(config.raw["datamodule"]["class"])
     dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
     dataset = f"{root.parent.name}-{root.name}" if data_root is None else root.resolve().name
-    folder = Path(output_dir) / config.task / dataset / profile
+    folder = Path(output_dir) / config.task / dataset / (f"{profile}-photo-folds" if photo_level_folds else profile)
     folder.mkdir(parents=True, exist_ok=True)
+    groups = index["items"] if photo_level_folds else index["groups"]
+    group_column = "image_path" if photo_level_folds else config.raw.get("group_column", "group")
 
-    path = Path(fold_manifest) if fold_manifest is not None else folder / "fold_manifest.json"
+    path = folder / "fold_manifest.json" if fold_manifest is None or photo_level_folds else Path(fold_manifest)
     if path.exists():
         manifest, manifest_sha = read_fold_manifest(path)
-        check_matches_data(manifest, dict(zip(index["items"], index["groups"])), source=str(path))
+        check_matches_data(manifest, dict(zip(index["items"], groups)), source=str(path))
         if len(manifest["folds"]) != prof["folds"]:
             raise ValueError(f"{path} has {len(manifest['folds'])} folds but profile {profile!r} asks for {prof['folds']}")
     else:
-        manifest = make_fold_manifest(index["items"], index["groups"], index["strata"], n_folds=prof["folds"],
+        manifest = make_fold_manifest(index["items"], groups, index["strata"], n_folds=prof["folds"],
                                       val_fraction=prof.get("val_fraction", 0.2), seed=prof.get("seed", 0),
-                                      group_column=config.raw.get("group_column", "group"),
-                                      stratify_column=config.raw.get("stratify_column"))
+                                      group_column=group_column, stratify_column=config.raw.get("stratify_column"))
         manifest_sha = write_fold_manifest(path, manifest)
     return Benchmark(config, profile, root, dataset, data_fingerprint(root, index["files"]), folder, path,
-                     manifest_sha, RunRecords(folder / "records.jsonl"))
+                     manifest_sha, RunRecords(folder / "records.jsonl"), group_column)
 
 
 def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
@@ -101,11 +109,28 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
     config = TaskConfig.load(task)
     runs = config.runs(profile, models, folds)  # validates names before any work is done
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
+    _run_all(bench, runs, accelerator, devices, retry_failed, progress)
+    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics)
+
+    # The leakage report: the same models on photo-level random folds, beside the grouped result.
+    leakage = config.profile(profile).get("leakage_report")
+    if leakage:
+        leaky_models = [m for m in leakage["models"] if models is None or m in models]
+        leaky = prepare_benchmark(config, profile, data_root, output_dir, None, progress, photo_level_folds=True)
+        _run_all(leaky, config.runs(profile, leaky_models, folds), accelerator, devices, retry_failed, progress)
+        tables.append(write_leakage_report(bench.records.path, leaky.records.path, leaderboard_dir, config.metrics))
+    for markdown in tables:
+        print("\n" + markdown.read_text())
+    return bench
+
+
+def _run_all(bench: Benchmark, runs: list[RunSpec], accelerator: str, devices: int, retry_failed: bool,
+             progress: bool) -> None:
     finished = bench.records.finished_keys(include_failed=not retry_failed)
     keyed = [(spec, run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256))
              for spec in runs]
     pending = [(spec, key) for spec, key in keyed if key not in finished]
-    print(f"[matcv] {config.task}/{profile} on {bench.dataset}: {len(runs)} runs "
+    print(f"[matcv] {bench.config.task}/{bench.folder.name} on {bench.dataset}: {len(runs)} runs "
           f"({len(runs) - len(pending)} already recorded, {len(pending)} to do); folder {bench.folder}", flush=True)
     # The bar is for terminals; logs (CI, clusters) get one line per run instead.
     bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="runs", unit="run",
@@ -121,10 +146,6 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
                    f" ({record['durations']['total_s']:.0f} s)", file=sys.stdout)
         bar.update(1)
     bar.close()
-    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics)
-    for markdown in tables:
-        print("\n" + markdown.read_text())
-    return bench
 
 
 def _quiet_lightning() -> None:
@@ -150,7 +171,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
         "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
         "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
-        "fold_manifest": str(bench.fold_manifest_path), "data_sha256": bench.data_sha256,
+        "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
+        "data_sha256": bench.data_sha256,
         "data_root": str(bench.data_root), "devices": devices, "accelerator": accelerator,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
     }

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from datamodules.augmentations import OneStreamCompose, build_augmentation
-from datamodules.folds import check_matches_data, read_fold_manifest
+from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
 from datamodules.manifest import ManifestError, ManifestSpec, load_manifest, read_image, read_mask
 from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
 
@@ -150,7 +150,13 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
             self.prepare_data()
         table = load_manifest(self.data_root, self.spec)
         fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        check_matches_data(fold_manifest, dict(zip(table["image_path"], table[self.spec.group_column])),
+        # Folds are checked against the column they were grouped by: the specimen group, or (for the
+        # leakage report's deliberately leaky photo-level folds) the photo itself.
+        group_column = fold_manifest.get("group_column") or self.spec.group_column
+        if group_column not in table.columns:
+            raise FoldManifestError(f"{self.fold_manifest_path} groups by {group_column!r}, which the data's "
+                                    f"manifest does not have")
+        check_matches_data(fold_manifest, dict(zip(table["image_path"], table[group_column])),
                            source=str(self.fold_manifest_path))
         if not 0 <= self.fold < len(fold_manifest["folds"]):
             raise ValueError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "

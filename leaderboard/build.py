@@ -63,7 +63,7 @@ def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
     return Leaderboard(table, failed, manifest, per_fold)
 
 
-def _fmt(mean: float, std: float) -> str:
+def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
 
 
@@ -84,7 +84,7 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
         for row in table.itertuples(index=False):
             r = row._asdict()
             cells = [str(r["rank"]), r["model"], str(r["n_folds"])]
-            cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+            cells += [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
             cells += [r[f"{metrics[0]}_per_fold"], f"{r['fit_s_mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         if plot_name:

@@ -112,3 +112,37 @@ def test_predict_refuses_a_missing_checkpoint(tmp_path, capsys):
 
     assert matcv_main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), str(tmp_path)]) == 2
     assert "none.ckpt not found" in capsys.readouterr().err
+
+
+def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp_path):
+    import yaml
+
+    from datamodules.folds import read_fold_manifest
+
+    models = {"hand-crafted-rf": {"class": "lightning_modules.rating_baselines.HandCraftedRatingBaseline",
+                                  "args": {"classifier": "random_forest"}}}
+    config_path = tiny_rating_config(tmp_path, models, n_panels=12)
+    config = yaml.safe_load(config_path.read_text())
+    config["profiles"]["quick"]["leakage_report"] = {"models": ["hand-crafted-rf"]}
+    config_path.write_text(yaml.safe_dump(config))
+    bench = run_benchmark(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+                          progress=False)
+
+    grouped, _ = read_fold_manifest(bench.fold_manifest_path)
+    leaky_folder = bench.folder.parent / "quick-photo-folds"
+    random, _ = read_fold_manifest(leaky_folder / "fold_manifest.json")
+    panel_of = grouped["groups"]
+    for fold in grouped["folds"]:  # grouped: no panel on both sides
+        assert not {panel_of[i] for i in fold["train"]} & {panel_of[i] for i in fold["test"]}
+    assert random["group_column"] == "image_path" and all(g == i for i, g in random["groups"].items())
+    shared = [len({panel_of[i] for i in fold["train"]} & {panel_of[i] for i in fold["test"]})
+              for fold in random["folds"]]
+    assert max(shared) > 0  # random photo folds do put photos of one panel in train and test
+
+    leaky_records = [r for r in (leaky_folder / "records.jsonl").read_text().splitlines()]
+    assert len(leaky_records) == 2 and all('"fold_grouping": "image_path"' in r for r in leaky_records)
+    report = next((tmp_path / "board").glob("rating__*__quick__leakage.md")).read_text()
+    assert "| hand-crafted-rf | accuracy |" in report and "| hand-crafted-rf | qwk |" in report
+    table = next((tmp_path / "board").glob("rating__*__quick__leakage.csv")).read_text().splitlines()
+    assert table[0] == "model,metric,grouped_mean,grouped_std,random_mean,random_std,inflation,folds"
+    assert len(table) == 1 + 5
