@@ -116,5 +116,15 @@ class TaskConfig:
         bad = [f for f in fold_ids if not 0 <= f < n_folds]
         if bad:
             raise ConfigError(f"fold(s) {bad} out of range: profile {profile!r} has {n_folds} folds (0..{n_folds - 1})")
-        return [RunSpec(self.task, profile, m, f, self.resolve(profile, m))
-                for m in self.model_names(profile, models) for f in fold_ids]
+        study = self.profile(profile).get("augmentation_study")
+        if not study:
+            return [RunSpec(self.task, profile, m, f, self.resolve(profile, m))
+                    for m in self.model_names(profile, models) for f in fold_ids]
+        # An augmentation study (Table 1 of seed 000): every model once per augmentation, named model+augmentation.
+        specs = []
+        for model in self.model_names(profile, models):
+            for augmentation in study:
+                config = self.resolve(profile, model)
+                config["datamodule"]["args"]["augmentation"] = augmentation
+                specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config) for f in fold_ids]
+        return specs

@@ -42,6 +42,7 @@ from benchmarks.records import FAILED, OK, RunRecords, run_key
 from datamodules.atomic_io import sha256_bytes, sha256_file
 from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
 from leaderboard.build import write_leaderboard
+from leaderboard.augmentation_matrix import write_augmentation_matrix
 from leaderboard.leakage import write_leakage_report
 
 
@@ -111,6 +112,10 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
     _run_all(bench, runs, accelerator, devices, retry_failed, progress)
     tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics)
+
+    study = config.profile(profile).get("augmentation_study")
+    if study:
+        tables.append(write_augmentation_matrix(bench.records.path, leaderboard_dir, config.metrics[0], study))
 
     # The leakage report: the same models on photo-level random folds, beside the grouped result.
     leakage = config.profile(profile).get("leakage_report")

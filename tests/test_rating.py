@@ -146,3 +146,25 @@ def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp
     table = next((tmp_path / "board").glob("rating__*__quick__leakage.csv")).read_text().splitlines()
     assert table[0] == "model,metric,grouped_mean,grouped_std,random_mean,random_std,inflation,folds"
     assert len(table) == 1 + 5
+
+
+def test_augmentation_study_runs_each_augmentation_and_writes_a_matrix(tmp_path):
+    import yaml
+
+    models = {"tiny-resnet": {"class": "lightning_modules.rating.RatingTask",
+                              "args": {"backbone": "resnet18", "head": "ce"}}}
+    config_path = tiny_rating_config(tmp_path, models, image_size=32, n_panels=10)
+    config = yaml.safe_load(config_path.read_text())
+    config["profiles"]["quick"]["augmentation_study"] = ["none", "hflip"]
+    config_path.write_text(yaml.safe_dump(config))
+    bench = run_benchmark(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+                          progress=False)
+    records = bench.records.load()
+    assert sorted((r["model"], r["fold"]) for r in records) == [
+        ("tiny-resnet+hflip", 0), ("tiny-resnet+hflip", 1), ("tiny-resnet+none", 0), ("tiny-resnet+none", 1)]
+    assert {r["model"]: r["config"]["datamodule"]["args"]["augmentation"] for r in records} == {
+        "tiny-resnet+none": "none", "tiny-resnet+hflip": "hflip"}
+    matrix = next((tmp_path / "board").glob("rating__*__quick__augmentations.md")).read_text()
+    assert "| model | none | hflip |" in matrix
+    row = next(line for line in matrix.splitlines() if line.startswith("| tiny-resnet |"))
+    assert row.count("±") == 2
