@@ -168,3 +168,22 @@ def test_augmentation_study_runs_each_augmentation_and_writes_a_matrix(tmp_path)
     assert "| model | none | hflip |" in matrix
     row = next(line for line in matrix.splitlines() if line.startswith("| tiny-resnet |"))
     assert row.count("±") == 2
+
+
+def test_backbone_weights_from_a_local_file_and_class_weights(tmp_path):
+    torch.manual_seed(1)
+    source = RatingTask(backbone="resnet18")
+    path = tmp_path / "resnet18_backbone.pt"
+    torch.save(source.backbone.state_dict(), path)
+    torch.manual_seed(2)
+    loaded = RatingTask(backbone="resnet18", backbone_weights_path=str(path))
+    assert all(torch.equal(v, loaded.backbone.state_dict()[k]) for k, v in source.backbone.state_dict().items())
+
+    weighted = RatingTask(backbone="resnet18", class_weights=[1, 1, 1, 1, 5])
+    logits = torch.zeros(2, 5)
+    labels = weighted.rating_index(torch.tensor([5, 9]))
+    # Weighted mean cross-entropy: at uniform logits every example costs log 5, whatever its weight...
+    assert weighted._loss(logits, labels).item() == pytest.approx(np.log(5))
+    logits[:, 0] = 3.0  # ...but confident "rating 5" logits cost the heavily weighted rating-9 example more
+    plain = RatingTask(backbone="resnet18")
+    assert weighted._loss(logits, labels).item() > plain._loss(logits, labels).item()
