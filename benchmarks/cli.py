@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             return _data(args)
         elif args.command == "leaderboard":
-            from leaderboard.build import write_all_leaderboards
+            from leaderboard.rebuild import write_all_leaderboards
 
             written = write_all_leaderboards(args.runs, args.out)
             if not written:

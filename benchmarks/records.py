@@ -15,6 +15,8 @@ from pathlib import Path
 from filelock import FileLock
 
 OK, FAILED = "ok", "failed"
+# A benchmark folder's sibling holding the leakage report's deliberately leaky photo-level-fold runs.
+PHOTO_FOLDS_SUFFIX = "-photo-folds"
 
 
 def run_key(model: str, fold: int, config_hash: str, fold_manifest_sha256: str, data_sha256: str) -> str:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import RunSpec, TaskConfig, import_object
 from benchmarks.provenance import provenance
-from benchmarks.records import FAILED, OK, RunRecords, run_key
+from benchmarks.records import FAILED, OK, PHOTO_FOLDS_SUFFIX, RunRecords, run_key
 from datamodules.atomic_io import sha256_bytes, sha256_file
 from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
 from leaderboard.build import write_leaderboard
@@ -82,7 +82,7 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
     dataset = f"{root.parent.name}-{root.name}" if data_root is None else root.resolve().name
-    folder = Path(output_dir) / config.task / dataset / (f"{profile}-photo-folds" if photo_level_folds else profile)
+    folder = Path(output_dir) / config.task / dataset / (profile + PHOTO_FOLDS_SUFFIX if photo_level_folds else profile)
     folder.mkdir(parents=True, exist_ok=True)
     groups = index["items"] if photo_level_folds else index["groups"]
     group_column = "image_path" if photo_level_folds else config.raw.get("group_column", "group")

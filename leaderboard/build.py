@@ -113,17 +113,3 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written
 
-
-def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every benchmark folder under ``runs_dir`` (``<task>/<dataset>/<profile>/records.jsonl``)."""
-    from benchmarks.config import ConfigError, TaskConfig
-
-    written = []
-    for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
-        task = records_path.parents[2].name
-        try:
-            metrics = TaskConfig.load(task).metrics
-        except ConfigError:
-            metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
-        written += write_leaderboard(records_path, out_dir, metrics)
-    return written

@@ -147,6 +147,15 @@ def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp
     assert table[0] == "model,metric,grouped_mean,grouped_std,random_mean,random_std,inflation,folds"
     assert len(table) == 1 + 5
 
+    # `matcv leaderboard` rebuilds both, and the leaky runs never replace the grouped leaderboard.
+    from benchmarks.cli import main as matcv_main
+
+    rebuilt = tmp_path / "rebuilt"
+    assert matcv_main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(rebuilt)]) == 0
+    original = next((tmp_path / "board").glob("rating__*__quick.csv")).read_text()
+    assert next(rebuilt.glob("rating__*__quick.csv")).read_text() == original
+    assert next(rebuilt.glob("rating__*__quick__leakage.csv")).read_text().splitlines() == table
+
 
 def test_augmentation_study_runs_each_augmentation_and_writes_a_matrix(tmp_path):
     import yaml

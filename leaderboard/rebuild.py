@@ -1,0 +1,39 @@
+"""``matcv leaderboard``: rebuild every table from the run records under ``runs/``.
+
+Each benchmark folder ``<task>/<dataset>/<profile>/records.jsonl`` gives a leaderboard (and, for an
+augmentation-study profile, its matrix); a ``<profile>-photo-folds`` sibling gives the leakage report
+beside its grouped benchmark instead of a leaderboard of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.config import ConfigError, TaskConfig
+from benchmarks.records import PHOTO_FOLDS_SUFFIX, RunRecords
+from leaderboard.augmentation_matrix import write_augmentation_matrix
+from leaderboard.build import write_leaderboard
+from leaderboard.leakage import write_leakage_report
+
+
+def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    written = []
+    for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
+        folder = records_path.parent
+        task, profile = folder.parents[1].name, folder.name.removesuffix(PHOTO_FOLDS_SUFFIX)
+        try:
+            config = TaskConfig.load(task)
+            metrics = config.metrics
+            study = config.profile(profile).get("augmentation_study")
+        except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
+            metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
+            study = None
+        if folder.name.endswith(PHOTO_FOLDS_SUFFIX):
+            grouped = folder.parent / profile / "records.jsonl"
+            if grouped.exists():
+                written.append(write_leakage_report(grouped, records_path, out_dir, metrics))
+            continue
+        written += write_leaderboard(records_path, out_dir, metrics)
+        if study:
+            written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
+    return written
