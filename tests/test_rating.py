@@ -196,3 +196,11 @@ def test_backbone_weights_from_a_local_file_and_class_weights(tmp_path):
     logits[:, 0] = 3.0  # ...but confident "rating 5" logits cost the heavily weighted rating-9 example more
     plain = RatingTask(backbone="resnet18")
     assert weighted._loss(logits, labels).item() > plain._loss(logits, labels).item()
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "densenet121", "hrnet_w18_small"])
+def test_the_papers_backbones_build_from_scratch_by_name(backbone):
+    task = RatingTask(backbone=backbone, head="coral")
+    task.eval()
+    with torch.no_grad():
+        assert task(torch.randn(1, 3, 64, 64)).shape == (1, 4)
