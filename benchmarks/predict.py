@@ -11,13 +11,13 @@ import csv
 import io
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from datamodules.atomic_io import atomic_write_text
+from datamodules.corrosion import resize_photo, standardize
 from lightning_modules.ordinal import head_decode
 from lightning_modules.rating import RatingTask
 
@@ -56,11 +56,9 @@ def predict_ratings(checkpoint: str | Path, photos_dir: str | Path, out_csv: str
             rows.append({"image": name, "predicted_rating": "", "confidence": "", "error": f"unreadable: {error}"})
             failed += 1
             continue
-        if image.shape[:2] != (size, size):  # as the training photos were: area-resized to the profile size
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        x = (image.astype(np.float32) / 255.0 - mean) / std
+        x = standardize(resize_photo(image, size), mean, std)  # exactly as the training photos were
         with torch.no_grad():
-            index, probabilities = head_decode(model.hparams.head, model(torch.from_numpy(x.transpose(2, 0, 1))[None]))
+            index, probabilities = head_decode(model.hparams.head, model(x[None]))
         k = int(index[0])
         rows.append({"image": name, "predicted_rating": model.ratings[k],
                      "confidence": f"{float(probabilities[0, k]):.4f}", "error": ""})

@@ -50,6 +50,19 @@ def _index(table, spec: ManifestSpec) -> dict:
             "files": files}
 
 
+def resize_photo(image: np.ndarray, size: int) -> np.ndarray:
+    """Area-resize an RGB uint8 photo to size x size (no-op when it already is)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def standardize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float (3, H, W), standardised with the training fold's channel statistics."""
+    x = (image.astype(np.float32) / 255.0 - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1).astype(np.float32)))
+
+
 class PanelPhotos(Dataset):
     """Preloaded uint8 photos (+ masks / ratings) of one partition; augmentation on the fly."""
 
@@ -77,8 +90,7 @@ class PanelPhotos(Dataset):
             self._reseed_in_worker()
             out = self.augment(image=image, mask=mask) if mask is not None else self.augment(image=image)
             image, mask = out["image"], out.get("mask", mask)
-        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        sample = {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), "item_id": self.item_ids[index]}
+        sample = {"image": standardize(image, self.mean, self.std), "item_id": self.item_ids[index]}
         if mask is not None:
             sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask[None].astype(np.float32)))
         if self.ratings is not None:
@@ -187,9 +199,7 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
                 masks.append(mask.astype(np.uint8))
             if self.target == "rating":
                 ratings.append(int(record.rating))
-            if image.shape[:2] != (size, size):
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            images.append(image)
+            images.append(resize_photo(image, size))
         return (np.stack(images), np.stack(masks) if masks else None,
                 np.array(ratings) if ratings else None, [r.image_path for r in records])
 

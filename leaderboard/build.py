@@ -45,7 +45,7 @@ def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
     done = {(r["model"], r["fold"]) for r in latest.values()}
     failed = [r for r in records if r.get("status") == FAILED and r.get("fold_manifest_sha256") == manifest
               and (r["model"], r["fold"]) not in done]
-    rows = []
+    rows, first_metric = [], {}
     for model in dict.fromkeys(r["model"] for r in latest.values()):
         runs = sorted((r for r in latest.values() if r["model"] == model), key=lambda r: r["fold"])
         row = {"model": model, "n_folds": len(runs), "folds": ",".join(str(r["fold"]) for r in runs)}
@@ -53,14 +53,14 @@ def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
             values = [r["metrics"][metric] for r in runs]
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
             row[f"{metric}_per_fold"] = " ".join(f"{v:.4f}" for v in values)
+        first_metric[model] = [float(r["metrics"][metrics[0]]) for r in runs]
         row["fit_s_mean"] = float(np.mean([r["durations"]["fit_s"] for r in runs]))
         row["config_hash"] = runs[-1]["config_hash"]
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    per_fold = {model: [float(v) for v in values.split()] for model, values in
-                zip(table["model"], table[f"{metrics[0]}_per_fold"])}
-    return Leaderboard(table, failed, manifest, per_fold)
+    # Unrounded values for the plot, in the table's ranking.
+    return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]})
 
 
 def format_mean_std(mean: float, std: float) -> str:

@@ -94,6 +94,9 @@ class RatingTask(RatingEvaluation):
         self.register_buffer("input_mean", torch.zeros(in_channels))
         self.register_buffer("input_std", torch.ones(in_channels))
         self.register_buffer("image_size", torch.tensor(0))
+        lookup = torch.full((max(self.ratings) + 1,), -1, dtype=torch.long)  # rating -> class index, -1 = unknown
+        lookup[torch.tensor(self.ratings)] = torch.arange(self.num_classes)
+        self.register_buffer("index_of_rating", lookup, persistent=False)
 
     def set_input_normalization(self, mean, std, image_size: int) -> None:
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -104,9 +107,9 @@ class RatingTask(RatingEvaluation):
         return self.head(self.backbone(images))
 
     def rating_index(self, ratings: torch.Tensor) -> torch.Tensor:
-        lookup = torch.full((max(self.ratings) + 1,), -1, dtype=torch.long, device=ratings.device)
-        lookup[torch.tensor(self.ratings, device=ratings.device)] = torch.arange(self.num_classes, device=ratings.device)
-        index = lookup[ratings.long()]
+        index = self.index_of_rating.to(ratings.device)[ratings.long().clamp(0, len(self.index_of_rating) - 1)]
+        in_table = (ratings.long() >= 0) & (ratings.long() < len(self.index_of_rating))
+        index = torch.where(in_table, index, -1)
         if (index < 0).any():
             raise ValueError(f"rating(s) {ratings[index < 0].unique().tolist()} not among the task's ratings {self.ratings}")
         return index
