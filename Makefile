@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install bench data leaderboard test test-slow clean help
 
 help:
-	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root] [ARGS='--models unet-resnet18']"
+	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root|superalloy] [ARGS='--models unet']"
 	@echo "make test         fast test suite (tiny generated data)"
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 bench: install
-	$(BIN)/matcv bench --task $(TASK) --profile $(PROFILE) $(if $(DATA),--data-root $(DATA)) $(ARGS)
+	$(BIN)/matcv bench --task $(TASK) --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 data: install
 	$(BIN)/matcv data --task $(TASK) --profile $(PROFILE)

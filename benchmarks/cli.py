@@ -13,6 +13,8 @@ EPILOG = """examples:
   matcv bench --task segmentation --profile paper      the seed's protocol (512 px, 10 folds; use a GPU)
   matcv bench --task segmentation --data-root ~/panels your photos: ~/panels/manifest.csv with
                                                        image_path,mask_path,rating,panel_id
+  matcv bench --task segmentation --data superalloy    the NASA superalloy micrographs (real data; grouped CV,
+                                                       official split and out-of-distribution test)
   matcv data --task segmentation                       generate the built-in data and print where it is
   matcv data --check ~/panels                          validate your own data root, image by image
   matcv leaderboard                                    rebuild every leaderboard table from runs/
@@ -43,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--task", default="segmentation",
                        help=f"task name ({', '.join(available_tasks())}) or a path to a task YAML (default: segmentation)")
     bench.add_argument("--profile", default="quick", help="profile in the task YAML: quick (CPU) or paper (GPU); default quick")
+    bench.add_argument("--data", default=None, metavar="NAME_OR_FOLDER",
+                       help="a named real dataset of the task (e.g. superalloy for segmentation: its YAML is "
+                            "<task>-<name>.yaml) or a data folder (same as --data-root)")
     bench.add_argument("--data-root", type=Path, default=None,
-                       help="folder with manifest.csv and your images; default: the built-in synthetic data")
+                       help="folder with manifest.csv and your images (or a named dataset's copy); "
+                            "default: the built-in synthetic data")
     bench.add_argument("--models", type=_str_list, default=None, help="comma-separated subset of models (default: all)")
     bench.add_argument("--folds", type=_int_list, default=None, help="comma-separated fold numbers (default: all)")
     bench.add_argument("--fold-manifest", type=Path, default=None,
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from benchmarks.runner import run_benchmark
 
-            run_benchmark(args.task, args.profile, data_root=args.data_root, models=args.models, folds=args.folds,
+            task, data_root = resolve_data_argument(args.task, args.data, args.data_root)
+            run_benchmark(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
                           output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
                           retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
                           leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress)
@@ -111,6 +118,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"matcv: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def resolve_data_argument(task: str, data: str | None, data_root: Path | None) -> tuple[str, Path | None]:
+    """``--data NAME`` picks the task's YAML for a named real dataset (``<task>-<NAME>.yaml``); ``--data FOLDER``
+    is a data root. Returns (task or YAML to run, data root)."""
+    if data is None:
+        return task, data_root
+    named = f"{task}-{data}"
+    if named in available_tasks():
+        return named, data_root
+    if Path(data).is_dir():
+        if data_root is not None:
+            raise ConfigError(f"--data {data} is a folder and --data-root {data_root} another: give one")
+        return task, Path(data)
+    datasets = [name.removeprefix(f"{task}-") for name in available_tasks() if name.startswith(f"{task}-")]
+    raise ConfigError(f"--data {data!r} is neither a folder nor a named dataset of task {task!r} "
+                      f"(named datasets: {', '.join(datasets) or 'none'})")
 
 
 def _data(args) -> int:

@@ -98,7 +98,9 @@ class TaskConfig:
     def resolve(self, profile: str, model: str) -> dict:
         prof = self.profile(profile)
         entry = self.raw["models"][model]
-        model_args = {**entry.get("args", {}), **prof.get("model_overrides", {}).get(model, {})}
+        # A profile may change arguments of every model of a class (e.g. a lighter decoder on CPU), then per model.
+        model_args = {**entry.get("args", {}), **prof.get("class_overrides", {}).get(entry["class"], {}),
+                      **prof.get("model_overrides", {}).get(model, {})}
         return {
             "task": self.task,
             "profile": profile,

@@ -40,10 +40,16 @@ from benchmarks.config import RunSpec, TaskConfig, import_object
 from benchmarks.provenance import provenance
 from benchmarks.records import FAILED, OK, PHOTO_FOLDS_SUFFIX, RunRecords, run_key
 from datamodules.atomic_io import sha256_bytes, sha256_file
-from datamodules.folds import check_matches_data, make_fold_manifest, read_fold_manifest, write_fold_manifest
-from leaderboard.build import write_leaderboard
+from datamodules.folds import (
+    check_matches_data,
+    make_fold_manifest,
+    read_fold_manifest,
+    write_fold_manifest,
+)
 from leaderboard.augmentation_matrix import write_augmentation_matrix
+from leaderboard.build import ComparisonSpec, write_leaderboard
 from leaderboard.leakage import write_leakage_report
+from leaderboard.profile_summary import write_profile_summary
 
 
 @dataclass
@@ -63,8 +69,10 @@ class Benchmark:
 
 
 def data_fingerprint(root: Path, files: list[str]) -> str:
-    """sha256 over the manifest and every file it references (contents, not timestamps)."""
-    parts = [sha256_file(root / "manifest.csv")] + [f"{name}:{sha256_file(root / name)}" for name in sorted(files)]
+    """sha256 over the manifest (where the layout has one) and every data file (contents, not timestamps)."""
+    manifest = root / "manifest.csv"
+    parts = [sha256_file(manifest)] if manifest.is_file() else []
+    parts += [f"{name}:{sha256_file(root / name)}" for name in sorted(files)]
     return sha256_bytes("\n".join(parts).encode())
 
 
@@ -81,18 +89,30 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
     dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
-    dataset = f"{root.parent.name}-{root.name}" if data_root is None else root.resolve().name
+    if hasattr(datamodule_cls, "dataset_name"):  # a published dataset names itself, wherever its copy lies
+        dataset = datamodule_cls.dataset_name(root)
+    else:
+        dataset = f"{root.parent.name}-{root.name}" if data_root is None else root.resolve().name
     folder = Path(output_dir) / config.task / dataset / (profile + PHOTO_FOLDS_SUFFIX if photo_level_folds else profile)
     folder.mkdir(parents=True, exist_ok=True)
     groups = index["items"] if photo_level_folds else index["groups"]
     group_column = "image_path" if photo_level_folds else config.raw.get("group_column", "group")
 
     path = folder / "fold_manifest.json" if fold_manifest is None or photo_level_folds else Path(fold_manifest)
+    fixed = None if photo_level_folds else _fixed_split(datamodule_cls, root, dm_args)
     if path.exists():
         manifest, manifest_sha = read_fold_manifest(path)
         check_matches_data(manifest, dict(zip(index["items"], groups)), source=str(path))
         if len(manifest["folds"]) != prof["folds"]:
             raise ValueError(f"{path} has {len(manifest['folds'])} folds but profile {profile!r} asks for {prof['folds']}")
+    elif fixed is not None:
+        # A published split (e.g. the release's own train/val/test), taken as the publisher made it.
+        manifest = fixed
+        if len(manifest["folds"]) != prof["folds"]:
+            raise ValueError(f"{datamodule_cls.__name__}'s {dm_args.get('split')!r} split has "
+                             f"{len(manifest['folds'])} fold(s) but profile {profile!r} asks for {prof['folds']}")
+        check_matches_data(manifest, dict(zip(index["items"], groups)), source=f"{dm_args.get('split')} split")
+        manifest_sha = write_fold_manifest(path, manifest)
     else:
         manifest = make_fold_manifest(index["items"], groups, index["strata"], n_folds=prof["folds"],
                                       val_fraction=prof.get("val_fraction", 0.2), seed=prof.get("seed", 0),
@@ -102,6 +122,11 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
                      manifest_sha, RunRecords(folder / "records.jsonl"), group_column)
 
 
+def _fixed_split(datamodule_cls, root: Path, dm_args: dict) -> dict | None:
+    hook = getattr(datamodule_cls, "fixed_fold_manifest", None)
+    return hook(root, **dm_args) if hook is not None else None
+
+
 def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
                   models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
                   accelerator: str = "auto", devices: int = 1, retry_failed: bool = False,
@@ -109,9 +134,12 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
                   progress: bool = True) -> Benchmark:
     config = TaskConfig.load(task)
     runs = config.runs(profile, models, folds)  # validates names before any work is done
+    comparison = config.raw.get("comparison")
+    if comparison is not None:
+        ComparisonSpec.parse(comparison, config.metrics)  # a bad block fails now, not after hours of training
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
     _run_all(bench, runs, accelerator, devices, retry_failed, progress)
-    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics)
+    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics, comparison=comparison)
 
     study = config.profile(profile).get("augmentation_study")
     if study:
@@ -126,6 +154,17 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         tables.append(write_leakage_report(bench.records.path, leaky.records.path, leaderboard_dir, config.metrics))
     for markdown in tables:
         print("\n" + markdown.read_text())
+
+    # Companion profiles: the same models under other protocols of the same data (e.g. a dataset's official
+    # split and an out-of-distribution test set beside its grouped CV), then one table with all of them.
+    companions = config.profile(profile).get("companion_profiles", [])
+    if companions:
+        folders = [bench.folder]
+        for other in companions:
+            folders.append(run_benchmark(task, other, data_root, models, None, output_dir, accelerator, devices,
+                                         retry_failed, None, leaderboard_dir, progress).folder)
+        summary = write_profile_summary([f / "records.jsonl" for f in folders], leaderboard_dir, config.metrics)
+        print("\n" + summary.read_text())
     return bench
 
 

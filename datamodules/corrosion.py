@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 
 from datamodules.augmentations import OneStreamCompose, build_augmentation
 from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
-from datamodules.manifest import ManifestError, ManifestSpec, load_manifest, read_image, read_mask
+from datamodules.manifest import (
+    ManifestError,
+    ManifestSpec,
+    load_manifest,
+    read_image,
+    read_mask,
+)
+from datamodules.panel_evaluation import PanelItemEvaluator
 from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
 
 TARGETS = ("mask", "rating")
@@ -122,6 +129,8 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers, self.augment = image_size, batch_size, num_workers, augment
         self.seed, self.augmentation = seed, augmentation
         self.datasets: dict[str, PanelPhotos] = {}
+        self.item_evaluator: PanelItemEvaluator | None = None  # per-test-item extras for segmentation models
+        self._native_sizes: dict[str, tuple[int, int]] = {}
 
     @staticmethod
     def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
@@ -186,12 +195,16 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
         for partition, (images, masks, ratings, ids) in loaded.items():
             self.datasets[partition] = PanelPhotos(images, masks, ratings, ids, mean, std,
                                                    augment if partition == "train" else None)
+        if self.target == "mask":
+            self.item_evaluator = PanelItemEvaluator.for_items(table, self.datasets["test"].item_ids, self.data_root,
+                                                               self._native_sizes, self.image_size)
 
     def _load(self, records: list) -> tuple:
         size = self.image_size
         images, masks, ratings = [], [], []
         for record in records:
             image = read_image(self.data_root, record)
+            self._native_sizes[record.image_path] = image.shape[:2]
             if self.target == "mask":
                 mask = read_mask(self.data_root, record, image.shape[:2])
                 if mask.shape != (size, size):  # area-weighted, like the generator's camera

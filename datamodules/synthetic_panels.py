@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from datamodules import astm
 from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
 
-GENERATOR_VERSION = 3  # bump when the rendering changes, so cached datasets are regenerated
+GENERATOR_VERSION = 4  # bump when the rendering changes, so cached datasets are regenerated
 
 PANEL_WIDTH_MM = 101.6  # 4 in
 RASTER_SPAN_MM = 104.0  # raster covers the panel centre; columns beyond the panel edge show the bench
@@ -63,7 +63,7 @@ BENCH = np.array([0.18, 0.18, 0.19], np.float32)
 MANIFEST_COLUMNS = (
     "image_path", "mask_path", "rating", "panel_id", "photo_index", "mean_creep_mm", "scribe_count",
     "thin", "under_coating", "stain", "stain_across_scribe", "coating", "mm_per_px", "rotation_deg",
-    "scribe_lines_px",
+    "scribe_lines_px", "stain_mask_path",
 )
 
 
@@ -119,6 +119,7 @@ class Panel:
     stain: bool
     stain_across_scribe: bool
     coating: str
+    stain_region: np.ndarray  # (H, W) bool: where water stains were painted (scores false positives on them)
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], correlation_px: float) -> np.ndarray:
@@ -153,14 +154,16 @@ def _raster_box(centre_u: float, centre_v: float, half_mm: float, s: float, n: i
 
 
 def _draw_distractors(image: np.ndarray, rng: np.random.Generator, stain_prob: float, scribe_u: list[float],
-                      centres_mm: np.ndarray, s: float) -> tuple[bool, bool]:
+                      centres_mm: np.ndarray, s: float) -> tuple[bool, bool, np.ndarray]:
     """Water stains (tinted blots with a dark tide line) and rust-coloured spots, painted onto ``image``.
 
-    Returns (any stain drawn, a stain placed across a scribe). None of this is corrosion of the scribe.
+    Returns (any stain drawn, a stain placed across a scribe, the stains' region with their tide lines).
+    None of this is corrosion of the scribe.
     """
-    if rng.random() >= stain_prob:
-        return False, False
     n = image.shape[0]
+    region = np.zeros((n, n), bool)
+    if rng.random() >= stain_prob:
+        return False, False, region
     across = False
     for _ in range(rng.integers(1, 4)):
         radius = rng.uniform(5, 14)
@@ -177,6 +180,7 @@ def _draw_distractors(image: np.ndarray, rng: np.random.Generator, stain_prob: f
         field_ = r + 0.25 * smooth_noise(rng, r.shape, 2.0 / s)
         inside = field_ < 1.0
         tide = np.exp(-((field_ - 1.0) / 0.04) ** 2)  # dark ring where the drop dried
+        region[rows, cols] |= field_ < 1.08  # the blot and its tide line
         tint = RUST_LIGHT * rng.uniform(0.8, 1.1)
         alpha = rng.uniform(0.15, 0.4) * inside + rng.uniform(0.3, 0.6) * tide
         patch = image[rows, cols]
@@ -191,7 +195,7 @@ def _draw_distractors(image: np.ndarray, rng: np.random.Generator, stain_prob: f
         colour = _mix(RUST_MID[None], RUST_DARK[None], np.array([rng.uniform(0, 1)], np.float32))[0]
         patch = image[rows, cols]
         image[rows, cols] = _mix(patch, np.broadcast_to(colour, patch.shape), alpha * rng.uniform(0.6, 1.0))
-    return True, across
+    return True, across, region
 
 
 def draw_panel(config: PanelGeneratorConfig, rating: int, rng: np.random.Generator) -> Panel:
@@ -298,7 +302,7 @@ def draw_panel(config: PanelGeneratorConfig, rating: int, rng: np.random.Generat
     image = np.clip(coating[None, None, :] * peel[..., None], 0, 1)
 
     # Stains and spots go under the corrosion (they are on the coating) and are never in the mask.
-    stain, across = _draw_distractors(image, rng, config.stain_prob, scribe_u, centres_mm, s)
+    stain, across, stain_region = _draw_distractors(image, rng, config.stain_prob, scribe_u, centres_mm, s)
 
     # Corrosion: dark near the scribe, orange towards the creep front, mottled.
     mottle = np.clip(0.5 + 0.3 * smooth_noise(rng, (n, n), 0.8 / s) + 0.15 * smooth_noise(rng, (n, n), 0.2 / s), 0, 1)
@@ -322,12 +326,16 @@ def draw_panel(config: PanelGeneratorConfig, rating: int, rng: np.random.Generat
         image=np.clip(image, 0, 1).astype(np.float32), mask=mask, rating=rating,
         mean_creep_mm=mean_creep, measured_creep_mm=measured, scribe_columns_px=scribe_columns_px,
         scribe_rows_px=(row0, row1), thin=thin, under_coating=bool(faint.any()), stain=stain,
-        stain_across_scribe=across, coating=coating_name,
+        stain_across_scribe=across, coating=coating_name, stain_region=stain_region & ~mask,
     )
 
 
-def photograph(panel: Panel, config: PanelGeneratorConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One photo of a panel: pose, light, exposure, blur, noise. Returns uint8 image, {0,255} mask, facts."""
+def photograph(panel: Panel, config: PanelGeneratorConfig, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """One photo of a panel: pose, light, exposure, blur, noise.
+
+    Returns the uint8 image, the {0,255} corrosion mask, the {0,255} stain-region mask and the photo's facts.
+    """
     size, s = config.image_size, config.panel_mm_per_px
     view = rng.uniform(*config.view_mm)
     mm_per_px = view / size
@@ -350,6 +358,9 @@ def photograph(panel: Panel, config: PanelGeneratorConfig, rng: np.random.Genera
     # low-resolution photo) keeps its centre line, as an annotator would, so the mask never loses it.
     ridge = (area > 0.2) & (area >= cv2.dilate(area, np.ones((1, 3), np.uint8)))
     mask = ((area >= 0.5) | ridge).astype(np.uint8) * 255
+    stain_area = cv2.warpAffine(cv2.GaussianBlur(panel.stain_region.astype(np.float32), (0, 0), sigma), warp,
+                                (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    stains = ((stain_area >= 0.5) & (mask == 0)).astype(np.uint8) * 255
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
     direction = rng.uniform(0, 2 * math.pi)
@@ -366,7 +377,7 @@ def photograph(panel: Panel, config: PanelGeneratorConfig, rng: np.random.Genera
     image8 = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     facts = {"mm_per_px": round(mm_per_px, 6), "rotation_deg": round(math.degrees(theta), 4),
              "scribe_lines_px": format_scribe_lines(scribe_lines_in_photo(panel, warp))}
-    return image8, mask, facts
+    return image8, mask, stains, facts
 
 
 def scribe_lines_in_photo(panel: Panel, warp: np.ndarray) -> list[tuple[float, float, float, float]]:
@@ -427,16 +438,18 @@ def generate_panels(config: PanelGeneratorConfig, out_dir: str | os.PathLike | N
         panel = draw_panel(config, int(ratings[index]), rng)
         panel_id = f"panel-{index:04d}"
         for photo in range(config.photos_per_panel):
-            image, mask, facts = photograph(panel, config, rng)
+            image, mask, stains, facts = photograph(panel, config, rng)
             name = f"{panel_id}_photo{photo}.png"
             save_png(out / "images" / name, image)
             save_png(out / "masks" / name, mask)
+            save_png(out / "stains" / name, stains)
             rows.append({
                 "image_path": f"images/{name}", "mask_path": f"masks/{name}", "rating": panel.rating,
                 "panel_id": panel_id, "photo_index": photo, "mean_creep_mm": round(panel.mean_creep_mm, 4),
                 "scribe_count": len(panel.scribe_columns_px), "thin": int(panel.thin),
                 "under_coating": int(panel.under_coating), "stain": int(panel.stain),
                 "stain_across_scribe": int(panel.stain_across_scribe), "coating": panel.coating, **facts,
+                "stain_mask_path": f"stains/{name}",
             })
     atomic_write_text(out / "generator.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
     buffer = io.StringIO()

@@ -2,6 +2,8 @@
 
 For each (task, dataset, profile) the latest successful record of every (model, fold) on the
 benchmark's current fold manifest is used; failed runs are listed under the table with their errors.
+With a task's ``comparison`` settings the table also compares models per test image against a baseline
+(mean rank, increase, W-Inc, Wilcoxon p; see ``leaderboard.comparison``) and adds difficulty slices.
 Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 """
 
@@ -14,9 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.records import FAILED, OK, RunRecords
+from benchmarks.records import FAILED, RunRecords
 from datamodules.atomic_io import atomic_write_text
-from leaderboard.plots import per_fold_plot
+from leaderboard.comparison import (
+    compare_to_baseline,
+    difficulty_slices,
+    format_p,
+    paired_item_scores,
+    rank_shares,
+    select_latest_runs,
+)
+from leaderboard.plots import per_fold_plot, rank_share_plot
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -33,21 +43,16 @@ class Leaderboard:
 
 
 def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
-    ok = [r for r in records if r.get("status") == OK]
-    if not ok:
+    # One selection for this table and the per-image comparison, so both describe the same runs.
+    selection = select_latest_runs(records)
+    manifest = selection.fold_manifest_sha256
+    if manifest is None:
         return Leaderboard(pd.DataFrame(), [r for r in records if r.get("status") == FAILED], None)
-    # Results on different folds are not comparable: keep the fold manifest of the latest run.
-    manifest = ok[-1]["fold_manifest_sha256"]
-    latest: dict[tuple[str, int], dict] = {}
-    for record in ok:
-        if record["fold_manifest_sha256"] == manifest:
-            latest[(record["model"], record["fold"])] = record
-    done = {(r["model"], r["fold"]) for r in latest.values()}
     failed = [r for r in records if r.get("status") == FAILED and r.get("fold_manifest_sha256") == manifest
-              and (r["model"], r["fold"]) not in done]
+              and (r["model"], r["fold"]) not in selection.runs]
     rows, first_metric = [], {}
-    for model in dict.fromkeys(r["model"] for r in latest.values()):
-        runs = sorted((r for r in latest.values() if r["model"] == model), key=lambda r: r["fold"])
+    for model in selection.models():
+        runs = selection.runs_of(model)
         row = {"model": model, "n_folds": len(runs), "folds": ",".join(str(r["fold"]) for r in runs)}
         for metric in metrics:
             values = [r["metrics"][metric] for r in runs]
@@ -67,8 +72,177 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
 
 
+COMPARISON_KEYS = {"baseline", "metrics", "slices", "item_values", "lower_is_better"}
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """A task YAML's ``comparison`` block, e.g. ``{"baseline": "unet", "metrics": ["dice", "iou"],
+    "slices": ["thin", "stain"], "item_values": {"stain_fp_fraction": "FP area on stains"}}``."""
+
+    baseline: str | None
+    metrics: list[str]  # per-item score names; the first one is used for the slices and the rank plot
+    slices: list[str] = field(default_factory=list)  # boolean per-item flags
+    item_values: dict[str, str] = field(default_factory=dict)  # per-item value name -> label in the table
+    lower_is_better: frozenset[str] = frozenset()  # metrics ranked ascending (an error, a distance)
+
+    @classmethod
+    def parse(cls, spec: dict, metrics: list[str]) -> ComparisonSpec:
+        """Check the block (a misspelt key would silently drop a table) and fill defaults: the task's
+        first metric, no slices."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"comparison: expected a mapping like {{baseline: unet, metrics: [dice]}}, got {spec!r}")
+        unknown = set(spec) - COMPARISON_KEYS
+        if unknown:
+            raise ValueError(f"comparison: unknown keys {sorted(unknown)}; known: {sorted(COMPARISON_KEYS)}")
+        def names(key: str) -> list[str]:  # a lone name is a list of one, not of its letters
+            value = spec.get(key) or []
+            return [value] if isinstance(value, str) else list(value)
+
+        values = spec.get("item_values") or {}
+        values = {str(name): str(label) for name, label in values.items()} if isinstance(values, dict) else \
+            {name: name for name in names("item_values")}
+        return cls(spec.get("baseline"), names("metrics") or metrics[:1], names("slices"), values,
+                   frozenset(names("lower_is_better")))
+
+
+@dataclass
+class ComparisonTables:
+    spec: ComparisonSpec
+    per_metric: dict[str, pd.DataFrame]  # metric -> compare_to_baseline() (index = model)
+    slices: pd.DataFrame | None  # difficulty_slices() of the first metric, None without slices
+    rank_shares: pd.DataFrame  # first metric: models x places, share of images
+
+
+def comparison_tables(records: list[dict], spec: ComparisonSpec,
+                      model_order: list[str] | None = None) -> ComparisonTables:
+    """The comparison of ``records`` (one benchmark); slices and rank shares in ``model_order`` (the
+    leaderboard's ranking) where given."""
+    per_metric, shares = {}, pd.DataFrame()
+    for metric in spec.metrics:
+        scores = paired_item_scores(records, metric)
+        higher_is_better = metric not in spec.lower_is_better
+        per_metric[metric] = compare_to_baseline(scores, spec.baseline, higher_is_better)
+        if metric == spec.metrics[0]:
+            shares = rank_shares(scores, higher_is_better)
+    slices = None
+    if spec.slices or spec.item_values:
+        slices = difficulty_slices(records, spec.metrics[0], spec.slices, spec.item_values)
+    if model_order is not None:
+        shares = shares.loc[[m for m in model_order if m in shares.index]]
+        if slices is not None:
+            slices = slices.set_index("model").loc[[m for m in model_order if m in set(slices["model"])]].reset_index()
+    return ComparisonTables(spec, per_metric, slices, shares)
+
+
+COMPARISON_COLUMNS = {"item_rank": "rank", "increase": "increase", "w_inc": "w_inc", "wilcoxon_p": "wilcoxon_p",
+                      "n_items": "n_items"}  # table column suffix -> compare_to_baseline() column
+
+
+def with_comparison_columns(table: pd.DataFrame, comparison: ComparisonTables) -> pd.DataFrame:
+    """The leaderboard table plus ``{metric}_item_rank``, ``_increase``, ``_w_inc``, ``_wilcoxon_p`` and
+    ``_n_items`` per comparison metric (NaN for a model without per-image scores; only ``_item_rank`` and
+    ``_n_items`` when the baseline has no scores)."""
+    table = table.copy()
+    for metric, compared in comparison.per_metric.items():
+        for suffix, column in COMPARISON_COLUMNS.items():
+            if column in compared:
+                values = table["model"].map(compared[column])
+                table[f"{metric}_{suffix}"] = values.astype("Int64" if column == "n_items" else float)
+    return table
+
+
+def _cell(value: float, fmt: str) -> str:
+    return "–" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def _comparison_header(comparison: ComparisonTables) -> tuple[list[str], list]:
+    """Markdown header cells and, per cell, how to format a row's value."""
+    header, formatters = [], []
+    for metric, compared in comparison.per_metric.items():
+        header.append(f"{metric} rank/img")
+        formatters.append(lambda r, m=metric: _cell(r[f"{m}_item_rank"], ".2f"))
+        if "increase" in compared:
+            header += [f"{metric} inc.", f"{metric} W-Inc", f"{metric} p"]
+            formatters += [lambda r, m=metric: _cell(r[f"{m}_increase"], "+.4f"),
+                           lambda r, m=metric: _cell(r[f"{m}_w_inc"], "+.4f"),
+                           lambda r, m=metric: format_p(r[f"{m}_wilcoxon_p"])]
+    return header, formatters
+
+
+def _comparison_notes(comparison: ComparisonTables, models: list[str]) -> list[str]:
+    spec = comparison.spec
+    counts = ", ".join(f"{metric}: {_n_paired(compared)} images" for metric, compared in comparison.per_metric.items())
+    lines = [f"Per-image comparison on the test images scored by every compared model, each tested once in "
+             f"its held-out fold ({counts})"
+             + (f", baseline `{spec.baseline}`:" if _has_baseline(comparison) else ":"), ""]
+    lines.append("- rank/img: the model's place on each test image (1 = best; tied models share the average place), "
+                 "averaged over the images.")
+    if _has_baseline(comparison):
+        lines += ["- inc.: mean over images of (model score − baseline score).",
+                  "- W-Inc: the increase weighted per image by the baseline's rank there, so images the baseline "
+                  "finds hard count more: Σ r_base·(s − s_base) / Σ r_base.",
+                  "- p: two-sided paired Wilcoxon signed-rank test vs the baseline on the same images (zero "
+                  "differences dropped, all zero = 1); a small p says the difference is not chance, not that it "
+                  "is large."]
+    else:
+        lines.append(f"- Baseline `{spec.baseline}` has no per-image scores on this fold manifest: increase, "
+                     f"W-Inc and p are omitted." if spec.baseline else
+                     "- No baseline named: increase, W-Inc and p are omitted.")
+    if spec.lower_is_better & set(spec.metrics):
+        lines.append(f"- Lower is better for {', '.join(sorted(spec.lower_is_better & set(spec.metrics)))}: "
+                     f"rank 1 = lowest; inc. and W-Inc stay model − baseline.")
+    compared_models = set().union(*(set(c.index) for c in comparison.per_metric.values()))
+    missing = [m for m in models if m not in compared_models]
+    if missing:
+        lines.append(f"- No per-image scores (not compared, –): {', '.join(missing)}.")
+    return lines
+
+
+def _n_paired(compared: pd.DataFrame) -> int:
+    """Images in a metric's comparison (the same for every compared model)."""
+    return int(compared["n_items"].iloc[0]) if len(compared) else 0
+
+
+def _has_baseline(comparison: ComparisonTables) -> bool:
+    return all("increase" in compared for compared in comparison.per_metric.values())
+
+
+def render_slices(comparison: ComparisonTables) -> list[str]:
+    slices, spec = comparison.slices, comparison.spec
+    metric = spec.metrics[0]
+    lines = ["## Difficulty slices", ""]
+    if slices is None or slices.empty:
+        return lines + ["No per-image scores for the slices yet."]
+    slices = slices.set_index("model")
+    header, formatters = ["model", f"{metric}, all (n={int(slices['n_items'].iloc[0])})"], []
+    formatters.append(lambda r: _cell(r[f"{metric}_all"], ".4f"))
+    for flag in spec.slices:
+        header.append(f"{metric}, {flag} (n={int(slices[f'n_{flag}'].iloc[0])})")
+        formatters.append(lambda r, f=flag: _cell(r[f"{metric}_{f}"], ".4f"))
+    for name, label in spec.item_values.items():
+        counts = slices[f"n_{name}"]
+        if counts.nunique() == 1:  # the same items for every model: say so once, in the header
+            header.append(f"{label} (n={int(counts.iloc[0])})")
+            formatters.append(lambda r, n=name: _cell(r[n], ".4f"))
+        else:  # measurable on different items per model (e.g. no rating from an empty mask)
+            header.append(label)
+            formatters.append(lambda r, n=name: f"{_cell(r[n], '.4f')} (n={int(r[f'n_{n}'])})")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, row in slices.iterrows():
+        lines.append("| " + " | ".join([model] + [format_(row) for format_ in formatters]) + " |")
+    lines += ["", f"- {metric}, <flag>: mean {metric} over the compared test images carrying the flag; "
+                  f"n = number of those images."]
+    if spec.item_values:
+        lines.append("- " + "; ".join(f"{label} (`{name}`)" for name, label in spec.item_values.items())
+                     + ": per-image values, averaged over the images where they were measurable; "
+                       "n = number of those images.")
+    return lines
+
+
 def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
-                    plot_name: str | None = None) -> str:
+                    plot_name: str | None = None, comparison: ComparisonTables | None = None,
+                    rank_plot_name: str | None = None) -> str:
     table, failed, manifest = board.table, board.failed, board.fold_manifest_sha256
     lines = [f"# {title}", ""]
     if table.empty:
@@ -79,24 +253,39 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
                   f"(`{example.get('fold_manifest', '')}`), data `{example['data_sha256'][:12]}`; "
                   f"mean ± std over folds (sample std), ranked by {metrics[0]}.", ""]
         header = ["rank", "model", "folds"] + [f"{m} (mean ± std)" for m in metrics] + [f"{metrics[0]} per fold", "fit s/fold"]
+        extra_header, extra_cells = _comparison_header(comparison) if comparison else ([], [])
+        header += extra_header
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
-        for row in table.itertuples(index=False):
-            r = row._asdict()
+        for r in table.to_dict("records"):
             cells = [str(r["rank"]), r["model"], str(r["n_folds"])]
             cells += [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
             cells += [r[f"{metrics[0]}_per_fold"], f"{r['fit_s_mean']:.0f}"]
+            cells += [format_cell(r) for format_cell in extra_cells]
             lines.append("| " + " | ".join(cells) + " |")
+        if comparison:
+            lines += [""] + _comparison_notes(comparison, list(table["model"]))
         if plot_name:
             lines += ["", f"![{metrics[0]} per fold]({plot_name})"]
+        if rank_plot_name:
+            lines += ["", f"![{comparison.spec.metrics[0]} rank per image]({rank_plot_name})"]
+        if comparison and comparison.slices is not None:
+            lines += [""] + render_slices(comparison)
     if failed:
         lines += ["", "Failed runs (not in the table):", ""]
         lines += [f"- {r['model']} fold {r['fold']}: {r.get('error', 'unknown error')}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
-def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str]) -> list[Path]:
-    """Write ``<task>__<dataset>__<profile>.md`` and ``.csv`` under ``out_dir``; return the Markdown paths."""
+def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str],
+                      comparison: dict | None = None) -> list[Path]:
+    """Write ``<task>__<dataset>__<profile>.md`` and ``.csv`` under ``out_dir``; return the Markdown paths.
+
+    ``comparison`` is the task YAML's ``comparison`` block (see ``ComparisonSpec``); with it the table gets
+    the per-image comparison columns, the Markdown a difficulty-slices table (also written as
+    ``<stem>__slices.csv``) and a rank-per-image plot (``<stem>__ranks.png``). None: the plain leaderboard.
+    """
+    spec = ComparisonSpec.parse(comparison, metrics) if comparison is not None else None
     records = RunRecords(records_path).load()
     written = []
     keys = dict.fromkeys((r["task"], r["dataset"], r["profile"]) for r in records)
@@ -105,11 +294,19 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
         board = leaderboard_table(subset, metrics)
         stem = Path(out_dir) / f"{task}__{dataset}__{profile}"
         title = f"matcv leaderboard: {task} on {dataset}, profile {profile}"
-        plot = None
+        plot = rank_plot = tables = None
         if board.per_fold:
             plot = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], title)
-        markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None)
+        if spec is not None and not board.table.empty:
+            tables = comparison_tables(subset, spec, list(board.table["model"]))
+            board.table = with_comparison_columns(board.table, tables)
+            if len(tables.rank_shares) > 1 and _n_paired(tables.per_metric[spec.metrics[0]]) > 0:
+                rank_plot = rank_share_plot(stem.parent / f"{stem.name}__ranks.png", tables.rank_shares,
+                                            spec.metrics[0], title)
+            if tables.slices is not None:
+                atomic_write_text(stem.parent / f"{stem.name}__slices.csv", tables.slices.to_csv(index=False))
+        markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None, tables,
+                                   rank_plot.name if rank_plot else None)
         atomic_write_text(stem.with_suffix(".csv"), board.table.to_csv(index=False))
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written
-

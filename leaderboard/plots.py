@@ -1,4 +1,5 @@
-"""Leaderboard picture: every fold's score per model, with mean ± std, ranked like the table."""
+"""Leaderboard pictures: every fold's score per model (mean ± std), and how often each model took each place
+on the test images; models in the table's order."""
 
 from __future__ import annotations
 
@@ -30,5 +31,30 @@ def per_fold_plot(path: str | Path, per_fold: dict[str, list[float]], metric: st
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def rank_share_plot(path: str | Path, shares, metric: str, title: str) -> Path:
+    """Stacked bars: the share of test images on which each model ranked 1st, 2nd, ... (ties split evenly);
+    ``shares`` is models x places (``leaderboard.comparison.rank_shares``), best model first."""
+    models = list(shares.index)[::-1]  # matplotlib draws bottom-up
+    places = list(shares.columns)
+    colours = plt.get_cmap("RdYlGn_r")(np.linspace(0.1, 0.9, len(places)))
+    figure, axis = plt.subplots(figsize=(7, 0.5 * len(models) + 1.6))
+    left = np.zeros(len(models))
+    for place, colour in zip(places, colours, strict=True):
+        widths = shares.loc[models, place].to_numpy(float)
+        axis.barh(range(len(models)), widths, left=left, color=colour, edgecolor="white", label=f"place {place}")
+        left += widths
+    mean_rank = {m: float((shares.loc[m].to_numpy(float) * np.asarray(places, float)).sum()) for m in models}
+    axis.set_yticks(range(len(models)), [f"{m} (mean {mean_rank[m]:.2f})" for m in models])
+    axis.set_xlim(0, 1)
+    axis.set_xlabel(f"share of test images by {metric} rank among the models (ties split evenly)")
+    axis.set_title(title, fontsize=9)
+    axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.config import ConfigError, TaskConfig
+from benchmarks.config import ConfigError, TaskConfig, available_tasks
 from benchmarks.records import PHOTO_FOLDS_SUFFIX, RunRecords
 from leaderboard.augmentation_matrix import write_augmentation_matrix
 from leaderboard.build import write_leaderboard
 from leaderboard.leakage import write_leakage_report
+
+
+def task_config_for(task: str, dataset: str) -> TaskConfig:
+    """The YAML a benchmark folder was made with: ``<task>-<dataset>.yaml`` for a named real dataset
+    (e.g. segmentation-superalloy for nasa-superalloy), else the task's own."""
+    for name in (f"{task}-{dataset}", f"{task}-{dataset.split('-')[-1]}"):
+        if name in available_tasks():
+            return TaskConfig.load(name)
+    return TaskConfig.load(task)
 
 
 def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
@@ -22,18 +31,19 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Pa
         folder = records_path.parent
         task, profile = folder.parents[1].name, folder.name.removesuffix(PHOTO_FOLDS_SUFFIX)
         try:
-            config = TaskConfig.load(task)
+            config = task_config_for(task, folder.parent.name)
             metrics = config.metrics
             study = config.profile(profile).get("augmentation_study")
+            comparison = config.raw.get("comparison")
         except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
             metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
-            study = None
+            study = comparison = None
         if folder.name.endswith(PHOTO_FOLDS_SUFFIX):
             grouped = folder.parent / profile / "records.jsonl"
             if grouped.exists():
                 written.append(write_leakage_report(grouped, records_path, out_dir, metrics))
             continue
-        written += write_leaderboard(records_path, out_dir, metrics)
+        written += write_leaderboard(records_path, out_dir, metrics, comparison=comparison)
         if study:
             written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
     return written

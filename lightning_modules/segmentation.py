@@ -1,4 +1,4 @@
-"""Binary segmentation tasks: smp architectures trained with BCE + Dice (seed 000, eq. 1).
+"""Segmentation tasks: smp architectures trained with BCE + Dice (seed 000, eq. 1), and their shared scoring.
 
 ``SegmentationEvaluation`` owns what every segmentation model shares — per-image Dice and IoU on
 validation and test (smp.metrics, threshold 0.5) and the list of per-image test scores the harness
@@ -15,7 +15,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from lightning_modules.segmentation_figures import save_segmentation_examples
+from lightning_modules.edge_losses import RegionLoss
+from lightning_modules.segmentation_figures import save_class_map_examples, save_segmentation_examples
 
 
 def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,8 +27,25 @@ def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: fl
     return dice.flatten(), iou.flatten()
 
 
+def per_image_class_dice_iou(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-class: (B, C) Dice and IoU of every class on every image (argmax prediction). A class absent
+    from both truth and prediction scores 1 on that image, so mean IoU is the usual per-image mIoU."""
+    stats = smp.metrics.get_stats(logits.argmax(dim=1), target.long(), mode="multiclass",
+                                  num_classes=logits.shape[1])
+    dice = smp.metrics.f1_score(*stats, reduction="none", zero_division=1.0)
+    iou = smp.metrics.iou_score(*stats, reduction="none", zero_division=1.0)
+    return dice, iou
+
+
 class SegmentationEvaluation(L.LightningModule):
-    """Validation/test scoring shared by all binary segmentation models."""
+    """Validation/test scoring shared by all segmentation models, binary (``num_classes == 1``: a
+    (B, 1, H, W) logit map, sigmoid) or multi-class (``num_classes > 1``: (B, C, H, W), softmax).
+
+    Per test image: ``dice`` and ``iou`` (for multi-class: their means over classes, i.e. mIoU) and, for
+    multi-class, ``dice_<class>`` / ``iou_<class>``. A datamodule with an ``item_evaluator`` adds what its
+    data knows per item (the corrosion panels: difficulty flags, false positives on stains, the ASTM
+    rating measured from the predicted mask).
+    """
 
     monitor = "val_dice"  # checkpoint selection: grouped validation split only, never test
     mode = "max"
@@ -35,56 +53,92 @@ class SegmentationEvaluation(L.LightningModule):
     n_figure_examples = 6
     ddp_find_unused_parameters = False  # what this model needs from a DDP Trainer
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 1, class_names: list[str] | None = None) -> None:
         super().__init__()
+        if class_names is not None and len(class_names) != max(num_classes, 2):
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(max(num_classes, 2))]
         self.threshold = 0.5
         self.test_results: list[dict] = []
-        self._val_scores: list[torch.Tensor] = []
 
-    def _score(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
-        dice, iou = per_image_dice_iou(logits, batch["mask"], self.threshold)
-        return logits, dice, iou
+    def predicted_mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) hard prediction: 0/1 (binary) or class indices."""
+        if self.num_classes == 1:
+            return (logits[:, 0].sigmoid() >= self.threshold).to(torch.uint8)
+        return logits.argmax(dim=1).to(torch.uint8)
+
+    def _scores(self, logits: torch.Tensor, target: torch.Tensor) -> list[dict]:
+        if self.num_classes == 1:
+            dice, iou = per_image_dice_iou(logits, target, self.threshold)
+            return [{"dice": d, "iou": i} for d, i in zip(dice.tolist(), iou.tolist())]
+        dice, iou = per_image_class_dice_iou(logits, target)
+        rows = []
+        for d, i in zip(dice.tolist(), iou.tolist()):
+            row = {"dice": float(np.mean(d)), "iou": float(np.mean(i))}
+            row.update({f"dice_{name}": v for name, v in zip(self.class_names, d)})
+            row.update({f"iou_{name}": v for name, v in zip(self.class_names, i)})
+            rows.append(row)
+        return rows
+
+    def log_validation(self, logits: torch.Tensor, batch: dict, loss: torch.Tensor) -> None:
+        scores = self._scores(logits, batch["mask"])
+        n = len(scores)
+        self.log("val_loss", loss, batch_size=n, sync_dist=True)
+        self.log("val_dice", float(np.mean([s["dice"] for s in scores])), batch_size=n, sync_dist=True, prog_bar=True)
+        self.log("val_iou", float(np.mean([s["iou"] for s in scores])), batch_size=n, sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits, dice, iou = self._score(batch)
-        self.log("val_loss", self.loss(logits, batch["mask"]), batch_size=len(dice), sync_dist=True)
-        self.log("val_dice", dice.mean(), batch_size=len(dice), sync_dist=True, prog_bar=True)
-        self.log("val_iou", iou.mean(), batch_size=len(dice), sync_dist=True)
+        logits = self(batch["image"])
+        self.log_validation(logits, batch, self.loss(logits, batch["mask"]))
 
     def on_test_epoch_start(self) -> None:
         self.test_results = []
-        self.test_examples: dict[str, np.ndarray] = {}  # item id -> probability map, for the figure
+        self.test_examples: dict[str, np.ndarray] = {}  # item id -> probability / class map, for the figure
+
+    def _item_evaluator(self):
+        trainer = self._trainer
+        return getattr(getattr(trainer, "datamodule", None), "item_evaluator", None) if trainer else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        logits, dice, iou = self._score(batch)
-        for item, d, i in zip(batch["item_id"], dice.tolist(), iou.tolist()):
-            self.test_results.append({"item_id": item, "dice": d, "iou": i})
-        for item, probability in zip(batch["item_id"], logits.sigmoid()[:, 0]):
+        logits = self(batch["image"])
+        scores = self._scores(logits, batch["mask"])
+        predicted = self.predicted_mask(logits).cpu().numpy()
+        truth = batch["mask"].cpu().numpy().reshape(predicted.shape)
+        evaluator = self._item_evaluator()
+        for k, (item, row) in enumerate(zip(batch["item_id"], scores)):
+            extra = evaluator(item, predicted[k], truth[k]) if evaluator is not None else {}
+            self.test_results.append({"item_id": item, **row, **extra})
             if len(self.test_examples) < self.n_figure_examples:
-                self.test_examples[item] = probability.float().cpu().numpy()
-        self.log("test_dice", dice.mean(), batch_size=len(dice))
-        self.log("test_iou", iou.mean(), batch_size=len(dice))
+                shown = logits[k, 0].sigmoid() if self.num_classes == 1 else predicted[k]
+                self.test_examples[item] = np.asarray(shown.float().cpu() if torch.is_tensor(shown) else shown)
+        self.log("test_dice", float(np.mean([s["dice"] for s in scores])), batch_size=len(scores))
+        self.log("test_iou", float(np.mean([s["iou"] for s in scores])), batch_size=len(scores))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=logits.device)
 
     def save_test_figure(self, path: Path, datamodule) -> Path | None:
-        """Photo / probability / error overlay of the first test images (the harness calls this)."""
+        """Photo / prediction / errors of the first test images (the harness calls this)."""
         if not self.test_examples:
             return None
         test = datamodule.datasets["test"]
         index = {item: i for i, item in enumerate(test.item_ids)}
-        scores = {r["item_id"]: r["dice"] for r in self.test_results}
+        scores = {r["item_id"]: r for r in self.test_results}
         items = list(self.test_examples)
-        return save_segmentation_examples(
-            path, [test.images[index[i]] for i in items], [test.masks[index[i]] for i in items],
-            [self.test_examples[i] for i in items], [f"{Path(i).name}  Dice {scores[i]:.3f}" for i in items],
-            self.threshold)
+        images, truths = [test.images[index[i]] for i in items], [test.masks[index[i]] for i in items]
+        if self.num_classes == 1:
+            return save_segmentation_examples(
+                path, images, truths, [self.test_examples[i] for i in items],
+                [f"{Path(i).name}  Dice {scores[i]['dice']:.3f}" for i in items], self.threshold)
+        return save_class_map_examples(path, images, truths, [self.test_examples[i] for i in items],
+                                       [f"{Path(i).name}  mIoU {scores[i]['iou']:.3f}" for i in items],
+                                       self.class_names)
 
 
-class BinarySegmentationTask(SegmentationEvaluation):
-    """Any smp architecture (``unet``, ``unetplusplus``, ``fpn``, ...) with any smp/timm encoder by name.
+class SmpSegmentationTask(SegmentationEvaluation):
+    """Any smp architecture (``unet``, ``unetplusplus``, ``fpn``, ...) with any smp/timm encoder by name,
+    trained with BCE + Dice (eq. 1 of seed 000), or cross-entropy + Dice for ``num_classes > 1``.
 
     Encoders start from random weights (``encoder_weights=None``): nothing is downloaded. A local
     weights file for the encoder (a plain state dict, loaded with ``weights_only=True``) may be given.
@@ -96,28 +150,27 @@ class BinarySegmentationTask(SegmentationEvaluation):
         encoder_name: str = "resnet18",
         encoder_weights_path: str | None = None,
         in_channels: int = 3,
+        num_classes: int = 1,
+        class_names: list[str] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        bce_weight: float = 1.0,
-        dice_weight: float = 1.0,
         arch_kwargs: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, class_names)
         self.save_hyperparameters()
         self.net = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None,
-                                    in_channels=in_channels, classes=1, **(arch_kwargs or {}))
+                                    in_channels=in_channels, classes=num_classes, **(arch_kwargs or {}))
         if encoder_weights_path:
             load_encoder_weights(self.net.encoder, encoder_weights_path)
         # A shallower encoder (encoder_depth < 5) keeps smp's deepest encoder stages unused: DDP must know.
         self.ddp_find_unused_parameters = (arch_kwargs or {}).get("encoder_depth", 5) < 5
-        self.bce = nn.BCEWithLogitsLoss()
-        self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+        self.region_loss = RegionLoss(num_classes, overlap="dice")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.hparams.bce_weight * self.bce(logits, target) + self.hparams.dice_weight * self.dice(logits, target)
+        return self.region_loss(logits, target)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
@@ -156,7 +209,7 @@ class ConstantMaskBaseline(SegmentationEvaluation):
     requires_training = False
 
     def __init__(self, value: int = 0) -> None:
-        super().__init__()
+        super().__init__()  # binary: the corrosion task's floor
         if value not in (0, 1):
             raise ValueError(f"a constant mask is all 0 or all 1, got {value!r}")
         self.save_hyperparameters()

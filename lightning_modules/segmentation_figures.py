@@ -42,3 +42,34 @@ def save_segmentation_examples(path: str | Path, images: list[np.ndarray], truth
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+CLASS_COLOURS = np.array([(40, 40, 40), (230, 60, 40), (50, 110, 255), (60, 200, 90), (240, 200, 40),
+                          (200, 80, 220)], np.uint8)
+
+
+def colour_classes(classes: np.ndarray) -> np.ndarray:
+    return CLASS_COLOURS[np.asarray(classes) % len(CLASS_COLOURS)]
+
+
+def save_class_map_examples(path: str | Path, images: list[np.ndarray], truths: list[np.ndarray],
+                            predictions: list[np.ndarray], titles: list[str], class_names: list[str]) -> Path:
+    """Multi-class: one row per test image: micrograph | true classes | predicted classes | wrong pixels."""
+    rows = len(images)
+    figure, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
+    for row, (image, truth, prediction, title) in enumerate(zip(images, truths, predictions, titles)):
+        wrong = image.astype(np.float32).copy()
+        wrong[truth != prediction] = (255, 0, 255)
+        panels = [(image, title), (colour_classes(truth), "truth"), (colour_classes(prediction), "prediction"),
+                  (wrong.astype(np.uint8), "wrong pixels (magenta)")]
+        for axis, (picture, label) in zip(axes[row], panels):
+            axis.imshow(picture)
+            axis.set_title(label, fontsize=8)
+            axis.axis("off")
+    legend = ", ".join(f"{name}: RGB{tuple(int(v) for v in colour_classes(i))}" for i, name in enumerate(class_names))
+    figure.suptitle(legend, fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -11,7 +11,7 @@ import yaml
 def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3, max_epochs: int = 2,
                      n_panels: int = 9) -> Path:
     """Write a task YAML for the corrosion data at 32 px with tiny models; return its path."""
-    unet = {"class": "lightning_modules.segmentation.BinarySegmentationTask",
+    unet = {"class": "lightning_modules.segmentation.SmpSegmentationTask",
             "args": {"arch": "unet", "encoder_name": "resnet18", "lr": 3.0e-3,
                      "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}}
     config = {

@@ -103,7 +103,7 @@ def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_bench
 
 def test_failed_run_is_recorded_and_the_others_go_on(tmp_path):
     models = {
-        "broken": {"class": "lightning_modules.segmentation.BinarySegmentationTask",
+        "broken": {"class": "lightning_modules.segmentation.SmpSegmentationTask",
                    "args": {"arch": "unet", "encoder_name": "no-such-encoder"}},
         "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.segmentation import BinarySegmentationTask, ConstantMaskBaseline, per_image_dice_iou
+from lightning_modules.segmentation import SmpSegmentationTask, ConstantMaskBaseline, per_image_dice_iou
 
 
 def _logits(mask: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def test_empty_prediction_of_empty_mask_scores_one():
 
 def test_loss_is_bce_plus_soft_dice():
     torch.manual_seed(0)
-    task = BinarySegmentationTask(arch="unet", encoder_name="resnet18", arch_kwargs={"encoder_depth": 3,
+    task = SmpSegmentationTask(arch="unet", encoder_name="resnet18", arch_kwargs={"encoder_depth": 3,
                                                                                    "decoder_channels": [16, 8, 4]})
     logits = torch.randn(2, 1, 8, 8)
     target = (torch.rand(2, 1, 8, 8) > 0.7).float()
@@ -45,19 +45,19 @@ def test_loss_is_bce_plus_soft_dice():
 def test_encoder_weights_load_from_a_local_file(tmp_path):
     kwargs = {"arch": "unet", "encoder_name": "resnet18", "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}
     torch.manual_seed(1)
-    source = BinarySegmentationTask(**kwargs)
+    source = SmpSegmentationTask(**kwargs)
     path = tmp_path / "encoder.pt"
     torch.save(source.net.encoder.state_dict(), path)
     torch.manual_seed(2)
-    loaded = BinarySegmentationTask(**kwargs, encoder_weights_path=str(path))
+    loaded = SmpSegmentationTask(**kwargs, encoder_weights_path=str(path))
     for name, tensor in source.net.encoder.state_dict().items():
         assert torch.equal(tensor, loaded.net.encoder.state_dict()[name]), name
 
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="none of its tensors match"):
-        BinarySegmentationTask(**kwargs, encoder_weights_path=str(tmp_path / "other.pt"))
+        SmpSegmentationTask(**kwargs, encoder_weights_path=str(tmp_path / "other.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        BinarySegmentationTask(**kwargs, encoder_weights_path=str(tmp_path / "missing.pt"))
+        SmpSegmentationTask(**kwargs, encoder_weights_path=str(tmp_path / "missing.pt"))
 
 
 def test_encoder_weights_file_with_code_is_refused(tmp_path):
@@ -65,7 +65,7 @@ def test_encoder_weights_file_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"conv1.weight": torch.zeros(1), "hook": print}, path)
     with pytest.raises(Exception, match="(?i)weights only|unsupported global"):
-        BinarySegmentationTask(arch="unet", encoder_name="resnet18", encoder_weights_path=str(path))
+        SmpSegmentationTask(arch="unet", encoder_name="resnet18", encoder_weights_path=str(path))
 
 
 def test_constant_baseline_only_zero_or_one():
