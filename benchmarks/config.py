@@ -81,6 +81,11 @@ class TaskConfig:
     def metrics(self) -> list[str]:
         return list(self.raw["metrics"])
 
+    @property
+    def lower_is_better(self) -> list[str]:
+        """Metrics that are errors (MASE, MAE): the leaderboard ranks them smallest first."""
+        return list(self.raw.get("lower_is_better", []))
+
     def profile(self, name: str) -> dict:
         if name not in self.raw["profiles"]:
             raise ConfigError(f"{self.source}: no profile {name!r}; available: {', '.join(self.raw['profiles'])}")

@@ -7,8 +7,16 @@ What the harness expects of a task's LightningModule (see lightning_modules/segm
   save_test_figure(path, datamodule)   optional: a picture of the test predictions
   requires_training      False for baselines not trained by a Trainer (tested directly)
   fit_baseline(datamodule)             optional: fit such a baseline on the fold's training part
+  prepare_from_training_data(datamodule)  optional: called before fitting (e.g. training-fold target statistics)
   test_details()         optional: JSON-able extras for the record (e.g. the fold's confusion matrix)
   ddp_find_unused_parameters           optional: what a DDP Trainer must know about the model
+
+What it expects of a task's LightningDataModule class (see datamodules/corrosion.py, datamodules/superalloy.py):
+  prepare_dataset(data_root, generator, progress)   static: where the data is (generating it if needed)
+  index_dataset / check_dataset(data_root, ...)     static: items, groups, strata and files (check reads them all)
+  fixed_fold_manifest(data_root, **args)            optional static: a publisher's split instead of drawn folds
+  dataset_name(data_root)                           optional static: the benchmark folder's name for the data
+  item_evaluator(item_id, predicted, truth)         optional attribute after setup: extra per-test-item values
 
 Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   fold_manifest.json  the folds every model sees (created once; its sha256 is in every record)
@@ -139,7 +147,8 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         ComparisonSpec.parse(comparison, config.metrics)  # a bad block fails now, not after hours of training
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
     _run_all(bench, runs, accelerator, devices, retry_failed, progress)
-    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics, comparison=comparison)
+    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics, comparison=comparison,
+                               lower_is_better=config.lower_is_better)
 
     study = config.profile(profile).get("augmentation_study")
     if study:
@@ -163,7 +172,8 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         for other in companions:
             folders.append(run_benchmark(task, other, data_root, models, None, output_dir, accelerator, devices,
                                          retry_failed, None, leaderboard_dir, progress).folder)
-        summary = write_profile_summary([f / "records.jsonl" for f in folders], leaderboard_dir, config.metrics)
+        summary = write_profile_summary([f / "records.jsonl" for f in folders], leaderboard_dir, config.metrics,
+                                        config.lower_is_better)
         print("\n" + summary.read_text())
     return bench
 
@@ -235,6 +245,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         if hasattr(model, "set_input_normalization"):  # saved with the weights, for predicting new photos
             train = datamodule.datasets["train"]
             model.set_input_normalization(train.mean, train.std, datamodule.image_size)
+        if hasattr(model, "prepare_from_training_data"):  # e.g. target statistics of the training part only
+            model.prepare_from_training_data(datamodule)
         record["n_items"] = counts
         ckpt_path = None
         common = dict(accelerator=accelerator, enable_model_summary=False, deterministic="warn",

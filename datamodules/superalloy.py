@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from datamodules.augmentations import OneStreamCompose
+from datamodules.corrosion import standardize
 from datamodules.folds import (
     FORMAT,
     check_matches_data,
@@ -272,13 +273,6 @@ def crop_to_network_multiple(array: np.ndarray, multiple: int = NETWORK_MULTIPLE
 
 
 # --- datasets --------------------------------------------------------------------------------------------
-
-def standardize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float32 (3, H, W), standardised with the training partition's channel statistics
-    (the same arithmetic as corrosion.standardize, kept here so this module does not depend on that one)."""
-    x = (image.astype(np.float32) / 255.0 - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
-
 
 def _sample(image: np.ndarray, mask: np.ndarray, item_id: str, mean: np.ndarray, std: np.ndarray) -> dict:
     return {"image": standardize(image, mean, std),

@@ -10,6 +10,7 @@ Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +41,10 @@ class Leaderboard:
     failed: list[dict]  # failed runs not superseded by a successful one
     fold_manifest_sha256: str | None  # the folds every row was scored on
     per_fold: dict[str, list[float]] = field(default_factory=dict)  # model -> first metric per fold, ranked
+    ascending: bool = False  # ranked smallest first (the first metric is an error)
 
 
-def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
+def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: Iterable[str] = ()) -> Leaderboard:
     # One selection for this table and the per-image comparison, so both describe the same runs.
     selection = select_latest_runs(records)
     manifest = selection.fold_manifest_sha256
@@ -62,10 +64,11 @@ def leaderboard_table(records: list[dict], metrics: list[str]) -> Leaderboard:
         row["fit_s_mean"] = float(np.mean([r["durations"]["fit_s"] for r in runs]))
         row["config_hash"] = runs[-1]["config_hash"]
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=False, kind="stable").reset_index(drop=True)
+    ascending = metrics[0] in set(lower_is_better)  # an error (MASE, MAE) ranks the smallest first
+    table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=ascending, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     # Unrounded values for the plot, in the table's ranking.
-    return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]})
+    return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]}, ascending)
 
 
 def format_mean_std(mean: float, std: float) -> str:
@@ -251,7 +254,8 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
         example = next(r for r in records if r.get("fold_manifest_sha256") == manifest)
         lines += [f"Grouped cross-validation on fold manifest `{manifest[:12]}` "
                   f"(`{example.get('fold_manifest', '')}`), data `{example['data_sha256'][:12]}`; "
-                  f"mean ± std over folds (sample std), ranked by {metrics[0]}.", ""]
+                  f"mean ± std over folds (sample std), ranked by {metrics[0]}"
+                  f"{' (lower is better)' if board.ascending else ''}.", ""]
         header = ["rank", "model", "folds"] + [f"{m} (mean ± std)" for m in metrics] + [f"{metrics[0]} per fold", "fit s/fold"]
         extra_header, extra_cells = _comparison_header(comparison) if comparison else ([], [])
         header += extra_header
@@ -278,7 +282,7 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
 
 
 def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str],
-                      comparison: dict | None = None) -> list[Path]:
+                      comparison: dict | None = None, lower_is_better: Iterable[str] = ()) -> list[Path]:
     """Write ``<task>__<dataset>__<profile>.md`` and ``.csv`` under ``out_dir``; return the Markdown paths.
 
     ``comparison`` is the task YAML's ``comparison`` block (see ``ComparisonSpec``); with it the table gets
@@ -291,7 +295,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
     keys = dict.fromkeys((r["task"], r["dataset"], r["profile"]) for r in records)
     for task, dataset, profile in keys:
         subset = [r for r in records if (r["task"], r["dataset"], r["profile"]) == (task, dataset, profile)]
-        board = leaderboard_table(subset, metrics)
+        board = leaderboard_table(subset, metrics, lower_is_better)
         stem = Path(out_dir) / f"{task}__{dataset}__{profile}"
         title = f"matcv leaderboard: {task} on {dataset}, profile {profile}"
         plot = rank_plot = tables = None

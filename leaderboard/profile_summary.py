@@ -16,7 +16,8 @@ from datamodules.atomic_io import atomic_write_text
 from leaderboard.build import format_mean_std, leaderboard_table
 
 
-def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metrics: list[str]) -> Path:
+def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metrics: list[str],
+                          lower_is_better: list[str] = ()) -> Path:
     """Write ``<task>__<dataset>__profiles.{md,csv}``; return the Markdown path."""
     columns: dict[str, pd.DataFrame] = {}
     task = dataset = None
@@ -25,7 +26,7 @@ def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metric
         if not records:
             continue
         task, dataset, profile = records[0]["task"], records[0]["dataset"], records[0]["profile"]
-        board = leaderboard_table(records, metrics)
+        board = leaderboard_table(records, metrics, lower_is_better)
         if not board.table.empty:
             columns[profile] = board.table.set_index("model")
     if task is None:

@@ -35,15 +35,18 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Pa
             metrics = config.metrics
             study = config.profile(profile).get("augmentation_study")
             comparison = config.raw.get("comparison")
+            lower_is_better = config.lower_is_better
         except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
             metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
             study = comparison = None
+            lower_is_better = []
         if folder.name.endswith(PHOTO_FOLDS_SUFFIX):
             grouped = folder.parent / profile / "records.jsonl"
             if grouped.exists():
                 written.append(write_leakage_report(grouped, records_path, out_dir, metrics))
             continue
-        written += write_leaderboard(records_path, out_dir, metrics, comparison=comparison)
+        written += write_leaderboard(records_path, out_dir, metrics, comparison=comparison,
+                                     lower_is_better=lower_is_better)
         if study:
             written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
     return written

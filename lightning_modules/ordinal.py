@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from coral_pytorch.dataset import corn_label_from_logits, levels_from_labelbatch, proba_to_label
+from coral_pytorch.dataset import (
+    corn_label_from_logits,
+    levels_from_labelbatch,
+    proba_to_label,
+)
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
 from torch import nn

@@ -17,7 +17,11 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
 from lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
-from lightning_modules.rating_metrics import confusion, rating_metrics, save_confusion_figure
+from lightning_modules.rating_metrics import (
+    confusion,
+    rating_metrics,
+    save_confusion_figure,
+)
 from lightning_modules.segmentation import load_encoder_weights
 
 

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from lightning_modules.edge_losses import RegionLoss
-from lightning_modules.segmentation_figures import save_class_map_examples, save_segmentation_examples
+from lightning_modules.segmentation_figures import (
+    save_class_map_examples,
+    save_segmentation_examples,
+)
 
 
 def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,8 +35,16 @@ import pytest
 
 from benchmarks.records import RunRecords
 from leaderboard.build import ComparisonSpec, leaderboard_table, write_leaderboard
-from leaderboard.comparison import (compare_to_baseline, difficulty_slices, format_p, item_ranks,
-                                    paired_item_scores, rank_shares, select_latest_runs, wilcoxon_p)
+from leaderboard.comparison import (
+    compare_to_baseline,
+    difficulty_slices,
+    format_p,
+    item_ranks,
+    paired_item_scores,
+    rank_shares,
+    select_latest_runs,
+    wilcoxon_p,
+)
 
 MANIFEST, OLD_MANIFEST = "a" * 64, "b" * 64
 ITEMS = ["p1", "p2", "p3", "p4", "p5", "p6"]

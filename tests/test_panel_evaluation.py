@@ -7,8 +7,17 @@ import pytest
 from PIL import Image
 
 from datamodules.manifest import ManifestSpec, load_manifest
-from datamodules.panel_evaluation import PanelItemEvaluator, rate_mask, rescale_lines, scribe_width_from_generator
-from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels, parse_scribe_lines
+from datamodules.panel_evaluation import (
+    PanelItemEvaluator,
+    rate_mask,
+    rescale_lines,
+    scribe_width_from_generator,
+)
+from datamodules.synthetic_panels import (
+    PanelGeneratorConfig,
+    generate_panels,
+    parse_scribe_lines,
+)
 
 SPEC = ManifestSpec(group_column="panel_id", require_mask=True, require_rating=True)
 

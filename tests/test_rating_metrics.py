@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_modules.rating_metrics import confusion, rating_metrics, save_confusion_figure
+from lightning_modules.rating_metrics import (
+    confusion,
+    rating_metrics,
+    save_confusion_figure,
+)
 
 RATINGS = [5, 6, 7, 8, 9]
 TRUE = [5, 6, 7, 8, 9, 9]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.segmentation import SmpSegmentationTask, ConstantMaskBaseline, per_image_dice_iou
+from lightning_modules.segmentation import (
+    ConstantMaskBaseline,
+    SmpSegmentationTask,
+    per_image_dice_iou,
+)
 
 
 def _logits(mask: torch.Tensor) -> torch.Tensor:
