@@ -44,7 +44,8 @@ def save_segmentation_examples(path: str | Path, images: list[np.ndarray], truth
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-CLASS_COLOURS = np.array([(40, 40, 40), (230, 60, 40), (50, 110, 255), (60, 200, 90), (240, 200, 40),
+# Class 1 blue and class 2 red, as the NASA superalloy masks paint secondary and tertiary precipitates.
+CLASS_COLOURS = np.array([(40, 40, 40), (50, 110, 255), (230, 60, 40), (60, 200, 90), (240, 200, 40),
                           (200, 80, 220)], np.uint8)
 
 
@@ -68,7 +69,7 @@ def save_class_map_examples(path: str | Path, images: list[np.ndarray], truths: 
             axis.axis("off")
     legend = ", ".join(f"{name}: RGB{tuple(int(v) for v in colour_classes(i))}" for i, name in enumerate(class_names))
     figure.suptitle(legend, fontsize=7)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.985))  # keep the legend clear of the first row's titles
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
