@@ -1,7 +1,7 @@
 """``matcv leaderboard``: rebuild every table from the run records under ``runs/``.
 
 Each benchmark folder ``<task>/<dataset>/<profile>/records.jsonl`` gives a leaderboard (and, for an
-augmentation-study profile, its matrix); a ``<profile>-photo-folds`` sibling gives the leakage report
+augmentation-study profile, its matrix; for a profile with companion profiles, their side-by-side table); a ``<profile>-photo-folds`` sibling gives the leakage report
 beside its grouped benchmark instead of a leaderboard of its own.
 """
 
@@ -14,6 +14,7 @@ from benchmarks.records import PHOTO_FOLDS_SUFFIX, RunRecords
 from leaderboard.augmentation_matrix import write_augmentation_matrix
 from leaderboard.build import write_leaderboard
 from leaderboard.leakage import write_leakage_report
+from leaderboard.profile_summary import write_profile_summary
 
 
 def task_config_for(task: str, dataset: str) -> TaskConfig:
@@ -36,10 +37,11 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Pa
             study = config.profile(profile).get("augmentation_study")
             comparison = config.raw.get("comparison")
             lower_is_better = config.lower_is_better
+            companions = config.profile(profile).get("companion_profiles", [])
         except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
             metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
             study = comparison = None
-            lower_is_better = []
+            lower_is_better, companions = [], []
         if folder.name.endswith(PHOTO_FOLDS_SUFFIX):
             grouped = folder.parent / profile / "records.jsonl"
             if grouped.exists():
@@ -49,4 +51,7 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Pa
                                      lower_is_better=lower_is_better)
         if study:
             written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
+        others = [folder.parent / name / "records.jsonl" for name in companions]
+        if others and all(path.exists() for path in others):  # the protocols' side-by-side table
+            written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better))
     return written

@@ -13,6 +13,7 @@ from benchmarks.config import CONFIG_DIR, ConfigError, TaskConfig
 from benchmarks.records import RunRecords
 from benchmarks.runner import run_benchmark
 from datamodules.folds import read_fold_manifest
+from leaderboard.rebuild import write_all_leaderboards
 from tests.conftest import tiny_task_config
 
 SHARED_SUPERALLOY = (Path(__file__).resolve().parents[2] / "shared" / "data" / "nasa-pretrained-microscopy-models"
@@ -94,6 +95,8 @@ def test_superalloy_grouped_official_and_ood_protocols_end_to_end(tmp_path):
     assert len(grouped["folds"]) == 3
     summary = (tmp_path / "board" / "segmentation__nasa-superalloy__profiles.md").read_text()
     assert "quick: iou" in summary and "official: iou" in summary and "ood: iou" in summary
+    rebuilt = write_all_leaderboards(tmp_path / "runs", tmp_path / "rebuilt")  # `matcv leaderboard` redoes it
+    assert (tmp_path / "rebuilt" / "segmentation__nasa-superalloy__profiles.md") in rebuilt
     (record,) = RunRecords(folder / "official" / "records.jsonl").load()
     assert record["status"] == "ok", record.get("traceback")
     item = record["per_image"][0]
