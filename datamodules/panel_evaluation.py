@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -69,7 +70,9 @@ class PanelItemEvaluator:
         if not useful & set(table.columns):
             return None
         wanted = set(items)
-        records = {r.image_path: r for r in table.itertuples(index=False) if r.image_path in wanted}
+        # Plain namespaces, not pandas' row tuples: a DDP (spawn) run pickles the datamodule with this evaluator.
+        records = {r.image_path: SimpleNamespace(**r._asdict()) for r in table.itertuples(index=False)
+                   if r.image_path in wanted}
         return cls(records, root, native_sizes, image_size, scribe_width_from_generator(root))
 
     def __call__(self, item_id: str, predicted: np.ndarray, truth: np.ndarray) -> dict:
@@ -91,7 +94,8 @@ class PanelItemEvaluator:
         if not _present(path):
             return None
         if record.image_path not in self._stains:
-            native = read_mask(self.root, record._replace(mask_path=path), self.native_sizes[record.image_path])
+            stain_record = SimpleNamespace(**{**vars(record), "mask_path": path})
+            native = read_mask(self.root, stain_record, self.native_sizes[record.image_path])
             size = self.image_size
             if native.shape != (size, size):
                 native = cv2.resize(native.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5

@@ -96,3 +96,15 @@ def test_a_manifest_without_panel_columns_has_no_evaluator(tmp_path):
 
     table = pd.DataFrame({"image_path": ["a.png"], "mask_path": ["a_mask.png"], "panel_id": ["p1"]})
     assert PanelItemEvaluator.for_items(table, ["a.png"], tmp_path, {"a.png": (8, 8)}, 8) is None
+
+
+def test_the_evaluator_survives_pickling_for_ddp_spawn(panels):
+    """A spawned DDP run pickles the datamodule, evaluator included (pandas row tuples would not pickle)."""
+    import pickle
+
+    root, table = panels
+    evaluate = _evaluator(root, table)
+    record = next(r for r in table.itertuples(index=False) if r.stain == "1")
+    truth = _mask(root, record.mask_path)
+    copy = pickle.loads(pickle.dumps(evaluate))  # our own object, made here: not user data
+    assert copy(record.image_path, truth, truth) == evaluate(record.image_path, truth, truth)
