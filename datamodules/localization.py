@@ -217,10 +217,10 @@ def generate_localization_dataset(config: LocalizationGeneratorConfig, out_dir: 
                                                max_iterations=config.solver_max_iterations, device=device)
             fields = np.asarray(fields).reshape(phases.shape)
             for j, volume in enumerate(batch):
-                iterations = int(np.asarray(solution.iterations)[j])
-                residual = float(np.asarray(solution.residual)[j])
+                iterations = int(solution.iterations[j].item())
+                residual = float(solution.residual[j].item())
                 mean_strain = float(fields[j].mean())
-                if not bool(np.asarray(solution.converged)[j]):
+                if not bool(solution.converged[j].item()):
                     failures.append(f"{volume.item_id}: not converged after {iterations} iterations "
                                     f"(residual {residual:.3g} > tol {config.solver_tol:g})")
                 elif abs(mean_strain - 1.0) > MEAN_STRAIN_TOLERANCE:
