@@ -43,6 +43,16 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def save_figure(path: str | os.PathLike, figure, dpi: int = 110, **savefig_args) -> Path:
+    """A matplotlib figure written atomically as PNG, then closed (figures are made per run, many per process)."""
+    import matplotlib.pyplot as plt  # only the plotting callers need matplotlib
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, **savefig_args)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -3,7 +3,6 @@ on the test images; models in the table's order."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datamodules.atomic_io import atomic_write_bytes  # noqa: E402
+from datamodules.atomic_io import save_figure  # noqa: E402
 
 
 def per_fold_plot(path: str | Path, per_fold: dict[str, list[float]], metric: str, title: str) -> Path:
@@ -29,10 +28,7 @@ def per_fold_plot(path: str | Path, per_fold: dict[str, list[float]], metric: st
     axis.set_title(title, fontsize=9)
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=110)
 
 
 def rank_share_plot(path: str | Path, shares, metric: str, title: str) -> Path:
@@ -54,7 +50,4 @@ def rank_share_plot(path: str | Path, shares, metric: str, title: str) -> Path:
     axis.set_title(title, fontsize=9)
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=110, bbox_inches="tight")

@@ -25,7 +25,6 @@ Every volume is periodic: windows are cut with wrap-around (``periodic_windows``
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.atomic_io import atomic_write_bytes
+from datamodules.atomic_io import save_figure
 from lightning_modules.localization_metrics import (
     PooledRegressionStats,
     mase,
@@ -187,7 +186,7 @@ class LocalizationEvaluation(L.LightningModule):
 
     # ---- prediction ----
     def predict_normalized(self, microstructure: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define predict_normalized (or override forward)")
 
     def forward(self, microstructure: torch.Tensor) -> torch.Tensor:
         """(B, 1, N, N, N) phases → strain field in physical units (the datamodule's units)."""
@@ -300,17 +299,14 @@ def save_localization_examples(path: str | Path, phases: list[np.ndarray], truth
             axis.set_title(label, fontsize=7)
             axis.axis("off")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=100)
 
 
 class _TrainedLocalizationTask(LocalizationEvaluation):
     """A network trained by Lightning: Adam, MSE in standardised units; ``training_loss(batch)``."""
 
     def training_loss(self, batch: dict) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define training_loss(batch)")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)

@@ -9,7 +9,6 @@ indices; ``labels`` fixes the rating scale, so folds missing a rating still give
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score  # noqa: E402
 
-from datamodules.atomic_io import atomic_write_bytes  # noqa: E402
+from datamodules.atomic_io import save_figure  # noqa: E402
 
 
 def _ratings(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
@@ -107,7 +106,4 @@ def save_confusion_figure(path: str | Path, matrix: np.ndarray, labels: Sequence
             axis.text(column, row, text, ha="center", va="center", fontsize=8,
                       color="white" if value > dark else "black")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=110)

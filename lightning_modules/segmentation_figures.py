@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +10,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datamodules.atomic_io import atomic_write_bytes  # noqa: E402
+from datamodules.atomic_io import save_figure  # noqa: E402
 
 
 def error_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -38,10 +37,7 @@ def save_segmentation_examples(path: str | Path, images: list[np.ndarray], truth
             axis.set_title(label, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=110)
 
 
 # Class 1 blue and class 2 red, as the NASA superalloy masks paint secondary and tertiary precipitates.
@@ -70,7 +66,4 @@ def save_class_map_examples(path: str | Path, images: list[np.ndarray], truths: 
     legend = ", ".join(f"{name}: RGB{tuple(int(v) for v in colour_classes(i))}" for i, name in enumerate(class_names))
     figure.suptitle(legend, fontsize=7)
     figure.tight_layout(rect=(0, 0, 1, 0.985))  # keep the legend clear of the first row's titles
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=100)
