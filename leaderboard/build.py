@@ -72,6 +72,8 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
 
 
 def format_mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):  # a metric that does not apply to the model (e.g. reconstruction error of a GAN)
+        return "–"
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
 
 

@@ -1,8 +1,12 @@
-"""One table across the protocols of one dataset: e.g. grouped CV, the publisher's official split and an
-out-of-distribution test set, side by side per model (``companion_profiles`` in a task YAML).
+"""One table across the companion profiles of a task YAML (``companion_profiles``).
 
-Each column is that profile's own leaderboard value (mean ± std over its folds; a one-fold split has
-no std), so a model's in-distribution score can be read beside its grouped-CV and OOD scores.
+* Profiles of one dataset (e.g. grouped CV, the publisher's official split and an out-of-distribution test
+  set): one row per model, one column per profile and metric, so a model's in-distribution score can be read
+  beside its grouped-CV and OOD scores (``<task>__<dataset>__profiles``).
+* Profiles of different datasets (e.g. the microstructure sources: Gaussian fields, Potts grain growth): one
+  row per dataset and model, one column per metric (``<task>__<profile>__sources``).
+
+Every value is that profile's own leaderboard value (mean ± std over its folds; a one-fold split has no std).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from leaderboard.build import format_mean_std, leaderboard_table
 
 def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metrics: list[str],
                           lower_is_better: list[str] = ()) -> Path:
-    """Write ``<task>__<dataset>__profiles.{md,csv}``; return the Markdown path."""
+    """Write the profiles' (or sources') table as Markdown and CSV (module doc); return the Markdown path."""
     columns: dict[str, pd.DataFrame] = {}
     task = dataset = None
+    datasets: dict[str, str] = {}
     for path in records_paths:
         records = RunRecords(path).load()
         if not records:
@@ -29,8 +34,11 @@ def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metric
         board = leaderboard_table(records, metrics, lower_is_better)
         if not board.table.empty:
             columns[profile] = board.table.set_index("model")
+            datasets[profile] = dataset
     if task is None:
         raise ValueError(f"no records in {', '.join(map(str, records_paths))}")
+    if len(set(datasets.values())) > 1:
+        return _write_sources_table(columns, datasets, task, out_dir, metrics)
     models = list(dict.fromkeys(m for table in columns.values() for m in table.index))
     rows = []
     for model in models:
@@ -57,4 +65,29 @@ def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metric
                 cells.append("–" if pd.isna(mean) else format_mean_std(mean, std))
         lines.append("| " + " | ".join(cells) + " |")
     atomic_write_text(stem.with_suffix(".csv"), summary.to_csv(index=False))
+    return atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _write_sources_table(boards: dict[str, pd.DataFrame], datasets: dict[str, str], task: str,
+                         out_dir: str | Path, metrics: list[str]) -> Path:
+    """One row per (dataset, model), one column per metric: ``<task>__<first profile>__sources``."""
+    rows, lines = [], []
+    header = ["dataset (profile)", "model", "folds"] + metrics
+    lines += [f"# matcv: {task}, every source", "",
+              "Each row is one source's leaderboard value (mean ± std over its grouped folds); – where a metric "
+              "does not apply to the model or the source.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for profile, table in boards.items():
+        for model in table.index:
+            row = {"dataset": datasets[profile], "profile": profile, "model": model,
+                   "n_folds": int(table.loc[model, "n_folds"])}
+            cells = [f"{datasets[profile]} ({profile})", model, str(row["n_folds"])]
+            for metric in metrics:
+                mean, std = table.loc[model, f"{metric}_mean"], table.loc[model, f"{metric}_std"]
+                row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+                cells.append("–" if pd.isna(mean) else format_mean_std(mean, std))
+            rows.append(row)
+            lines.append("| " + " | ".join(cells) + " |")
+    stem = Path(out_dir) / f"{task}__{next(iter(boards))}__sources"
+    atomic_write_text(stem.with_suffix(".csv"), pd.DataFrame(rows).to_csv(index=False))
     return atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -26,6 +26,16 @@ def task_config_for(task: str, dataset: str) -> TaskConfig:
     return TaskConfig.load(task)
 
 
+def companion_records(folder: Path, profile: str) -> Path | None:
+    """A companion profile's records: beside ``folder`` (same dataset), else the one benchmark of that profile
+    on another dataset of the task (companions may be other sources, e.g. Potts beside Gaussian fields)."""
+    same = folder.parent / profile / "records.jsonl"
+    if same.exists():
+        return same
+    found = sorted(folder.parents[1].glob(f"*/{profile}/records.jsonl"))
+    return found[0] if len(found) == 1 else None
+
+
 def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     written = []
     for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
@@ -51,7 +61,7 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Pa
                                      lower_is_better=lower_is_better)
         if study:
             written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
-        others = [folder.parent / name / "records.jsonl" for name in companions]
-        if others and all(path.exists() for path in others):  # the protocols' side-by-side table
+        others = [companion_records(folder, name) for name in companions]
+        if others and all(path is not None for path in others):  # the protocols' side-by-side table
             written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better))
     return written
