@@ -19,6 +19,8 @@ EPILOG = """examples:
   matcv data --check ~/panels                          validate your own data root, image by image
   matcv leaderboard                                    rebuild every leaderboard table from runs/
   matcv predict --task rating --checkpoint runs/rating/.../best.ckpt PHOTOS_DIR   rate new photos (CSV)
+  matcv generate --checkpoint runs/alloygan/.../best.ckpt --si 7 --fe 0.5 --cu 0.25 --mn 0.35 --mg 0.3 --ni 0 \
+      --cooling-rate 10 --modified                     Al-Si micrographs for a composition (PNGs)
 """
 
 
@@ -80,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", type=Path, required=True, help="a best.ckpt from a rating/ordinal benchmark run")
     predict.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
 
+    generate = commands.add_parser(
+        "generate", help="Al-Si micrographs from a trained AlloyGAN/cGAN checkpoint, for a composition",
+        description="Write PNG micrographs generated for an alloy composition (wt%%), cooling rate and Sr/P "
+                    "modification, from a checkpoint written by `matcv bench --task alloygan`.")
+    generate.add_argument("--checkpoint", type=Path, required=True, help="runs/alloygan/.../checkpoints/best.ckpt")
+    generate.add_argument("--alloy", default=None, help="a Table 6 alloy name (A356, A393, ...) instead of --si ... --ni")
+    for element in ("si", "fe", "cu", "mn", "mg", "ni"):
+        generate.add_argument(f"--{element}", type=float, default=None, help=f"{element.capitalize()} in wt%% (default 0)")
+    generate.add_argument("--cooling-rate", type=float, required=True, help="cooling rate in K/s (e.g. 2.5, 10, 57, 143)")
+    generate.add_argument("--modified", action="store_true", help="Sr/P-modified melt")
+    generate.add_argument("--n", type=int, default=4, help="how many images (default 4)")
+    generate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    generate.add_argument("--out", type=Path, default=Path("generated"), help="output folder (default generated/)")
+
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard tables from the run records",
                                 description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
@@ -105,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rated {rated} photo(s){f', {failed} unreadable (their errors are in the CSV)' if failed else ''}: {out}")
         elif args.command == "data":
             return _data(args)
+        elif args.command == "generate":
+            return _generate(args)
         elif args.command == "leaderboard":
             from leaderboard.rebuild import write_all_leaderboards
 
@@ -135,6 +153,20 @@ def resolve_data_argument(task: str, data: str | None, data_root: Path | None) -
     datasets = [name.removeprefix(f"{task}-") for name in available_tasks() if name.startswith(f"{task}-")]
     raise ConfigError(f"--data {data!r} is neither a folder nor a named dataset of task {task!r} "
                       f"(named datasets: {', '.join(datasets) or 'none'})")
+
+
+def _generate(args) -> int:
+    from benchmarks.generate import generate_images
+
+    given = {e.capitalize(): getattr(args, e) for e in ("si", "fe", "cu", "mn", "mg", "ni")
+             if getattr(args, e) is not None}
+    if args.alloy is not None and given:
+        raise ValueError("give either --alloy or the composition (--si ... --ni), not both")
+    paths, seconds = generate_images(args.checkpoint, given or None, args.cooling_rate, args.modified, args.n,
+                                     args.out, alloy=args.alloy, seed=args.seed)
+    print(f"wrote {len(paths)} image(s) to {args.out} ({1000 * seconds:.1f} ms per image on "
+          "this machine's CPU, model loaded)")
+    return 0
 
 
 def _data(args) -> int:

@@ -113,7 +113,8 @@ class TaskConfig:
             "datamodule": {"class": self.raw["datamodule"]["class"],
                            "args": {**self.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}},
             "generator": prof.get("generator"),
-            "trainer": prof.get("trainer", {}),
+            # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
+            "trainer": {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})},
             "seed": prof.get("seed", 0),
         }
 

@@ -76,3 +76,14 @@ def test_every_model_on_two_sources_gets_every_metric(tmp_path):
     markdown = (board / "microstructure__quick__sources.md").read_text()
     assert "grain_size_distance" in markdown and "–" in markdown  # not-applicable metrics shown as a dash
     assert bench.folder.name == "quick"
+
+
+def test_trainer_overrides_give_a_model_its_own_epochs():
+    from benchmarks.config import TaskConfig
+
+    config = TaskConfig.load("microstructure")
+    assert config.resolve("quick", "seed-ae")["trainer"]["max_epochs"] == 200
+    assert config.resolve("quick", "dcgan")["trainer"]["max_epochs"] == 30
+    # The trainer is part of the resolved config, so changing a model's epochs reruns that model only.
+    specs = {spec.model: spec.config_hash for spec in config.runs("quick", folds=[0])}
+    assert len(set(specs.values())) == len(specs)
