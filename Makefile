@@ -8,14 +8,16 @@ DATA ?=
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench data leaderboard test test-slow clean help
+.PHONY: install bench data leaderboard submit browser test test-slow clean help
 
 help:
 	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root|superalloy] [ARGS='--models unet']"
 	@echo "make test         fast test suite (tiny generated data)"
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
-	@echo "make leaderboard  rebuild leaderboard tables from runs/"
+	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write index.html"
+	@echo "make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ...']"
+	@echo "make browser      install Debian's chromium (headless screenshot test of the HTML leaderboard)"
 
 # The virtual environment is (re)built when pyproject.toml changes. torch/torchvision come from the
 # package registry (CUDA builds, which also run on CPU).
@@ -35,6 +37,18 @@ data: install
 
 leaderboard: install
 	$(BIN)/matcv leaderboard
+
+# An external model (a factory returning an nn.Module, or a LightningModule class) on the official folds;
+# MODEL_PATH is put on sys.path first (default: this folder).
+MODEL ?=
+NAME ?=
+MODEL_PATH ?= .
+submit: install
+	@test -n "$(MODEL)" -a -n "$(NAME)" || { echo "usage: make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net"; exit 2; }
+	$(BIN)/matcv submit --task $(TASK) --profile $(PROFILE) --model $(MODEL) --name $(NAME) --model-path $(MODEL_PATH) $(ARGS)
+
+browser:
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

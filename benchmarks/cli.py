@@ -64,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--devices", type=int, default=1, help="devices per training run; N > 1 trains with DDP")
     bench.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.add_argument("--no-wandb", action="store_true",
+                       help="no W&B dashboards (default: W&B offline, or online when WANDB_API_KEY / WANDB_MODE "
+                            "say so; also MATCV_WANDB=off)")
+    bench.add_argument("--parallel-runs", type=int, default=1, metavar="K",
+                       help="run K independent model x fold runs at once: K worker processes, one GPU each "
+                            "(K x --devices GPUs needed) or on CPU cores/K torch threads each; with --launcher "
+                            "local/slurm, at most K jobs at once (default 1: one after the other)")
+    bench.add_argument("--launcher", choices=["none", "local", "slurm"], default="none",
+                       help="slurm: submit one submitit job per pending model x fold and wait for them; local: "
+                            "the same with submitit's local executor (subprocesses on this machine); none: run "
+                            "here (default). Runs are claimed and re-checked, so re-runs and concurrent "
+                            "processes never duplicate or lose one")
+    bench.add_argument("--slurm-partition", default=None, help="Slurm partition of the jobs (--launcher slurm)")
+    bench.add_argument("--slurm-time-min", type=int, default=240, help="time limit per job in minutes (default 240)")
+    bench.add_argument("--slurm-gpus-per-node", type=int, default=None,
+                       help="GPUs per job (default: --devices, or 0 with --accelerator cpu)")
+    bench.add_argument("--slurm-cpus-per-task", type=int, default=None, help="CPU cores per job (default: Slurm's)")
 
     data = commands.add_parser("data", help="generate the built-in data, or check your own data root",
                                description="Generate the built-in synthetic data of a task's profile (once; it is "
@@ -100,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
     board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
+
+    from benchmarks.submit import add_arguments as add_submit_arguments
+
+    submit = commands.add_parser(
+        "submit", help="benchmark a model of your own on the official folds and write a submission folder",
+        description="Train and test an external model (a factory returning an nn.Module, or a LightningModule "
+                    "class) on every fold of the official fold manifest; write leaderboard/submissions/<task>/<name>/ "
+                    "(metadata.json + test predictions, .npz). `matcv leaderboard` validates and scores it.")
+    add_submit_arguments(submit)
     return parser
 
 
@@ -113,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             run_benchmark(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
                           output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
                           retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
-                          leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress)
+                          leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress,
+                          parallel_runs=args.parallel_runs, launcher=args.launcher, log_wandb=not args.no_wandb,
+                          launcher_options={"partition": args.slurm_partition, "time_min": args.slurm_time_min,
+                                            "gpus_per_node": args.slurm_gpus_per_node,
+                                            "cpus_per_task": args.slurm_cpus_per_task})
         elif args.command == "predict":
             from benchmarks.predict import predict_ratings
 
@@ -123,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         elif args.command == "generate":
             return _generate(args)
+        elif args.command == "submit":
+            from benchmarks.submit import run_from_args
+
+            return run_from_args(args)
         elif args.command == "leaderboard":
             from leaderboard.rebuild import write_all_leaderboards
 

@@ -22,6 +22,16 @@ Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   fold_manifest.json  the folds every model sees (created once; its sha256 is in every record)
   records.jsonl       one line per finished run (ok or failed), appended atomically
   <model>/fold-<k>/   checkpoints and per-epoch CSV logs of one run (wiped if a killed run left it)
+  claims/             one lock file per run key, held while that run trains (see records.RunClaims)
+  slurm/              submitit's job scripts and logs (``--launcher slurm|local``)
+
+Scale-out (benchmarks/scale_out.py); every path claims each run before it starts and re-checks the records
+after the claim, so concurrent processes never run one key twice and resume stays safe:
+  --devices N         each training run uses N devices with Lightning DDP (spawn; gloo on CPU); tested on 1
+  --parallel-runs K   K independent model x fold runs at once, in K worker processes (one GPU each, or
+                      CPU workers with cores/K torch threads each)
+  --launcher slurm    one submitit job per pending model x fold (``local``: submitit's local executor, real
+                      subprocesses on this machine, at most K at once); this process waits for them
 """
 
 from __future__ import annotations
@@ -46,7 +56,15 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import RunSpec, TaskConfig, import_object
 from benchmarks.provenance import provenance
-from benchmarks.records import FAILED, OK, PHOTO_FOLDS_SUFFIX, RunRecords, run_key
+from benchmarks.records import (
+    FAILED,
+    OK,
+    PHOTO_FOLDS_SUFFIX,
+    RunClaims,
+    RunRecords,
+    run_key,
+)
+from benchmarks.wandb_logging import benchmark_group, finish_run, log_leaderboard, run_logger, wandb_mode
 from datamodules.atomic_io import sha256_bytes, sha256_file
 from datamodules.folds import (
     check_matches_data,
@@ -74,6 +92,7 @@ class Benchmark:
     fold_manifest_sha256: str
     records: RunRecords
     grouping: str  # the column folds are grouped by ("image_path": photo-level folds, leaky on purpose)
+    log_wandb: bool = True  # W&B dashboards (offline unless the user's W&B settings say otherwise)
 
 
 def data_fingerprint(root: Path, files: list[str]) -> str:
@@ -139,16 +158,22 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
                   models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
                   accelerator: str = "auto", devices: int = 1, retry_failed: bool = False,
                   fold_manifest: str | Path | None = None, leaderboard_dir: str | Path = "leaderboard/results",
-                  progress: bool = True) -> Benchmark:
+                  progress: bool = True, parallel_runs: int = 1, launcher: str = "none",
+                  launcher_options: dict | None = None, log_wandb: bool = True) -> Benchmark:
+    """``parallel_runs``, ``launcher`` ("none", "local", "slurm") and ``launcher_options`` (partition,
+    time_min, gpus_per_node, cpus_per_task): see the module docstring and benchmarks/scale_out.py.
+    ``log_wandb``: W&B dashboards (benchmarks/wandb_logging.py; False = ``--no-wandb``)."""
     config = TaskConfig.load(task)
     runs = config.runs(profile, models, folds)  # validates names before any work is done
     comparison = config.raw.get("comparison")
     if comparison is not None:
         ComparisonSpec.parse(comparison, config.metrics)  # a bad block fails now, not after hours of training
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
-    _run_all(bench, runs, accelerator, devices, retry_failed, progress)
+    bench.log_wandb = log_wandb
+    _run_all(bench, runs, accelerator, devices, retry_failed, progress, parallel_runs, launcher, launcher_options)
     tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics, comparison=comparison,
                                lower_is_better=config.lower_is_better)
+    _log_leaderboard_to_wandb(bench, tables[0].with_suffix(".csv") if tables else None)
 
     study = config.profile(profile).get("augmentation_study")
     if study:
@@ -159,7 +184,9 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
     if leakage:
         leaky_models = [m for m in leakage["models"] if models is None or m in models]
         leaky = prepare_benchmark(config, profile, data_root, output_dir, None, progress, photo_level_folds=True)
-        _run_all(leaky, config.runs(profile, leaky_models, folds), accelerator, devices, retry_failed, progress)
+        leaky.log_wandb = log_wandb
+        _run_all(leaky, config.runs(profile, leaky_models, folds), accelerator, devices, retry_failed, progress,
+                 parallel_runs, launcher, launcher_options)
         tables.append(write_leakage_report(bench.records.path, leaky.records.path, leaderboard_dir, config.metrics))
     for markdown in tables:
         print("\n" + markdown.read_text())
@@ -171,35 +198,123 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         folders = [bench.folder]
         for other in companions:
             folders.append(run_benchmark(task, other, data_root, models, None, output_dir, accelerator, devices,
-                                         retry_failed, None, leaderboard_dir, progress).folder)
+                                         retry_failed, None, leaderboard_dir, progress, parallel_runs, launcher,
+                                         launcher_options, log_wandb).folder)
         summary = write_profile_summary([f / "records.jsonl" for f in folders], leaderboard_dir, config.metrics,
                                         config.lower_is_better)
         print("\n" + summary.read_text())
     return bench
 
 
+def _wandb_group(bench: Benchmark) -> str:
+    return benchmark_group(bench.config.task, bench.dataset, bench.folder.name, bench.fold_manifest_sha256)
+
+
+def _log_leaderboard_to_wandb(bench: Benchmark, leaderboard_csv: Path | None) -> None:
+    """The benchmark's summary W&B run (the leaderboard as a table, bar charts). A W&B problem is reported,
+    never allowed to lose the benchmark's results, which are already on disk."""
+    mode = wandb_mode(bench.log_wandb)
+    if mode is None or leaderboard_csv is None or not leaderboard_csv.is_file():
+        return
+    try:
+        log_leaderboard(mode, bench.folder, bench.config.task, _wandb_group(bench), leaderboard_csv,
+                        bench.config.metrics, {"task": bench.config.task, "profile": bench.profile,
+                                               "dataset": bench.dataset, "data_sha256": bench.data_sha256,
+                                               "fold_manifest_sha256": bench.fold_manifest_sha256})
+    except Exception as error:  # noqa: BLE001 - dashboards are a convenience, the records are the result
+        warnings.warn(f"W&B leaderboard run failed ({type(error).__name__}: {error}); the tables are in place")
+
+
 def _run_all(bench: Benchmark, runs: list[RunSpec], accelerator: str, devices: int, retry_failed: bool,
-             progress: bool) -> None:
+             progress: bool, parallel_runs: int = 1, launcher: str = "none",
+             launcher_options: dict | None = None) -> None:
+    if parallel_runs < 1 or launcher not in ("none", "local", "slurm"):
+        raise ValueError(f"--parallel-runs must be >= 1 (got {parallel_runs}) and --launcher none, local or slurm "
+                         f"(got {launcher!r})")
     finished = bench.records.finished_keys(include_failed=not retry_failed)
     keyed = [(spec, run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256))
              for spec in runs]
     pending = [(spec, key) for spec, key in keyed if key not in finished]
+    how = {"none": f"{parallel_runs} at once" if parallel_runs > 1 else "one after the other",
+           "local": f"submitit local jobs, {max(1, parallel_runs)} at once", "slurm": "one Slurm job each"}[launcher]
     print(f"[matcv] {bench.config.task}/{bench.folder.name} on {bench.dataset}: {len(runs)} runs "
-          f"({len(runs) - len(pending)} already recorded, {len(pending)} to do); folder {bench.folder}", flush=True)
+          f"({len(runs) - len(pending)} already recorded, {len(pending)} to do, {how}); folder {bench.folder}",
+          flush=True)
     # The bar is for terminals; logs (CI, clusters) get one line per run instead.
     bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="runs", unit="run",
                disable=not (progress and sys.stdout.isatty()), file=sys.stdout, position=0, leave=True)
-    for number, (spec, key) in enumerate(pending, start=len(runs) - len(pending) + 1):
+    numbered = [(number, spec, key) for number, (spec, key) in enumerate(pending, start=len(runs) - len(pending) + 1)]
+    if launcher != "none" or parallel_runs > 1:  # other processes run them; lines come as they finish
+        from benchmarks.scale_out import launch_runs, run_parallel
+
+        if launcher != "none":
+            done = launch_runs(bench, numbered, accelerator, devices, retry_failed, launcher, launcher_options or {},
+                               parallel_runs)
+        else:
+            done = run_parallel(bench, numbered, accelerator, devices, retry_failed, parallel_runs)
+        for number, spec, outcome in done:
+            tqdm.write(_progress_line(number, len(runs), spec, outcome), file=sys.stdout)
+            bar.update(1)
+        bar.close()
+        return
+    for number, spec, key in numbered:
         bar.set_postfix_str(f"{spec.model} fold {spec.fold}")
-        record = execute_run(bench, spec, key, accelerator, devices, progress)
-        bench.records.append(record)
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in record.get("metrics", {}).items())
-        error = record.get("error", "").splitlines()[0][:200] if record.get("error") else ""
-        tqdm.write(f"[matcv] run {number}/{len(runs)} {spec.model} fold {spec.fold}: {record['status']}"
-                   f"{' - ' + summary if summary else ''}{' - ' + error if error else ''}"
-                   f" ({record['durations']['total_s']:.0f} s)", file=sys.stdout)
+        outcome = run_claimed(bench, spec, key, accelerator, devices, progress, retry_failed)
+        tqdm.write(_progress_line(number, len(runs), spec, outcome), file=sys.stdout)
         bar.update(1)
     bar.close()
+
+
+def run_claimed(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool,
+                retry_failed: bool) -> dict:
+    """Claim the run's key, re-check the records, run it and append its record; the outcome, for progress lines.
+
+    ``outcome`` is "ran", "claimed" (another process or thread holds the claim: this one skips it) or
+    "recorded" (finished by another process between planning and claiming). Every scale-out path runs
+    its runs through here, the sequential loop included, so two ``matcv bench`` on one folder are safe too.
+    """
+    with RunClaims(bench.folder).claim(key) as held:
+        if not held:
+            return {"outcome": "claimed"}
+        if key in bench.records.finished_keys(include_failed=not retry_failed):
+            return {"outcome": "recorded"}
+        record = execute_run(bench, spec, key, accelerator, devices, progress)
+        bench.records.append(record)
+        return run_outcome(record)
+
+
+def run_outcome(record: dict, outcome: str = "ran") -> dict:
+    """What a progress line needs of a record (small: it crosses process boundaries)."""
+    return {"outcome": outcome, "status": record["status"], "metrics": record.get("metrics", {}),
+            "error": record.get("error", ""), "total_s": record["durations"]["total_s"]}
+
+
+def failed_record(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, error: str,
+                  started: float) -> dict:
+    """The record of a run whose process died without writing one (a crashed worker, a killed Slurm job)."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
+        "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
+        "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
+        "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
+        "data_sha256": bench.data_sha256, "data_root": str(bench.data_root), "devices": devices,
+        "accelerator": accelerator, "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(
+            timespec="seconds"), "finished_at": now, **provenance(),
+        "status": FAILED, "error": error, "durations": {"fit_s": 0.0, "test_s": 0.0, "total_s": time.time() - started},
+    }
+
+
+def _progress_line(number: int, total: int, spec: RunSpec, outcome: dict) -> str:
+    head = f"[matcv] run {number}/{total} {spec.model} fold {spec.fold}: "
+    if outcome["outcome"] == "claimed":
+        return head + "skipped - another process is running it (claimed)"
+    if outcome["outcome"] == "recorded":
+        return head + "skipped - recorded by another process meanwhile"
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in outcome.get("metrics", {}).items())
+    error = outcome["error"].splitlines()[0][:200] if outcome.get("error") else ""
+    return (f"{head}{outcome['status']}{' - ' + summary if summary else ''}{' - ' + error if error else ''}"
+            f" ({outcome['total_s']:.0f} s)")
 
 
 def _quiet_lightning() -> None:
@@ -231,6 +346,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
     }
     durations = {"fit_s": 0.0, "test_s": 0.0}
+    wandb_logger = _wandb_run_logger(bench, spec, key, record)
     try:
         run_seed = spec.config["seed"] * 1000 + spec.fold
         L.seed_everything(run_seed, workers=True, verbose=False)
@@ -259,7 +375,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             unused = getattr(model, "ddp_find_unused_parameters", False)
             strategy = DDPStrategy(start_method="spawn", find_unused_parameters=unused) if devices > 1 else "auto"
             trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
-                                logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
+                                logger=[CSVLogger(run_dir, name="logs", version="")]
+                                + ([wandb_logger] if wandb_logger is not None else []), default_root_dir=run_dir,
                                 log_every_n_steps=1, **spec.config["trainer"], **common)
             t0 = time.time()
             trainer.fit(model, datamodule=datamodule)
@@ -300,7 +417,24 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     durations["total_s"] = time.time() - started
     record["durations"] = durations
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if wandb_logger is not None:
+        try:
+            finish_run(wandb_logger, record, run_dir)
+        except Exception as error:  # noqa: BLE001 - a dashboard problem must not turn a finished run into a failure
+            warnings.warn(f"W&B logging of {spec.model} fold {spec.fold} failed ({type(error).__name__}: {error})")
     return record
+
+
+def _wandb_run_logger(bench: Benchmark, spec: RunSpec, key: str, record: dict):
+    """Lightning's WandbLogger for this run, or None when W&B is off. Config = the record's identity and
+    provenance (resolved config, hashes, commit, versions)."""
+    mode = wandb_mode(bench.log_wandb)
+    if mode is None:
+        return None
+    run_id = sha256_bytes(f"{key}|{record['started_at']}".encode())[:16]  # unique per attempt
+    config = {k: v for k, v in record.items() if k not in ("key", "started_at")}
+    return run_logger(mode, bench.folder, spec.task, _wandb_group(bench), f"{spec.model}-fold{spec.fold}", run_id,
+                      config)
 
 
 def fold_metrics(model, per_item: list[dict], names: list[str]) -> dict[str, float]:

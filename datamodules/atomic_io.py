@@ -16,11 +16,24 @@ import numpy as np
 from PIL import Image
 
 
+def _default_file_mode() -> int:
+    """What ``open()`` would give a new file (0o666 minus the umask); mkstemp's 0o600 would leave results
+    (tables, the HTML leaderboard, images) unreadable to other users and web servers. Read once, at import:
+    reading the umask means setting it, which must not race with other threads creating files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

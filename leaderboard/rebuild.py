@@ -3,6 +3,11 @@
 Each benchmark folder ``<task>/<dataset>/<profile>/records.jsonl`` gives a leaderboard (and, for an
 augmentation-study profile, its matrix; for a profile with companion profiles, their side-by-side table); a ``<profile>-photo-folds`` sibling gives the leakage report
 beside its grouped benchmark instead of a leaderboard of its own.
+
+Then every submission under ``leaderboard/submissions/`` is validated without running its code and scored
+from its predictions (``leaderboard.submissions``): rejected ones are printed with the reason, accepted
+ones get ``<task>__<dataset>__<profile>__submissions.md/.csv`` beside the built-in models run on the same
+official folds; finally the static page ``index.html`` (``leaderboard.html``) is written.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from benchmarks.config import ConfigError, TaskConfig, available_tasks
 from benchmarks.records import PHOTO_FOLDS_SUFFIX, RunRecords
 from leaderboard.augmentation_matrix import write_augmentation_matrix
 from leaderboard.build import write_leaderboard
+from leaderboard.html import write_html
 from leaderboard.leakage import write_leakage_report
 from leaderboard.profile_summary import write_profile_summary
+from leaderboard.submissions import OFFICIAL_DIR, validate_all, write_submission_boards
 
 
 def task_config_for(task: str, dataset: str) -> TaskConfig:
@@ -36,7 +43,34 @@ def companion_records(folder: Path, profile: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path,
+                           submissions_dir: str | Path | None = "leaderboard/submissions",
+                           official_dir: str | Path | None = None, html: bool = True) -> list[Path]:
+    """Rebuild every table (returned, Markdown), validate the submissions and write ``index.html``."""
+    written = _write_benchmark_leaderboards(runs_dir, out_dir)
+    builtin = list(written)
+    if submissions_dir is not None:
+        written += write_submissions(submissions_dir, runs_dir, out_dir, official_dir, html, builtin)
+    elif html and builtin:
+        write_html(out_dir, [], [], builtin)
+    return written
+
+
+def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir: str | Path,
+                      official_dir: str | Path | None = None, html: bool = True,
+                      builtin_markdown: list[Path] | None = None) -> list[Path]:
+    """Validate every submission (printing a line per rejected one), write the submission tables and the page."""
+    verdicts = validate_all(submissions_dir, official_dir or OFFICIAL_DIR)
+    for verdict in verdicts:
+        if not verdict.ok:
+            print(f"REJECTED {verdict.path}: {verdict.reason}", flush=True)
+    boards = write_submission_boards(verdicts, runs_dir, out_dir)
+    if html and (verdicts or builtin_markdown):
+        write_html(out_dir, boards, verdicts, builtin_markdown or [])
+    return [board.markdown for board in boards]
+
+
+def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     written = []
     for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
         folder = records_path.parent

@@ -39,12 +39,14 @@ def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3,
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Generated datasets go to one per-session temporary cache, never into the project folder.
+    """Generated datasets go to one per-session temporary cache, never into the project folder; W&B is off
+    (each W&B run costs seconds) except in tests/test_wandb_logging.py, which turns it on for itself.
 
     Session-scoped so that it is in place before module-scoped fixtures generate data.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MATCV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "matcv-cache"))
+        patch.setenv("MATCV_WANDB", "off")
         yield
 
 

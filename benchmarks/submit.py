@@ -1,0 +1,289 @@
+"""``matcv submit``: benchmark a model defined outside matcv on an official fold manifest, as a submission.
+
+The model is a reference ``package.module:name`` to either
+  - a factory returning an ``nn.Module`` (images (B, 3, H, W) -> logits (B, 1, H, W) for segmentation), which
+    is trained by ``benchmarks.submission_models.ExternalSegmentationModel`` (BCE + Dice, Adam), or
+  - a LightningModule class following the harness's contract (for segmentation: a subclass of
+    ``lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
+Every fold of the *official* fold manifest (``leaderboard/official/``) is run through the harness
+(``prepare_benchmark`` / ``execute_run``), and the submission folder
+``leaderboard/submissions/<task>/<name>/`` gets ``metadata.json`` and ``predictions/fold-<k>.npz`` (the test
+predictions, ``item_ids`` + ``pred_<i>`` arrays, no pickles). ``make leaderboard`` then validates it
+without running any of its code and scores it from the predictions (``leaderboard.submissions``).
+
+``python -m benchmarks.submit --refresh-official`` (re)creates the official fold manifests of the built-in
+generated datasets and their index ``leaderboard/official/manifests.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.config import ConfigError, RunSpec, TaskConfig
+from datamodules.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
+
+SCHEMA = "matcv-submission/1"
+OFFICIAL_FORMAT = "matcv-official-manifests/1"
+OFFICIAL_DIR = Path(__file__).resolve().parents[1] / "leaderboard" / "official"
+SUBMISSIONS_DIR = Path("leaderboard/submissions")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+STAGING_PREFIX = ".staging-"  # half-written submission folders; the validator skips them
+# Hyper-parameters the harness applies itself; every other one is passed to the factory / class.
+TRAINING_KEYS = {"lr", "weight_decay", "max_epochs", "batch_size"}
+SUPPORTED_TASKS = ("segmentation",)
+# Profiles published by ``--refresh-official``: built-in generated data that is made in well under a minute.
+# The others (``paper`` sizes, real data) are listed as not yet published in leaderboard/official/README.md.
+OFFICIAL_PROFILES = {
+    "segmentation": ["quick"],
+    "rating": ["quick", "augmentation-study"],
+    "ordinal": ["quick"],
+    "localization": ["quick", "quick-c50"],
+    "microstructure": ["quick", "quick-smooth"],  # quick-potts: Potts generation takes minutes here
+    "alloygan": ["quick"],
+}
+
+
+class SubmissionError(ValueError):
+    """A submission that cannot be made (bad name, unsupported task, no official manifest, failed fold)."""
+
+
+def check_name(name: str, what: str = "submission name") -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SubmissionError(f"{what} {name!r} is not allowed: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
+                              f"starting with a letter or digit")
+    return name
+
+
+# ---------------------------------------------------------------- official manifests
+
+def read_official_index(official_dir: str | Path = OFFICIAL_DIR) -> dict:
+    path = Path(official_dir) / "manifests.json"
+    if not path.is_file():
+        return {"format": OFFICIAL_FORMAT, "benchmarks": {}}
+    index = json.loads(path.read_text())
+    if index.get("format") != OFFICIAL_FORMAT or not isinstance(index.get("benchmarks"), dict):
+        raise SubmissionError(f"{path}: expected format {OFFICIAL_FORMAT!r}")
+    return index
+
+
+def official_entry(task: str, profile: str, dataset: str | None = None,
+                   official_dir: str | Path = OFFICIAL_DIR) -> dict:
+    """The official benchmark of (task, profile[, dataset]): its entry in ``manifests.json``."""
+    entries = [e for e in read_official_index(official_dir)["benchmarks"].values()
+               if e["task"] == task and e["profile"] == profile and (dataset is None or e["dataset"] == dataset)]
+    if not entries:
+        raise SubmissionError(f"no official fold manifest for task {task!r}, profile {profile!r}"
+                              f"{f', dataset {dataset!r}' if dataset else ''} in {official_dir}/manifests.json")
+    if len(entries) > 1:
+        raise SubmissionError(f"several official datasets for task {task!r}, profile {profile!r}: "
+                              f"{', '.join(e['dataset'] for e in entries)}; give --dataset")
+    return entries[0]
+
+
+def publish_official(config_ref: str | Path, profile: str, official_dir: str | Path = OFFICIAL_DIR,
+                     work_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """Create the fold manifest of (task YAML, profile) with the harness and publish it under ``official_dir``:
+    ``<task>/<dataset>/<profile>/fold_manifest.json`` plus its entry (sha256) in ``manifests.json``."""
+    from benchmarks.runner import prepare_benchmark
+
+    config = TaskConfig.load(config_ref)
+    official_dir = Path(official_dir)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        bench = prepare_benchmark(config, profile, None, tmp, progress=progress)
+        target = official_dir / config.task / bench.dataset / profile / "fold_manifest.json"
+        atomic_write_bytes(target, bench.fold_manifest_path.read_bytes())
+    manifest = json.loads(target.read_text())
+    entry = {"task": config.task, "config": str(config_ref), "dataset": bench.dataset, "profile": profile,
+             "path": target.relative_to(official_dir).as_posix(), "sha256": sha256_file(target),
+             "n_folds": len(manifest["folds"]), "n_items": len(manifest["groups"]),
+             "data_sha256": bench.data_sha256}
+    index = read_official_index(official_dir)
+    index["benchmarks"][f"{config.task}/{bench.dataset}/{profile}"] = entry
+    index["benchmarks"] = dict(sorted(index["benchmarks"].items()))
+    atomic_write_text(official_dir / "manifests.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return entry
+
+
+def refresh_official(official_dir: str | Path = OFFICIAL_DIR, profiles: dict | None = None) -> list[dict]:
+    entries = []
+    for task, names in (profiles or OFFICIAL_PROFILES).items():
+        for profile in names:
+            started = time.time()
+            try:
+                entry = publish_official(task, profile, official_dir, progress=True)
+            except Exception as error:  # e.g. a generator that is missing here: publish the others
+                print(f"[matcv] official {task}/{profile}: not published ({type(error).__name__}: {error})")
+                continue
+            print(f"[matcv] official {task}/{entry['dataset']}/{profile}: {entry['n_folds']} folds, "
+                  f"{entry['n_items']} items, sha256 {entry['sha256'][:16]} ({time.time() - started:.0f} s)")
+            entries.append(entry)
+    return entries
+
+
+# ---------------------------------------------------------------- the submission itself
+
+def _npz_bytes(item_ids: list[str], predictions: list[np.ndarray]) -> bytes:
+    arrays = {"item_ids": np.array(item_ids, dtype=str)}
+    arrays.update({f"pred_{i:05d}": np.asarray(p, dtype=np.uint8) for i, p in enumerate(predictions)})
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def submit(task: str, model: str, name: str, profile: str = "quick", dataset: str | None = None,
+           authors: list[str] | None = None, description: str = "", hyperparameters: dict | None = None,
+           tuning: str = "", official_dir: str | Path = OFFICIAL_DIR,
+           submissions_dir: str | Path = SUBMISSIONS_DIR, work_dir: str | Path = "runs/submissions",
+           accelerator: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
+    """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder."""
+    from benchmarks.provenance import git_state, hardware, package_versions
+    from benchmarks.runner import execute_run, prepare_benchmark
+    from benchmarks.submission_models import RECORDER, model_class
+
+    check_name(name)
+    hyperparameters = dict(hyperparameters or {})
+    if not isinstance(hyperparameters, dict):
+        raise SubmissionError("hyper-parameters must be a JSON object")
+    official_dir = Path(official_dir)
+    entry = official_entry(task, profile, dataset, official_dir)
+    final = Path(submissions_dir) / task / name
+    if final.exists() and not overwrite:
+        raise SubmissionError(f"{final} exists already: choose another --name or pass --overwrite")
+    if task not in SUPPORTED_TASKS:
+        raise SubmissionError(f"submissions for task {task!r} are not supported yet "
+                              f"(supported: {', '.join(SUPPORTED_TASKS)})")
+    class_ref, model_args, kind = model_class(task, model, hyperparameters)
+
+    config = TaskConfig.load(entry["config"])
+    manifest_path = official_dir / entry["path"]
+    if sha256_file(manifest_path) != entry["sha256"]:
+        raise SubmissionError(f"{manifest_path} does not match its sha256 in {official_dir}/manifests.json")
+    bench = prepare_benchmark(config, profile, None, Path(work_dir) / name, fold_manifest=manifest_path,
+                              progress=progress)
+    if bench.dataset != entry["dataset"]:
+        raise SubmissionError(f"the data generated here is {bench.dataset!r}, the official benchmark's "
+                              f"{entry['dataset']!r}: is matcv at the same version?")
+    prof = config.profile(profile)
+    trainer = {**prof.get("trainer", {})}
+    if "max_epochs" in hyperparameters:
+        trainer["max_epochs"] = int(hyperparameters["max_epochs"])
+    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
+    if "batch_size" in hyperparameters:
+        dm_args["batch_size"] = int(hyperparameters["batch_size"])
+    run_config = {"task": config.task, "profile": profile,
+                  "model": {"name": name, "class": class_ref, "args": model_args},
+                  "datamodule": {"class": config.raw["datamodule"]["class"], "args": dm_args},
+                  "generator": prof.get("generator"), "trainer": trainer, "seed": prof.get("seed", 0)}
+
+    manifest = json.loads(manifest_path.read_text())
+    folds, files = [], {}
+    for fold in range(len(manifest["folds"])):
+        spec = RunSpec(config.task, profile, name, fold, run_config)
+        record = execute_run(bench, spec, f"submission|{name}|fold{fold}", accelerator, 1, progress)
+        if record["status"] != "ok":
+            raise SubmissionError(f"fold {fold} failed: {record['error']}\n{record.get('traceback', '')}")
+        test_ids = list(manifest["folds"][fold]["test"])
+        missing = [i for i in test_ids if i not in RECORDER.predictions]
+        if missing:
+            raise SubmissionError(f"fold {fold}: no recorded prediction for {len(missing)} test item(s), "
+                                  f"e.g. {missing[:2]}")
+        files[f"predictions/fold-{fold}.npz"] = _npz_bytes(test_ids, [RECORDER.predictions[i] for i in test_ids])
+        folds.append({"fold": fold, "predictions": f"predictions/fold-{fold}.npz", "n_test": len(test_ids),
+                      "metrics": record["metrics"], "fit_s": record["durations"]["fit_s"],
+                      "epochs": record.get("epochs")})
+        print(f"[matcv] submission {name} fold {fold}: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items()), flush=True)
+
+    metadata = {
+        "schema": SCHEMA, "name": name, "task": config.task, "profile": profile, "dataset": entry["dataset"],
+        "authors": list(authors or []), "description": description,
+        "model": {"reference": model, "kind": kind},
+        "hyperparameters": hyperparameters, "tuning": tuning,
+        "hardware": hardware(), "matcv": {**git_state(), "packages": package_versions()},
+        "fold_manifest_sha256": entry["sha256"], "fold_manifest": entry["path"],
+        "metrics": config.metrics, "folds": folds,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    files["metadata.json"] = (json.dumps(metadata, indent=1, sort_keys=True, default=str) + "\n").encode()
+    # Written beside its final place, then moved there in one rename.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=STAGING_PREFIX))
+    try:
+        for relative, data in files.items():
+            atomic_write_bytes(staging / relative, data)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return final
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="segmentation", help="task (default: segmentation; the only one so far)")
+    parser.add_argument("--model", required=True, metavar="PKG.MODULE:NAME",
+                        help="a factory returning an nn.Module, or a LightningModule class")
+    parser.add_argument("--name", required=True, help="submission name: a-z, 0-9, '.', '_', '-' (max 64)")
+    parser.add_argument("--profile", default="quick", help="official profile (default: quick)")
+    parser.add_argument("--dataset", default=None, help="official dataset, where a task/profile has several")
+    parser.add_argument("--authors", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=[],
+                        help="comma-separated authors")
+    parser.add_argument("--description", default="", help="one paragraph on the model")
+    parser.add_argument("--hyperparameters", type=json.loads, default={}, metavar="JSON",
+                        help="JSON object: lr, weight_decay, max_epochs, batch_size are used by the harness, the "
+                             "rest is passed to the factory/class")
+    parser.add_argument("--tuning", default="", help="how the hyper-parameters were chosen")
+    parser.add_argument("--model-path", type=Path, default=Path("."),
+                        help="folder put on sys.path before importing --model (default: the current folder)")
+    parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR, help="official fold manifests")
+    parser.add_argument("--submissions-dir", type=Path, default=SUBMISSIONS_DIR,
+                        help="where the submission folder goes (default: leaderboard/submissions)")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/submissions"), help="checkpoints and logs")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing submission of that name")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    path = str(args.model_path.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    folder = submit(args.task, args.model, args.name, args.profile, args.dataset, args.authors, args.description,
+                    args.hyperparameters, args.tuning, args.official_dir, args.submissions_dir, args.work_dir,
+                    args.accelerator, args.overwrite, not args.no_progress)
+    print(f"submission written to {folder}; `matcv leaderboard` validates and scores it")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.submit", description=__doc__.split("\n")[0])
+    parser.add_argument("--refresh-official", action="store_true",
+                        help="(re)create the official fold manifests of the built-in generated data")
+    parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR)
+    args = parser.parse_args(argv)
+    if args.refresh_official:
+        refresh_official(args.official_dir)
+        return 0
+    parser.error("nothing to do: use --refresh-official (submissions: `matcv submit`)")
+    return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ConfigError, SubmissionError) as error:
+        print(f"matcv: error: {error}", file=sys.stderr)
+        sys.exit(2)

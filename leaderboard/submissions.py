@@ -1,0 +1,474 @@
+"""Validate submissions without running their code, and score them from their predictions.
+
+A submission folder ``leaderboard/submissions/<task>/<name>/`` (written by ``matcv submit``) holds
+``metadata.json``, ``predictions/fold-<k>.npz`` (arrays ``item_ids`` and ``pred_<i>``) and optionally
+``README.md``. Nothing in it is imported or executed; ``.npz`` files are read with ``allow_pickle=False``.
+Checks, in order (the first failure rejects the submission, with its reason):
+
+1. names and paths: the task and submission folder names match ``^[a-z0-9][a-z0-9._-]{0,63}$``; no
+   symlinks; only ``.json``, ``.npz`` and ``.md`` files (no pickles, no code), only the expected ones, and
+   every path stays inside the folder;
+2. ``metadata.json``: the schema (keys and types), its ``name``/``task`` equal the folder's;
+3. fold manifest: its sha256 equals the official one of (task, dataset, profile) in
+   ``leaderboard/official/manifests.json``;
+4. predictions: every fold of the official manifest, each exactly its test items, the ground truth's shape,
+   finite values (for segmentation: 0/1 masks);
+5. metrics: recomputed from the predictions against the ground truth of the built-in data; a claimed
+   value that differs by more than 1e-6 rejects the submission. Leaderboards show only recomputed values.
+
+Per task a ``Scorer`` says how to load the ground truth, check a prediction and score it; tasks without
+one are rejected as not supported yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.submit import (
+    NAME_PATTERN,
+    OFFICIAL_DIR,
+    SCHEMA,
+    STAGING_PREFIX,
+    read_official_index,
+)
+from datamodules.atomic_io import sha256_file
+
+TOLERANCE = 1e-6
+ALLOWED_SUFFIXES = {".json", ".npz", ".md"}
+MAX_METADATA_BYTES = 1 << 20
+
+
+class Rejected(ValueError):
+    """Why a submission is not on the leaderboard."""
+
+
+# ---------------------------------------------------------------- per-task scorers
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth of one official benchmark: per fold, test item id -> target; plus the data's hash."""
+
+    folds: list[dict[str, np.ndarray]]
+    data_sha256: str
+
+
+@dataclass(frozen=True)
+class Scorer:
+    metrics: tuple[str, ...]
+    load_truth: Callable[[dict, Path], Truth]  # (official entry, official dir) -> Truth
+    check: Callable[[np.ndarray, np.ndarray], str | None]  # (prediction, truth) -> problem or None
+    score: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (prediction, truth) -> per-item metrics
+
+
+def _segmentation_truth(entry: dict, official_dir: Path) -> Truth:
+    """The test masks exactly as the harness scores them: the task's DataModule on the official manifest
+    (masks resized to the profile's image size), data generated/located by its ``prepare_dataset``."""
+    from benchmarks.config import TaskConfig, import_object
+    from benchmarks.runner import data_fingerprint
+
+    config = TaskConfig.load(entry["config"])
+    prof = config.profile(entry["profile"])
+    datamodule_cls = import_object(config.raw["datamodule"]["class"])
+    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
+    root = datamodule_cls.prepare_dataset(None, prof.get("generator"), progress=False)
+    index = datamodule_cls.index_dataset(root, **dm_args)
+    folds = []
+    for fold in range(entry["n_folds"]):
+        datamodule = datamodule_cls(fold_manifest_path=str(official_dir / entry["path"]), fold=fold,
+                                    data_root=str(root), seed=0, **dm_args)
+        datamodule.setup("test")
+        test = datamodule.datasets["test"]
+        folds.append({item: np.asarray(mask) for item, mask in zip(test.item_ids, test.masks)})
+    return Truth(folds, data_fingerprint(root, index["files"]))
+
+
+def _check_binary_mask(prediction: np.ndarray, truth: np.ndarray) -> str | None:
+    if prediction.shape != truth.shape:
+        return f"shape {prediction.shape}, the ground truth's is {truth.shape}"
+    if prediction.dtype.kind not in "biuf":
+        return f"dtype {prediction.dtype} (expected uint8 0/1)"
+    if prediction.dtype.kind == "f" and not np.isfinite(prediction).all():
+        return f"{int((~np.isfinite(prediction)).sum())} non-finite value(s) (NaN/inf)"
+    if not np.isin(prediction, (0, 1)).all():
+        return "values other than 0 and 1 (expected a binary mask)"
+    if truth.max(initial=0) > 1:
+        return "the ground truth is multi-class: multi-class segmentation submissions are not supported yet"
+    return None
+
+
+def _dice_iou(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Per-image Dice and IoU as ``per_image_dice_iou`` computes them (an empty prediction of an empty mask: 1)."""
+    p, t = prediction.astype(bool), truth.astype(bool)
+    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+    dice = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0
+    iou = tp / (tp + fp + fn) if tp + fp + fn else 1.0
+    return {"dice": dice, "iou": iou}
+
+
+SCORERS: dict[str, Scorer] = {
+    "segmentation": Scorer(("dice", "iou"), _segmentation_truth, _check_binary_mask, _dice_iou),
+}
+
+
+def scorer_for(task: str) -> Scorer:
+    if task not in SCORERS:
+        raise Rejected(f"submissions for task {task!r} are not supported yet (supported: {', '.join(SCORERS)})")
+    return SCORERS[task]
+
+
+# ---------------------------------------------------------------- validation
+
+@dataclass
+class Verdict:
+    path: Path
+    ok: bool
+    reason: str = ""
+    metadata: dict | None = None
+    entry: dict | None = None  # the official benchmark it was scored on
+    folds: list[dict] = field(default_factory=list)  # per fold: {"fold", "metrics", "per_item"} (recomputed)
+    data_sha256: str | None = None
+
+
+SCHEMA_TYPES = {"schema": str, "name": str, "task": str, "profile": str, "dataset": str, "authors": list,
+                "description": str, "model": dict, "hyperparameters": dict, "tuning": str, "hardware": dict,
+                "matcv": dict, "fold_manifest_sha256": str, "folds": list}
+
+
+def _check_layout(folder: Path) -> None:
+    for part, what in ((folder.parent.name, "task folder"), (folder.name, "submission name")):
+        if not NAME_PATTERN.match(part):
+            raise Rejected(f"unsafe {what} {part!r}: names must match {NAME_PATTERN.pattern}")
+    if folder.is_symlink() or folder.parent.is_symlink():
+        raise Rejected("the submission folder is a symbolic link")
+    root = folder.resolve()
+    for directory, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(directory)
+        for name in dirnames + filenames:
+            path = here / name
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                raise Rejected(f"{relative} is a symbolic link (not accepted)")
+            if not path.resolve().is_relative_to(root):
+                raise Rejected(f"{relative} resolves outside the submission folder")
+            if name in dirnames:
+                if relative != "predictions":
+                    raise Rejected(f"unexpected folder {relative} (only predictions/)")
+                continue
+            if path.suffix.lower() not in ALLOWED_SUFFIXES:
+                raise Rejected(f"file {relative} has a forbidden type: only {', '.join(sorted(ALLOWED_SUFFIXES))} "
+                               f"files are accepted (no pickles, no code)")
+            if not path.is_file():
+                raise Rejected(f"{relative} is not a regular file")
+            if not (relative == "metadata.json" or relative.endswith(".md") and "/" not in relative
+                    or relative.startswith("predictions/fold-") and relative.endswith(".npz")):
+                raise Rejected(f"unexpected file {relative}")
+
+
+def _read_metadata(folder: Path) -> dict:
+    path = folder / "metadata.json"
+    if not path.is_file():
+        raise Rejected("metadata.json is missing")
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise Rejected("metadata.json is larger than 1 MiB")
+    try:
+        metadata = json.loads(path.read_text(), parse_constant=lambda c: math.nan)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise Rejected(f"metadata.json is not valid JSON: {error}") from error
+    if not isinstance(metadata, dict):
+        raise Rejected("metadata.json must be a JSON object")
+    for key, kind in SCHEMA_TYPES.items():
+        if key not in metadata:
+            raise Rejected(f"metadata.json: missing key {key!r}")
+        if not isinstance(metadata[key], kind):
+            raise Rejected(f"metadata.json: {key!r} must be a {kind.__name__}, got {type(metadata[key]).__name__}")
+    if metadata["schema"] != SCHEMA:
+        raise Rejected(f"metadata.json: schema {metadata['schema']!r}, expected {SCHEMA!r}")
+    if not isinstance(metadata["model"].get("reference"), str):
+        raise Rejected("metadata.json: model.reference must be a string")
+    if metadata["name"] != folder.name or not NAME_PATTERN.match(metadata["name"]):
+        raise Rejected(f"metadata.json: unsafe or mismatched name {metadata['name']!r} (the folder is {folder.name!r})")
+    if metadata["task"] != folder.parent.name:
+        raise Rejected(f"metadata.json: task {metadata['task']!r} but the submission is under {folder.parent.name!r}/")
+    for name in ("profile", "dataset"):
+        if not NAME_PATTERN.match(metadata[name]):
+            raise Rejected(f"metadata.json: unsafe {name} {metadata[name]!r}")
+    return metadata
+
+
+def _official(metadata: dict, official_dir: Path) -> dict:
+    key = f"{metadata['task']}/{metadata['dataset']}/{metadata['profile']}"
+    entry = read_official_index(official_dir)["benchmarks"].get(key)
+    if entry is None:
+        raise Rejected(f"no official fold manifest for {key}")
+    if sha256_file(official_dir / entry["path"]) != entry["sha256"]:
+        raise Rejected(f"the official fold manifest {entry['path']} does not match its index (fix {official_dir})")
+    if metadata["fold_manifest_sha256"] != entry["sha256"]:
+        raise Rejected(f"fold manifest sha256 {metadata['fold_manifest_sha256'][:16]}... differs from the official "
+                       f"{entry['sha256'][:16]}... of {key}")
+    return entry
+
+
+def _safe_relative(folder: Path, text) -> Path:
+    if not isinstance(text, str) or not text or text.startswith(("/", "\\")) or ".." in Path(text).parts \
+            or "\\" in text:
+        raise Rejected(f"unsafe path {text!r} in metadata.json")
+    path = folder / text
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise Rejected(f"unsafe path {text!r} in metadata.json (outside the submission)")
+    return path
+
+
+def _load_npz(path: Path, relative: str, max_bytes: int) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as archive:  # refuse a decompression bomb before reading anything
+            if sum(info.file_size for info in archive.infolist()) > max_bytes:
+                raise Rejected(f"{relative} unpacks to more than {max_bytes} bytes")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except Rejected:
+        raise
+    except ValueError as error:  # object arrays need pickle, which is never enabled
+        raise Rejected(f"{relative} cannot be read without pickle (object arrays are not accepted): {error}") from error
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise Rejected(f"{relative} is not a readable .npz file: {error}") from error
+
+
+def _score_folds(folder: Path, metadata: dict, entry: dict, scorer: Scorer, truth: Truth) -> list[dict]:
+    declared = metadata["folds"]
+    if not all(isinstance(f, dict) and isinstance(f.get("fold"), int) for f in declared):
+        raise Rejected("metadata.json: every entry of 'folds' must be an object with an integer 'fold'")
+    by_fold = {f["fold"]: f for f in declared}
+    expected = list(range(entry["n_folds"]))
+    missing = [k for k in expected if k not in by_fold]
+    if missing or len(by_fold) != len(declared) or set(by_fold) - set(expected):
+        raise Rejected(f"folds {sorted(by_fold)} declared, the official manifest has folds {expected}"
+                       f"{f' (missing: {missing})' if missing else ''}")
+    listed = {f"predictions/fold-{k}.npz" for k in expected}
+    present = {p.relative_to(folder).as_posix() for p in (folder / "predictions").glob("*")} \
+        if (folder / "predictions").is_dir() else set()
+    if present - listed:
+        raise Rejected(f"unexpected prediction file(s) {sorted(present - listed)}")
+    results = []
+    for k in expected:
+        info = by_fold[k]
+        path = _safe_relative(folder, info.get("predictions"))
+        relative = info["predictions"]
+        if relative != f"predictions/fold-{k}.npz":
+            raise Rejected(f"fold {k}: predictions path {relative!r}, expected 'predictions/fold-{k}.npz'")
+        if not path.is_file():
+            raise Rejected(f"fold {k}: predictions file {relative} is missing")
+        truths = truth.folds[k]
+        max_bytes = sum(t.size for t in truths.values()) * 8 + (1 << 20)
+        arrays = _load_npz(path, relative, max_bytes)
+        ids = arrays.pop("item_ids", None)
+        if ids is None or ids.ndim != 1 or ids.dtype.kind != "U":
+            raise Rejected(f"fold {k}: {relative} needs an 'item_ids' array of strings")
+        ids = ids.tolist()
+        if len(set(ids)) != len(ids):
+            raise Rejected(f"fold {k}: duplicate item ids in {relative}")
+        absent, extra = [i for i in truths if i not in set(ids)], [i for i in ids if i not in truths]
+        if absent or extra:
+            raise Rejected(f"fold {k}: predictions must cover exactly the {len(truths)} test items of the official "
+                           f"manifest: {len(absent)} missing {absent[:2]}, {len(extra)} not test items {extra[:2]}")
+        keys = {f"pred_{i:05d}" for i in range(len(ids))}
+        if set(arrays) != keys:
+            raise Rejected(f"fold {k}: {relative} must hold exactly item_ids and pred_00000..pred_{len(ids) - 1:05d}")
+        per_item = []
+        for i, item in enumerate(ids):
+            prediction = arrays[f"pred_{i:05d}"]
+            problem = scorer.check(prediction, truths[item])
+            if problem:
+                raise Rejected(f"fold {k}: prediction for {item!r}: {problem}")
+            per_item.append({"item_id": item, **scorer.score(prediction, truths[item])})
+        metrics = {m: float(np.mean([row[m] for row in per_item])) for m in scorer.metrics}
+        claimed = info.get("metrics")
+        if not isinstance(claimed, dict):
+            raise Rejected(f"metadata.json: fold {k} has no 'metrics' object")
+        for metric, value in metrics.items():
+            stated = claimed.get(metric)
+            if not isinstance(stated, (int, float)) or isinstance(stated, bool) or not math.isfinite(stated) \
+                    or abs(stated - value) > TOLERANCE:
+                raise Rejected(f"claimed metrics do not match the predictions: fold {k} {metric} claimed "
+                               f"{stated!r}, recomputed {value:.6f}")
+        results.append({"fold": k, "metrics": metrics, "per_item": per_item})
+    return results
+
+
+def validate_submission(folder: str | Path, official_dir: str | Path = OFFICIAL_DIR,
+                        truth_cache: dict | None = None) -> Verdict:
+    """Check one submission folder; never raises for a bad submission (the verdict says why)."""
+    folder, official_dir = Path(folder), Path(official_dir)
+    truth_cache = {} if truth_cache is None else truth_cache
+    verdict = Verdict(folder, False)
+    try:
+        _check_layout(folder)
+        metadata = verdict.metadata = _read_metadata(folder)
+        scorer = scorer_for(metadata["task"])
+        entry = verdict.entry = _official(metadata, official_dir)
+        key = (str(official_dir), entry["sha256"])
+        if key not in truth_cache:
+            truth_cache[key] = scorer.load_truth(entry, official_dir)
+        truth = truth_cache[key]
+        verdict.folds = _score_folds(folder, metadata, entry, scorer, truth)
+        verdict.data_sha256 = truth.data_sha256
+        verdict.ok = True
+    except Rejected as error:
+        verdict.reason = str(error)
+    return verdict
+
+
+def find_submissions(submissions_dir: str | Path) -> list[Path]:
+    """Every ``<task>/<name>`` folder (half-written staging folders skipped); odd entries are returned too,
+    so that they are rejected with a reason rather than silently ignored."""
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for task in sorted(root.iterdir()):
+        if task.name.startswith(".") and not task.is_symlink():
+            continue
+        if not task.is_dir() or task.is_symlink():
+            found.append(task)  # rejected: not a task folder
+            continue
+        found += [p for p in sorted(task.iterdir()) if not p.name.startswith(STAGING_PREFIX)]
+    return found
+
+
+def validate_all(submissions_dir: str | Path, official_dir: str | Path = OFFICIAL_DIR) -> list[Verdict]:
+    cache: dict = {}
+    verdicts = []
+    for folder in find_submissions(submissions_dir):
+        if folder.parent == Path(submissions_dir):
+            verdicts.append(Verdict(folder, False, "not a task folder <task>/<name>/ (a file or a symbolic link)"))
+        elif not folder.is_dir() or folder.is_symlink():
+            verdicts.append(Verdict(folder, False, "not a submission folder (a file or a symbolic link)"))
+        else:
+            verdicts.append(validate_submission(folder, official_dir, cache))
+    return verdicts
+
+
+# ---------------------------------------------------------------- leaderboard rows
+
+SUBMISSION_SUFFIX = " (submission)"
+
+
+def submission_records(verdict: Verdict) -> list[dict]:
+    """An accepted submission as harness-like run records (recomputed metrics only), one per fold."""
+    meta, entry = verdict.metadata, verdict.entry
+    return [{"task": meta["task"], "dataset": meta["dataset"], "profile": meta["profile"], "status": "ok",
+             "model": meta["name"] + SUBMISSION_SUFFIX, "fold": fold["fold"], "metrics": fold["metrics"],
+             "per_image": fold["per_item"], "fold_manifest_sha256": entry["sha256"],
+             "fold_manifest": f"leaderboard/official/{entry['path']}", "data_sha256": verdict.data_sha256,
+             "durations": {"fit_s": math.nan}, "config_hash": "submission", "submission": True}
+            for fold in verdict.folds]
+
+
+@dataclass
+class SubmissionBoard:
+    """One official benchmark's table: accepted submissions beside the built-in models run on its manifest."""
+
+    key: str  # task/dataset/profile
+    entry: dict
+    metrics: list[str]
+    table: object  # pandas DataFrame, ranked
+    per_fold: dict[str, list[float]]
+    rank_shares: object  # models x places (first metric), empty without paired items
+    markdown: Path
+    csv: Path
+    per_fold_png: Path | None
+    ranks_png: Path | None
+    submissions: list[Verdict]
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    """Submitted free text in a Markdown line: one line, no backticks breaking the layout, bounded length."""
+    text = " ".join(str(text).replace("`", "'").split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) -> list[dict]:
+    """The built-in models' successful runs on exactly this official manifest (and data), if any were run."""
+    from benchmarks.records import OK, RunRecords
+
+    path = Path(runs_dir) / entry["task"] / entry["dataset"] / entry["profile"] / "records.jsonl"
+    return [r for r in RunRecords(path).load() if r.get("status") == OK
+            and r.get("fold_manifest_sha256") == entry["sha256"]
+            and (data_sha256 is None or r.get("data_sha256") == data_sha256)] if path.exists() else []
+
+
+def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
+                            out_dir: str | Path) -> list[SubmissionBoard]:
+    """``<task>__<dataset>__<profile>__submissions.md/.csv/.png/__ranks.png`` under ``out_dir`` for every
+    official benchmark with an accepted submission."""
+    import pandas as pd
+
+    from datamodules.atomic_io import atomic_write_text
+    from leaderboard.build import format_mean_std, leaderboard_table
+    from leaderboard.comparison import item_ranks, paired_item_scores, rank_shares
+    from leaderboard.plots import per_fold_plot, rank_share_plot
+
+    out_dir = Path(out_dir)
+    grouped: dict[str, list[Verdict]] = {}
+    for verdict in verdicts:
+        if verdict.ok:
+            meta = verdict.metadata
+            grouped.setdefault(f"{meta['task']}/{meta['dataset']}/{meta['profile']}", []).append(verdict)
+    boards = []
+    for key, accepted in sorted(grouped.items()):
+        entry = accepted[0].entry
+        metrics = list(scorer_for(entry["task"]).metrics)
+        builtin = builtin_records(runs_dir, entry, accepted[0].data_sha256)
+        records = builtin + [r for v in accepted for r in submission_records(v)]
+        board = leaderboard_table(records, metrics)
+        table = board.table
+        table.insert(2, "kind", ["submission" if m.endswith(SUBMISSION_SUFFIX) else "built-in" for m in table["model"]])
+        scores = paired_item_scores(records, metrics[0])
+        shares = rank_shares(scores) if not scores.empty else pd.DataFrame()
+        mean_rank = item_ranks(scores).mean() if not scores.empty else pd.Series(dtype=float)
+        table[f"{metrics[0]}_item_rank"] = table["model"].map(mean_rank).astype(float)
+        stem = out_dir / f"{key.replace('/', '__')}__submissions"
+        title = f"matcv submissions: {key} (official fold manifest {entry['sha256'][:12]})"
+        fold_png = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], f"submissions: {key}")
+        ranks_png = None
+        if len(shares) > 1:
+            shares = shares.loc[[m for m in table["model"] if m in shares.index]]
+            ranks_png = rank_share_plot(stem.parent / f"{stem.name}__ranks.png", shares, metrics[0],
+                                        f"submissions: {key}")
+        lines = [f"# {title}", "",
+                 f"Submissions (marked *submission*) are scored by matcv from their test predictions against the "
+                 f"ground truth (claimed numbers are never shown); built-in models are the harness's runs on the "
+                 f"same official folds (`leaderboard/official/{entry['path']}`). Mean ± std over folds, ranked by "
+                 f"{metrics[0]}.", ""]
+        header = ["rank", "model", "kind", "folds"] + [f"{m} (mean ± std)" for m in metrics] + \
+                 [f"{metrics[0]} per fold", f"{metrics[0]} rank/img"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table.to_dict("records"):
+            rank_cell = "–" if math.isnan(row[f"{metrics[0]}_item_rank"]) else f"{row[f'{metrics[0]}_item_rank']:.2f}"
+            cells = [str(row["rank"]), row["model"], row["kind"], str(row["n_folds"])]
+            cells += [format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+            cells += [row[f"{metrics[0]}_per_fold"], rank_cell]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"![{metrics[0]} per fold]({fold_png.name})"]
+        if ranks_png:
+            lines += ["", f"![{metrics[0]} rank per image]({ranks_png.name})"]
+        lines += ["", "Submissions:", ""]
+        for verdict in accepted:
+            meta = verdict.metadata
+            lines.append(f"- `{meta['name']}` by {_one_line(', '.join(map(str, meta['authors']))) or 'anonymous'}: "
+                         f"{_one_line(meta['description']) or '(no description)'} (model "
+                         f"`{_one_line(meta['model']['reference'])}`, hyper-parameters "
+                         f"{_one_line(json.dumps(meta['hyperparameters'], sort_keys=True))}, tuned: "
+                         f"{_one_line(meta['tuning']) or 'not stated'})")
+        atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+        markdown = atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+        boards.append(SubmissionBoard(key, entry, metrics, table, board.per_fold, shares, markdown,
+                                      stem.with_suffix(".csv"), fold_png, ranks_png, accepted))
+    return boards

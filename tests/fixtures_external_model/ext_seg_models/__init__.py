@@ -1,0 +1,1 @@
+"""An external segmentation model package (not part of matcv): see nets.py."""
