@@ -384,11 +384,12 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             ckpt_path = checkpoint.best_model_path or None
             if ckpt_path is None:
                 raise RuntimeError(f"no checkpoint was selected on {model.monitor}: did validation run?")
-            record["epochs"] = trainer.current_epoch
-            record["best_val"] = {model.monitor: _best_score(checkpoint, Path(trainer.logger.log_dir) / "metrics.csv")}
+            metrics_csv = Path(trainer.logger.log_dir) / "metrics.csv"
+            record["epochs"] = _epochs_trained(trainer, metrics_csv)
+            record["best_val"] = {model.monitor: _best_score(checkpoint, metrics_csv)}
             record["best_checkpoint"] = str(ckpt_path)
             # Training images per second of fit time (validation included: it is part of every epoch).
-            record["throughput"] = {"train_images_per_s": counts["train"] * trainer.current_epoch / durations["fit_s"]}
+            record["throughput"] = {"train_images_per_s": counts["train"] * record["epochs"] / durations["fit_s"]}
         if hasattr(model, "fit_baseline"):  # scikit-learn and procedure baselines: fitted outside Lightning
             t0 = time.time()
             model.fit_baseline(datamodule)
@@ -450,6 +451,15 @@ def fold_metrics(model, per_item: list[dict], names: list[str]) -> dict[str, flo
         else:
             raise KeyError(f"metric {name!r} is neither in {type(model).__name__}.test_summary() nor per test item")
     return metrics
+
+
+def _epochs_trained(trainer: L.Trainer, metrics_csv: Path) -> int:
+    """Epochs the fit ran. After a spawned DDP fit this process's trainer still says 0, so fall back to the
+    per-epoch log that rank 0 wrote."""
+    if trainer.current_epoch > 0 or not metrics_csv.is_file():
+        return int(trainer.current_epoch)
+    epochs = pd.read_csv(metrics_csv).get("epoch")
+    return int(epochs.max()) + 1 if epochs is not None and epochs.notna().any() else 0
 
 
 def _best_score(checkpoint: ModelCheckpoint, metrics_csv: Path) -> float:

@@ -50,7 +50,7 @@ OFFICIAL_PROFILES = {
     "rating": ["quick", "augmentation-study"],
     "ordinal": ["quick"],
     "localization": ["quick", "quick-c50"],
-    "microstructure": ["quick", "quick-smooth"],  # quick-potts: Potts generation takes minutes here
+    "microstructure": ["quick", "quick-smooth", "quick-potts"],  # quick-potts: ~1 min of Potts simulation here
     "alloygan": ["quick"],
 }
 

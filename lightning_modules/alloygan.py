@@ -15,7 +15,8 @@ conditions (seeded), so generated and real sets have the same conditions.
   images ("overall", Table 8) and per test alloy (``fid_domain_alloywise`` mean and ``_std`` across alloys).
 * the three domain metrics of seed 000 §5.6.5, measured on the images (``datamodules.alloy_measure``): the Si
   area fraction against Si wt% (Spearman ρ, slope, error against the generator's expected fraction), the
-  secondary arm spacing against cooling rate (λ2 = k·CR^(−n): fitted n, R²), and the Sr/P effect (log2 change of
+  secondary arm spacing against cooling rate (λ2 = k·CR^(−n): fitted n, R², and the share of images where λ2 is
+  measurable at all), and the Sr/P effect (log2 change of
   Si particle count and size). ``RealHeldOutImages`` measures the real test images the same way: the ceiling.
 """
 
@@ -123,6 +124,9 @@ class AlloyEvaluation(L.LightningModule):
         if expected is not None:
             table["si_area_fraction_expected"] = expected
         summary = {name: float(value) for name, value in domain_metrics(table).items()}
+        # λ2 is NaN on an image without a measurable dendrite pattern: how often it was measurable says whether a
+        # generator draws dendrites at all (the fit above uses only the measurable ones).
+        summary["lambda2_measurable"] = float(np.isfinite(table["lambda2_px"].to_numpy(float)).mean())
         if self.compares_to_real and self.extractor_path is not None:
             summary.update(self._fid_scores(generated, real, np.array(alloys)))
         else:

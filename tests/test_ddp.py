@@ -21,6 +21,8 @@ def test_two_process_ddp_run_is_recorded_and_tested_on_one_device(tmp_path):
         assert len(record["per_image"]) == record["n_items"]["test"]  # every test image scored exactly once
         assert 0.0 <= record["metrics"]["dice"] <= 1.0
         assert 0.0 <= record["best_val"]["val_dice"] <= 1.0  # read back from rank 0's log after the spawn
+        assert record["epochs"] == 2  # likewise: this process's trainer never saw the spawned fit's epochs
+        assert record["throughput"]["train_images_per_s"] > 0
 
 
 @pytest.mark.slow
