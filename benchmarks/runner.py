@@ -292,16 +292,21 @@ def run_outcome(record: dict, outcome: str = "ran") -> dict:
 def failed_record(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, error: str,
                   started: float) -> dict:
     """The record of a run whose process died without writing one (a crashed worker, a killed Slurm job)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {**record_head(bench, spec, key, accelerator, devices, started),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": FAILED,
+            "error": error, "durations": {"fit_s": 0.0, "test_s": 0.0, "total_s": time.time() - started}}
+
+
+def record_head(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, started: float) -> dict:
+    """What every record of a run says before its outcome: identity, hashes, where it ran, provenance."""
     return {
         "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
         "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
         "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
         "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
         "data_sha256": bench.data_sha256, "data_root": str(bench.data_root), "devices": devices,
-        "accelerator": accelerator, "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(
-            timespec="seconds"), "finished_at": now, **provenance(),
-        "status": FAILED, "error": error, "durations": {"fit_s": 0.0, "test_s": 0.0, "total_s": time.time() - started},
+        "accelerator": accelerator,
+        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"), **provenance(),
     }
 
 
@@ -336,15 +341,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     run_dir = bench.folder / spec.model / f"fold-{spec.fold}"
     if run_dir.exists():  # left by a run that was killed: redo it from scratch
         shutil.rmtree(run_dir)
-    record = {
-        "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
-        "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
-        "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
-        "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
-        "data_sha256": bench.data_sha256,
-        "data_root": str(bench.data_root), "devices": devices, "accelerator": accelerator,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
-    }
+    record = record_head(bench, spec, key, accelerator, devices, started)
     durations = {"fit_s": 0.0, "test_s": 0.0}
     wandb_logger = _wandb_run_logger(bench, spec, key, record)
     try:
