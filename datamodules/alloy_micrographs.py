@@ -67,9 +67,9 @@ from datamodules.alloys import (
     condition_label,
 )
 from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
-from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from datamodules.folds import load_fold
 from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from datamodules.microstructure import PER_ITEM_GROUP_COLUMNS, load_images
+from datamodules.microstructure import load_images
 from datamodules.microstructure_images import (
     MicrostructureImageDataModule,
     MicrostructureImages,
@@ -563,15 +563,7 @@ class AlloyMicrographDataModule(MicrostructureImageDataModule):
         if self.data_root is None:
             self.prepare_data()
         table = read_manifest(self.data_root).set_index("image_path", drop=False)
-        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        by_item = dict(zip(table["image_path"], table["group"].astype(str)))
-        if fold_manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:  # leaky item-level folds, on purpose
-            by_item = {item: item for item in by_item}
-        check_matches_data(fold_manifest, by_item, source=str(self.fold_manifest_path))
-        if not 0 <= self.fold < len(fold_manifest["folds"]):
-            raise FoldManifestError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
-                                    f"({len(fold_manifest['folds'])} folds)")
-        folds = fold_manifest["folds"][self.fold]
+        folds = load_fold(self.fold_manifest_path, self.fold, dict(zip(table["image_path"], table["group"].astype(str))))
         _, self.label_names = labels_of(table.loc[list(folds["train"]), "label"].tolist())
         for partition in ("train", "val", "test"):
             items = list(folds[partition])

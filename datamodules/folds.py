@@ -161,3 +161,21 @@ def check_matches_data(manifest: Mapping, groups_by_item: Mapping[str, str], sou
         counted = sum(len(fold[p]) for p in PARTITIONS)
         if counted != len(set().union(*(fold[p] for p in PARTITIONS))) or counted != len(listed):
             raise FoldManifestError(f"{source}: fold {k} must put every item in exactly one partition")
+
+
+# The harness's deliberately leaky item-level folds (the leakage report) group by the item itself.
+PER_ITEM_GROUP_COLUMNS = ("image_path", "item_id")
+
+
+def load_fold(path: str | Path, fold: int, groups_by_item: Mapping[str, str],
+              source: str | None = None) -> dict[str, list[str]]:
+    """The item ids of fold ``fold``'s train, val and test parts, after every check a DataModule's setup needs:
+    no group in two parts (``read_fold_manifest``), the manifest's items and groups are the data's
+    (``check_matches_data``; against the items themselves for item-level folds) and the fold exists."""
+    manifest, _ = read_fold_manifest(path)
+    if manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:
+        groups_by_item = {item: item for item in groups_by_item}
+    check_matches_data(manifest, groups_by_item, source=source or str(path))
+    if not 0 <= fold < len(manifest["folds"]):
+        raise FoldManifestError(f"fold {fold} does not exist in {path} ({len(manifest['folds'])} folds)")
+    return {part: list(manifest["folds"][fold][part]) for part in ("train", "val", "test")}

@@ -44,11 +44,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from datamodules.atomic_io import atomic_write_bytes, atomic_write_text, sha256_bytes
-from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from datamodules.folds import load_fold
+from datamodules.loaders import SeededFoldLoaders
 from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
 from datamodules.microstructure_fields import gaussian_microstructure
 from datamodules.synthetic_panels import default_cache_dir
@@ -63,8 +64,6 @@ STRAINS_NAME = "strains.npy"
 MANIFEST_COLUMNS = ("item_id", "group", "symmetry_class", "sigma_x", "sigma_y", "sigma_z", "volume_fraction",
                     "contrast", "solver_iterations", "solver_residual", "index")
 GROUP_BY = ("group", "symmetry_class")
-# The harness's deliberately leaky item-level folds group by the item itself under this name.
-PER_ITEM_GROUP_COLUMNS = ("image_path", "item_id")
 RLN_NAME = re.compile(r"^(?P<size>\d+)_c(?P<contrast>\d+(?:\.\d+)?)_(?P<split>.+?)(?P<strain>_strain)?\.npy$")
 MEAN_STRAIN_TOLERANCE = 1e-4  # eps_hat(0) = E by construction: the mean of eps_11/E_11 is 1
 
@@ -555,7 +554,7 @@ class LocalizationVolumes(Dataset):
 
 # --- Lightning ----------------------------------------------------------------------------------------
 
-class LocalizationDataModule(L.LightningDataModule):
+class LocalizationDataModule(SeededFoldLoaders, L.LightningDataModule):
     """3-D localization volumes of one fold of a fold manifest (generated or RLN layout, module doc).
 
     After ``setup``: ``datasets[p]`` for p in train/val/test, ``volume_size`` (N) and ``normalization``
@@ -620,19 +619,11 @@ class LocalizationDataModule(L.LightningDataModule):
         if self.data_root is None:
             self.prepare_data()
         items = scan_items(self.data_root, self.contrast, self.group_by)
-        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        if fold_manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:  # leaky item-level folds, on purpose
-            groups_by_item = {item.item_id: item.item_id for item in items}
-        else:
-            groups_by_item = {item.item_id: item.group for item in items}
-        check_matches_data(fold_manifest, groups_by_item, source=f"{self.fold_manifest_path} (group_by="
-                                                                 f"{self.group_by!r})")
-        if not 0 <= self.fold < len(fold_manifest["folds"]):
-            raise FoldManifestError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
-                                    f"({len(fold_manifest['folds'])} folds)")
+        folds = load_fold(self.fold_manifest_path, self.fold, {item.item_id: item.group for item in items},
+                          source=f"{self.fold_manifest_path} (group_by={self.group_by!r})")
         by_id = {item.item_id: item for item in items}
         for partition in ("train", "val", "test"):
-            chosen = [by_id[i] for i in fold_manifest["folds"][self.fold][partition]]
+            chosen = [by_id[i] for i in folds[partition]]
             micro, strain = load_volumes(self.data_root, chosen)
             self.datasets[partition] = LocalizationVolumes(micro, strain, [i.item_id for i in chosen],
                                                            augment=self.augment and partition == "train")
@@ -644,17 +635,3 @@ class LocalizationDataModule(L.LightningDataModule):
             "strain_mean": float(train.strains.mean(dtype=np.float64)),
             "strain_std": float(train.strains.std(dtype=np.float64)),
         }
-
-    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -41,7 +41,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
-from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from datamodules.folds import load_fold
 from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
 from datamodules.microstructure_fields import gaussian_microstructure, periodic_gaussian_filter
 from datamodules.microstructure_images import (
@@ -59,8 +59,6 @@ MANIFEST_NAME = "manifest.csv"
 GENERATOR_NAME = "generator.json"
 IMAGE_KIND_OF_SOURCE = {"gaussian-smooth": "grey", "gaussian-binary": "binary", "potts": "grain-boundary"}
 SMOOTH_Z_RANGE = 3.0  # standardised field z in [-3, 3] fills the grey range; |z| > 3 (0.3 % of pixels) clips
-# The harness's deliberately leaky item-level folds group by the item itself under this name.
-PER_ITEM_GROUP_COLUMNS = ("image_path", "item_id")
 
 
 @dataclass(frozen=True)
@@ -360,16 +358,8 @@ class MicrostructureDataModule(MicrostructureImageDataModule):
         self.image_kind = self._image_kind or settings.get("image_kind", "grey")
         self.periodic = bool(self._periodic if self._periodic is not None else settings.get("periodic", False))
         table = read_manifest(self.data_root)
-        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        by_item = dict(zip(table["image_path"], table["group"]))
-        if fold_manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:  # leaky item-level folds, on purpose
-            by_item = {item: item for item in by_item}
-        check_matches_data(fold_manifest, by_item, source=str(self.fold_manifest_path))
-        if not 0 <= self.fold < len(fold_manifest["folds"]):
-            raise FoldManifestError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
-                                    f"({len(fold_manifest['folds'])} folds)")
+        folds = load_fold(self.fold_manifest_path, self.fold, dict(zip(table["image_path"], table["group"])))
         label_of = dict(zip(table["image_path"], table["label"]))
-        folds = fold_manifest["folds"][self.fold]
         _, self.label_names = labels_of([label_of[i] for i in folds["train"]])
         for partition in ("train", "val", "test"):
             items = list(folds[partition])

@@ -17,7 +17,9 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from datamodules.loaders import SeededFoldLoaders
 
 IMAGE_KINDS = ("grey", "binary", "grain-boundary")
 
@@ -63,10 +65,9 @@ def labels_of(keys: list[str], known: list[str] | None = None) -> tuple[np.ndarr
     return np.array([index.get(key, -1) for key in keys], np.int64), known
 
 
-class MicrostructureImageDataModule(L.LightningDataModule):
-    """Loaders over ``datasets``; subclasses fill ``datasets``, ``image_kind``, ``periodic`` and
-    ``num_labels`` in ``setup``. Training batches are shuffled by a generator seeded from ``seed``, so a
-    run is repeatable; the last partial training batch is kept (small datasets cannot spare it)."""
+class MicrostructureImageDataModule(SeededFoldLoaders, L.LightningDataModule):
+    """Seeded loaders over ``datasets`` (``SeededFoldLoaders``); subclasses fill ``datasets``, ``image_kind``,
+    ``periodic`` and ``num_labels`` in ``setup``."""
 
     image_kind: str = "grey"
     periodic: bool = False
@@ -80,17 +81,3 @@ class MicrostructureImageDataModule(L.LightningDataModule):
     @property
     def image_shape(self) -> tuple[int, int]:
         return tuple(self.datasets["train"].images.shape[-2:])
-
-    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

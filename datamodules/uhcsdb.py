@@ -78,7 +78,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from datamodules.atomic_io import save_png
-from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from datamodules.folds import load_fold
 from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
 from datamodules.microstructure_images import (
     MicrostructureImageDataModule,
@@ -112,8 +112,6 @@ DEFAULT_MAX_SIDE = 2048
 CACHE_VERSION = 1  # bump when the cached images change (cropping, interpolation), so old ones are not reused
 PARTITIONS = ("train", "val", "test")
 PARTITION_STREAMS = {"train": 0, "val": 1, "test": 2}
-# The harness's deliberately leaky item-level folds group by the item itself under these names.
-PER_ITEM_GROUP_COLUMNS = ("image_path", "item_id")
 IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8-bit modes PIL converts to grey without loss of range
 MAGNIFICATION = re.compile(r"(\d+(?:\.\d*)?)\s*[x×]?", re.IGNORECASE)
 
@@ -699,17 +697,9 @@ class UHCSDBDataModule(MicrostructureImageDataModule):
         metadata, selection = scan_release(root, self.constituents, self.requested_magnification, self.max_upscale,
                                            self.label)
         self.target_magnification = selection.target_magnification
-        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        if fold_manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:  # leaky item-level folds, on purpose
-            groups_by_item = {m.item_id: m.item_id for m in selection.micrographs}
-        else:
-            groups_by_item = {m.item_id: m.group for m in selection.micrographs}
-        check_matches_data(fold_manifest, groups_by_item, source=str(self.fold_manifest_path))
-        if not 0 <= self.fold < len(fold_manifest["folds"]):
-            raise FoldManifestError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
-                                    f"({len(fold_manifest['folds'])} folds)")
+        folds = load_fold(self.fold_manifest_path, self.fold, {m.item_id: m.group for m in selection.micrographs})
         by_id = {m.item_id: m for m in selection.micrographs}
-        chosen = {p: [by_id[i] for i in fold_manifest["folds"][self.fold][p]] for p in PARTITIONS}
+        chosen = {p: [by_id[i] for i in folds[p]] for p in PARTITIONS}
         problems: list[str] = []
         patches = {p: self._patches(root, metadata, chosen[p], p, problems) for p in PARTITIONS}
         _raise_all(problems, root)

@@ -37,6 +37,7 @@ from datamodules.synthetic_panels import default_cache_dir
 from lightning_modules.alloy_metrics import alloy_wise, domain_metrics
 from lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
 from lightning_modules.domain_features import cached_domain_extractor, fid_kid_domain
+from lightning_modules.microstructure import seeded_samples
 from lightning_modules.microstructure_metrics import phase_indicator, s2_distance
 
 DOMAIN_METRICS = ("si_spearman", "si_slope", "si_fraction_mae", "lambda2_n", "lambda2_k", "lambda2_r2",
@@ -91,15 +92,8 @@ class AlloyEvaluation(L.LightningModule):
     def generate_for(self, conditions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define generate_for(conditions, generator)")
 
-    @torch.no_grad()
     def sample_for(self, conditions: torch.Tensor, seed: int) -> torch.Tensor:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        was_training = self.training
-        self.eval()
-        try:
-            return self.generate_for(conditions, generator).detach().float().cpu().clamp(-1, 1)
-        finally:
-            self.train(was_training)
+        return seeded_samples(self, lambda generator: self.generate_for(conditions, generator), seed)
 
     def on_test_epoch_start(self) -> None:
         self.test_results, self._batches, self._summary, self._details = [], [], {}, {}

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from lightning_modules.microstructure_nets import _dcgan_depth, dcgan_weights_init
+from lightning_modules.microstructure_nets import _dcgan_depth, dcgan_discriminator_layers, dcgan_weights_init
 
 __all__ = [
     "CHEMICAL_COLUMNS",
@@ -189,16 +189,8 @@ class ConditionalDiscriminator(nn.Module):
     def __init__(self, n_conditions: int = N_CONDITIONS, ndf: int = 64, image_size: int = 128,
                  channels: int = 1) -> None:
         super().__init__()
-        depth = _dcgan_depth(image_size)
         self.n_conditions, self.image_size, self.channels = n_conditions, image_size, channels
-        width = ndf
-        layers = [nn.Conv2d(channels + n_conditions, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
-        for _ in range(depth):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
-            width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
-        self.main = nn.Sequential(*layers)
+        self.main = dcgan_discriminator_layers(channels + n_conditions, ndf, image_size)
         self.apply(dcgan_weights_init)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

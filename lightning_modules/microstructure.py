@@ -61,6 +61,19 @@ RECONSTRUCTION_METRICS = ("mse", "psnr", "ssim")
 SAMPLE_METRICS = ("s2_distance", "vf_error", "grain_size_distance", "diversity", "fid_domain", "kid_domain")
 
 
+@torch.no_grad()
+def seeded_samples(module: torch.nn.Module, draw, seed: int) -> torch.Tensor:
+    """``draw(generator)``'s images with the module in eval mode (BatchNorm's running statistics, the same output
+    for the same seed), as float CPU tensors clipped to [-1, 1]; the module's train/eval mode is restored."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    was_training = module.training
+    module.eval()
+    try:
+        return draw(generator).detach().float().cpu().clamp(-1, 1)
+    finally:
+        module.train(was_training)
+
+
 def reconstruction_scores(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[str, np.ndarray]:
     """Per image: MSE, PSNR (dB, data range 2) and SSIM (torchmetrics, Gaussian window 11, data range 2)."""
     mse = ((reconstructed - original) ** 2).flatten(1).mean(1)
@@ -138,15 +151,8 @@ class GenerativeEvaluation(L.LightningModule):
                 row.update({name: float(values[k]) for name, values in scores.items()})
         self.test_results.extend(rows)
 
-    @torch.no_grad()
     def sample(self, n: int, seed: int) -> torch.Tensor:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        was_training = self.training
-        self.eval()
-        try:
-            return self.generate(n, generator).detach().float().cpu().clamp(-1, 1)
-        finally:
-            self.train(was_training)
+        return seeded_samples(self, lambda generator: self.generate(n, generator), seed)
 
     def on_test_epoch_end(self) -> None:
         real = torch.cat(self._real)

@@ -405,6 +405,20 @@ class DCGANGenerator(nn.Module):
         return self.main(z)
 
 
+def dcgan_discriminator_layers(in_channels: int, ndf: int, image_size: int) -> nn.Sequential:
+    """The DCGAN discriminator's stack for ``in_channels`` input planes of side ``image_size`` (64 or 128):
+    Conv(k4, s2, p1)-LeakyReLU, then Conv-BN-LeakyReLU blocks doubling the width down to 4×4, then a 4×4 conv to
+    one logit. Shared by ``DCGANDiscriminator`` and AlloyGAN's conditional one (image + condition planes)."""
+    width = ndf
+    layers = [nn.Conv2d(in_channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+    for _ in range(_dcgan_depth(image_size)):
+        layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                   nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
+        width *= 2
+    layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
+    return nn.Sequential(*layers)
+
+
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: images (N, channels, S, S), S ∈ {64, 128} → logits of shape (N,).
 
@@ -416,16 +430,8 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, ndf: int = 64, image_size: int = 64, channels: int = 1) -> None:
         super().__init__()
-        depth = _dcgan_depth(image_size)
         self.image_size, self.channels = image_size, channels
-        width = ndf
-        layers = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
-        for _ in range(depth):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
-            width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
-        self.main = nn.Sequential(*layers)
+        self.main = dcgan_discriminator_layers(channels, ndf, image_size)
         self.apply(dcgan_weights_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,19 @@ def _isolated_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny models (restored afterwards). On a small shared CPU two
+    threads that compete with any other process slow such models down up to 10x. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_rating_config(tmp_path: Path, models: dict, image_size: int = 64, max_epochs: int = 1,
                        n_panels: int = 10, augmentation: str = "combination") -> Path:
     """A rating-task YAML on tiny generated photos (ratings 5..9, 2 photos per panel)."""

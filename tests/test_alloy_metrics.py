@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from lightning_modules.alloy_metrics import (
     alloy_wise,
@@ -18,13 +17,7 @@ from lightning_modules.alloy_metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Shared 2-core machine: one intra-op thread (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 RATES = np.array([2.5, 10, 57, 143])

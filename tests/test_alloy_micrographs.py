@@ -24,7 +24,7 @@ from datamodules.folds import make_fold_manifest, write_fold_manifest
 from datamodules.manifest import ManifestError
 from datamodules.microstructure import load_grey
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 # Alloys whose α-Al dendrites are at least ~20 % of the area: λ2 is measurable on every image of them.
 # (Near-eutectic A369 / A339 have 10 % / 5 % α-Al; their λ2 may honestly be NaN.)

@@ -16,13 +16,7 @@ from lightning_modules.alloygan_nets import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Shared 2-core machine: one intra-op thread (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 # Table 6 (wt%): Si, Fe, Cu, Mn, Mg, Ni; Sr/P modification exists for A356, A369, A393.

@@ -22,13 +22,7 @@ from lightning_modules.microstructure_nets import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread avoids oversubscribing a shared CPU (10x+ faster there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 C, R, M, T, B = "Conv2d", "ReLU", "MaxPool2d", "ConvTranspose2d", "BatchNorm2d"

@@ -11,13 +11,7 @@ from datamodules.potts import (COLOURS, NEIGHBOUR_OFFSETS, colour_map, colour_ma
                                simulate_grain_growth, site_energy, to_sublattices, total_energy, update_colour)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The lattices here are small: a second thread only adds contention on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 def generator(seed: int = 0) -> torch.Generator:
