@@ -1,10 +1,11 @@
 """``matcv submit``: benchmark a model defined outside matcv on an official fold manifest, as a submission.
 
 The model is a reference ``package.module:name`` to either
-  - a factory returning an ``nn.Module`` (images (B, 3, H, W) -> logits (B, 1, H, W) for segmentation), which
-    is trained by ``benchmarks.submission_models.ExternalSegmentationModel`` (BCE + Dice, Adam), or
-  - a LightningModule class following the harness's contract (for segmentation: a subclass of
-    ``lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
+  - a factory returning an ``nn.Module`` (for segmentation: images (B, 3, H, W) -> logits (B, 1, H, W)),
+    trained by the task's adapter (``benchmarks/submission_adapters/<task>.py``, e.g. BCE + Dice and Adam
+    for segmentation), or
+  - a LightningModule class following the harness's contract (a subclass of the task's evaluation class,
+    e.g. ``lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
 Every fold of the *official* fold manifest (``leaderboard/official/``) is run through the harness
 (``prepare_benchmark`` / ``execute_run``), and the submission folder
 ``leaderboard/submissions/<task>/<name>/`` gets ``metadata.json`` and ``predictions/fold-<k>.npz`` (the test
@@ -42,7 +43,16 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 STAGING_PREFIX = ".staging-"  # half-written submission folders; the validator skips them
 # Hyper-parameters the harness applies itself; every other one is passed to the factory / class.
 TRAINING_KEYS = {"lr", "weight_decay", "max_epochs", "batch_size"}
-SUPPORTED_TASKS = ("segmentation",)
+# task -> module defining its submission ``ADAPTER`` (benchmarks.submission_models); the scorers that read the
+# predictions are listed in leaderboard.scorers.SCORER_MODULES.
+SUBMISSION_ADAPTERS = {
+    "segmentation": "benchmarks.submission_adapters.segmentation",
+    "rating": "benchmarks.submission_adapters.rating",
+    "ordinal": "benchmarks.submission_adapters.rating",
+    "localization": "benchmarks.submission_adapters.localization",
+    "microstructure": "benchmarks.submission_adapters.microstructure",
+    "alloygan": "benchmarks.submission_adapters.alloygan",
+}
 # Profiles published by ``--refresh-official``: built-in generated data made in minutes on a 2-core CPU (the
 # 600 paper panels at 512 px: ~1.5 min). Localization ``paper`` (thousands of 51³ elasticity solves) and the real
 # datasets that are not on this machine are listed as not yet published in leaderboard/official/README.md.
@@ -137,9 +147,7 @@ def refresh_official(official_dir: str | Path = OFFICIAL_DIR, profiles: dict | N
 
 # ---------------------------------------------------------------- the submission itself
 
-def _npz_bytes(item_ids: list[str], predictions: list[np.ndarray]) -> bytes:
-    arrays = {"item_ids": np.array(item_ids, dtype=str)}
-    arrays.update({f"pred_{i:05d}": np.asarray(p, dtype=np.uint8) for i, p in enumerate(predictions)})
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -164,9 +172,9 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     final = Path(submissions_dir) / task / name
     if final.exists() and not overwrite:
         raise SubmissionError(f"{final} exists already: choose another --name or pass --overwrite")
-    if task not in SUPPORTED_TASKS:
-        raise SubmissionError(f"submissions for task {task!r} are not supported yet "
-                              f"(supported: {', '.join(SUPPORTED_TASKS)})")
+    if task not in SUBMISSION_ADAPTERS:
+        raise SubmissionError(f"submissions for task {task!r} are not supported "
+                              f"(supported: {', '.join(SUBMISSION_ADAPTERS)})")
     class_ref, model_args, kind = model_class(task, model, hyperparameters)
 
     config = TaskConfig.load(entry["config"])
@@ -198,11 +206,15 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         if record["status"] != "ok":
             raise SubmissionError(f"fold {fold} failed: {record['error']}\n{record.get('traceback', '')}")
         test_ids = list(manifest["folds"][fold]["test"])
-        missing = [i for i in test_ids if i not in RECORDER.predictions]
-        if missing:
-            raise SubmissionError(f"fold {fold}: no recorded prediction for {len(missing)} test item(s), "
-                                  f"e.g. {missing[:2]}")
-        files[f"predictions/fold-{fold}.npz"] = _npz_bytes(test_ids, [RECORDER.predictions[i] for i in test_ids])
+        if RECORDER.arrays is None:
+            raise SubmissionError(f"fold {fold}: the test predictions were not recorded")
+        recorded = RECORDER.arrays["item_ids"].tolist()
+        missing = sorted(set(test_ids) - set(recorded))
+        if missing or len(recorded) != len(test_ids):
+            raise SubmissionError(f"fold {fold}: recorded predictions for {len(recorded)} items, the official "
+                                  f"manifest has {len(test_ids)} test items ({len(missing)} missing, e.g. "
+                                  f"{missing[:2]})")
+        files[f"predictions/fold-{fold}.npz"] = _npz_bytes(RECORDER.arrays)
         folds.append({"fold": fold, "predictions": f"predictions/fold-{fold}.npz", "n_test": len(test_ids),
                       "metrics": record["metrics"], "fit_s": record["durations"]["fit_s"],
                       "epochs": record.get("epochs")})
@@ -236,7 +248,7 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="segmentation", help="task (default: segmentation; the only one so far)")
+    parser.add_argument("--task", default="segmentation", help="task: segmentation (default), rating, ordinal, localization, microstructure, alloygan")
     parser.add_argument("--model", required=True, metavar="PKG.MODULE:NAME",
                         help="a factory returning an nn.Module, or a LightningModule class")
     parser.add_argument("--name", required=True, help="submission name: a-z, 0-9, '.', '_', '-' (max 64)")

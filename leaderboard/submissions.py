@@ -12,12 +12,13 @@ Checks, in order (the first failure rejects the submission, with its reason):
 3. fold manifest: its sha256 equals the official one of (task, dataset, profile) in
    ``leaderboard/official/manifests.json``;
 4. predictions: every fold of the official manifest, each exactly its test items, the ground truth's shape,
-   finite values (for segmentation: 0/1 masks);
+   finite values, the task's value range (0/1 masks, known ratings, images in [-1, 1], ...);
 5. metrics: recomputed from the predictions against the ground truth of the built-in data; a claimed
-   value that differs by more than 1e-6 rejects the submission. Leaderboards show only recomputed values.
+   value that differs from the recomputed one (by more than 1e-6, or the scorer's relative tolerance)
+   rejects the submission. Leaderboards show only recomputed values.
 
-Per task a ``Scorer`` says how to load the ground truth, check a prediction and score it; tasks without
-one are rejected as not supported yet.
+Per task a ``Scorer`` (``leaderboard/scorers/``) says how to load the ground truth and how to check and
+score one fold's predictions.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import math
 import os
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,88 +40,11 @@ from benchmarks.submit import (
     read_official_index,
 )
 from datamodules.atomic_io import sha256_file
+from leaderboard.scorers import Rejected, Scorer, Truth, scorer_for
 
 TOLERANCE = 1e-6
 ALLOWED_SUFFIXES = {".json", ".npz", ".md"}
 MAX_METADATA_BYTES = 1 << 20
-
-
-class Rejected(ValueError):
-    """Why a submission is not on the leaderboard."""
-
-
-# ---------------------------------------------------------------- per-task scorers
-
-@dataclass(frozen=True)
-class Truth:
-    """Ground truth of one official benchmark: per fold, test item id -> target; plus the data's hash."""
-
-    folds: list[dict[str, np.ndarray]]
-    data_sha256: str
-
-
-@dataclass(frozen=True)
-class Scorer:
-    metrics: tuple[str, ...]
-    load_truth: Callable[[dict, Path], Truth]  # (official entry, official dir) -> Truth
-    check: Callable[[np.ndarray, np.ndarray], str | None]  # (prediction, truth) -> problem or None
-    score: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (prediction, truth) -> per-item metrics
-
-
-def _segmentation_truth(entry: dict, official_dir: Path) -> Truth:
-    """The test masks exactly as the harness scores them: the task's DataModule on the official manifest
-    (masks resized to the profile's image size), data generated/located by its ``prepare_dataset``."""
-    from benchmarks.config import TaskConfig, import_object
-    from benchmarks.runner import data_fingerprint
-
-    config = TaskConfig.load(entry["config"])
-    prof = config.profile(entry["profile"])
-    datamodule_cls = import_object(config.raw["datamodule"]["class"])
-    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
-    root = datamodule_cls.prepare_dataset(None, prof.get("generator"), progress=False)
-    index = datamodule_cls.index_dataset(root, **dm_args)
-    folds = []
-    for fold in range(entry["n_folds"]):
-        datamodule = datamodule_cls(fold_manifest_path=str(official_dir / entry["path"]), fold=fold,
-                                    data_root=str(root), seed=0, **dm_args)
-        datamodule.setup("test")
-        test = datamodule.datasets["test"]
-        folds.append({item: np.asarray(mask) for item, mask in zip(test.item_ids, test.masks)})
-    return Truth(folds, data_fingerprint(root, index["files"]))
-
-
-def _check_binary_mask(prediction: np.ndarray, truth: np.ndarray) -> str | None:
-    if prediction.shape != truth.shape:
-        return f"shape {prediction.shape}, the ground truth's is {truth.shape}"
-    if prediction.dtype.kind not in "biuf":
-        return f"dtype {prediction.dtype} (expected uint8 0/1)"
-    if prediction.dtype.kind == "f" and not np.isfinite(prediction).all():
-        return f"{int((~np.isfinite(prediction)).sum())} non-finite value(s) (NaN/inf)"
-    if not np.isin(prediction, (0, 1)).all():
-        return "values other than 0 and 1 (expected a binary mask)"
-    if truth.max(initial=0) > 1:
-        return "the ground truth is multi-class: multi-class segmentation submissions are not supported yet"
-    return None
-
-
-def _dice_iou(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Per-image Dice and IoU as ``per_image_dice_iou`` computes them (an empty prediction of an empty mask: 1)."""
-    p, t = prediction.astype(bool), truth.astype(bool)
-    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
-    dice = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0
-    iou = tp / (tp + fp + fn) if tp + fp + fn else 1.0
-    return {"dice": dice, "iou": iou}
-
-
-SCORERS: dict[str, Scorer] = {
-    "segmentation": Scorer(("dice", "iou"), _segmentation_truth, _check_binary_mask, _dice_iou),
-}
-
-
-def scorer_for(task: str) -> Scorer:
-    if task not in SCORERS:
-        raise Rejected(f"submissions for task {task!r} are not supported yet (supported: {', '.join(SCORERS)})")
-    return SCORERS[task]
 
 
 # ---------------------------------------------------------------- validation
@@ -241,6 +164,16 @@ def _load_npz(path: Path, relative: str, max_bytes: int) -> dict[str, np.ndarray
         raise Rejected(f"{relative} is not a readable .npz file: {error}") from error
 
 
+def _same(stated, value: float, rel_tol: float) -> bool:
+    """A claimed number equals the recomputed one (NaN only where the recomputed value is NaN: e.g. grain sizes of
+    a source without grains)."""
+    if not isinstance(stated, (int, float)) or isinstance(stated, bool):
+        return False
+    if math.isnan(value) or math.isnan(stated):
+        return math.isnan(value) and math.isnan(stated)
+    return math.isclose(stated, value, rel_tol=rel_tol, abs_tol=TOLERANCE)
+
+
 def _score_folds(folder: Path, metadata: dict, entry: dict, scorer: Scorer, truth: Truth) -> list[dict]:
     declared = metadata["folds"]
     if not all(isinstance(f, dict) and isinstance(f.get("fold"), int) for f in declared):
@@ -266,38 +199,30 @@ def _score_folds(folder: Path, metadata: dict, entry: dict, scorer: Scorer, trut
         if not path.is_file():
             raise Rejected(f"fold {k}: predictions file {relative} is missing")
         truths = truth.folds[k]
-        max_bytes = sum(t.size for t in truths.values()) * 8 + (1 << 20)
-        arrays = _load_npz(path, relative, max_bytes)
+        arrays = _load_npz(path, relative, truths.max_prediction_bytes)
         ids = arrays.pop("item_ids", None)
         if ids is None or ids.ndim != 1 or ids.dtype.kind != "U":
             raise Rejected(f"fold {k}: {relative} needs an 'item_ids' array of strings")
         ids = ids.tolist()
         if len(set(ids)) != len(ids):
             raise Rejected(f"fold {k}: duplicate item ids in {relative}")
-        absent, extra = [i for i in truths if i not in set(ids)], [i for i in ids if i not in truths]
+        expected_ids = set(truths.item_ids)
+        absent, extra = [i for i in truths.item_ids if i not in set(ids)], [i for i in ids if i not in expected_ids]
         if absent or extra:
-            raise Rejected(f"fold {k}: predictions must cover exactly the {len(truths)} test items of the official "
-                           f"manifest: {len(absent)} missing {absent[:2]}, {len(extra)} not test items {extra[:2]}")
-        keys = {f"pred_{i:05d}" for i in range(len(ids))}
-        if set(arrays) != keys:
-            raise Rejected(f"fold {k}: {relative} must hold exactly item_ids and pred_00000..pred_{len(ids) - 1:05d}")
-        per_item = []
-        for i, item in enumerate(ids):
-            prediction = arrays[f"pred_{i:05d}"]
-            problem = scorer.check(prediction, truths[item])
-            if problem:
-                raise Rejected(f"fold {k}: prediction for {item!r}: {problem}")
-            per_item.append({"item_id": item, **scorer.score(prediction, truths[item])})
-        metrics = {m: float(np.mean([row[m] for row in per_item])) for m in scorer.metrics}
+            raise Rejected(f"fold {k}: predictions must cover exactly the {len(expected_ids)} test items of the "
+                           f"official manifest: {len(absent)} missing {absent[:2]}, {len(extra)} not test items "
+                           f"{extra[:2]}")
+        try:
+            metrics, per_item = scorer.score_fold(arrays, ids, truths)
+        except Rejected as error:
+            raise Rejected(f"fold {k}: {error}") from error
         claimed = info.get("metrics")
         if not isinstance(claimed, dict):
             raise Rejected(f"metadata.json: fold {k} has no 'metrics' object")
-        for metric, value in metrics.items():
-            stated = claimed.get(metric)
-            if not isinstance(stated, (int, float)) or isinstance(stated, bool) or not math.isfinite(stated) \
-                    or abs(stated - value) > TOLERANCE:
+        for metric in scorer.compared if scorer.compared is not None else scorer.metrics:
+            if not _same(claimed.get(metric), metrics[metric], scorer.rel_tol):
                 raise Rejected(f"claimed metrics do not match the predictions: fold {k} {metric} claimed "
-                               f"{stated!r}, recomputed {value:.6f}")
+                               f"{claimed.get(metric)!r}, recomputed {metrics[metric]:.6f}")
         results.append({"fold": k, "metrics": metrics, "per_item": per_item})
     return results
 

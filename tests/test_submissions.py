@@ -204,8 +204,8 @@ def test_rebuilt_leaderboard_shows_the_valid_submission_beside_builtin_models(wo
 
 def test_unsupported_task_and_unknown_official_benchmark_are_rejected(world, tmp_path):
     subs = tmp_path / "subs"
-    shutil.copytree(world["subs"] / "segmentation" / VALID, subs / "rating" / "r-net")
-    _edit(subs / "rating" / "r-net", lambda m: m.update(name="r-net", task="rating"))
+    shutil.copytree(world["subs"] / "segmentation" / VALID, subs / "welding" / "w-net")
+    _edit(subs / "welding" / "w-net", lambda m: m.update(name="w-net", task="welding"))
     shutil.copytree(world["subs"] / "segmentation" / VALID, subs / "segmentation" / "other-profile")
     _edit(subs / "segmentation" / "other-profile", lambda m: m.update(name="other-profile", profile="paper"))
     (subs / "segmentation" / "Not Safe").mkdir()
@@ -214,7 +214,7 @@ def test_unsupported_task_and_unknown_official_benchmark_are_rejected(world, tmp
     verdicts = {v.path.name: v for v in validate_all(subs, world["official"])}
     assert "not a submission folder" in verdicts["linked"].reason
     assert "not a task folder" in verdicts["stray.txt"].reason
-    assert "submissions for task 'rating' are not supported yet" in verdicts["r-net"].reason
+    assert "submissions for task 'welding' are not supported" in verdicts["w-net"].reason
     assert "no official fold manifest for segmentation/" in verdicts["other-profile"].reason
     assert "unsafe submission name 'Not Safe'" in verdicts["Not Safe"].reason
 
