@@ -329,6 +329,15 @@ def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) 
             and (data_sha256 is None or r.get("data_sha256") == data_sha256)] if path.exists() else []
 
 
+def board_metrics(entry: dict, scorer: Scorer) -> list[str]:
+    """The scorer's metrics in the order of the benchmark's task YAML (the first ranks: the superalloy data
+    ranks by mIoU, the corrosion panels by Dice)."""
+    from benchmarks.config import TaskConfig
+
+    order = TaskConfig.load(entry["config"]).metrics
+    return [m for m in order if m in scorer.metrics] + [m for m in scorer.metrics if m not in order]
+
+
 def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
                             out_dir: str | Path) -> list[SubmissionBoard]:
     """``<task>__<dataset>__<profile>__submissions.md/.csv/.png/__ranks.png`` under ``out_dir`` for every
@@ -349,7 +358,7 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
     boards = []
     for key, accepted in sorted(grouped.items()):
         entry = accepted[0].entry
-        metrics = list(scorer_for(entry["task"]).metrics)
+        metrics = board_metrics(entry, scorer_for(entry["task"]))
         builtin = builtin_records(runs_dir, entry, accepted[0].data_sha256)
         records = builtin + [r for v in accepted for r in submission_records(v)]
         board = leaderboard_table(records, metrics)

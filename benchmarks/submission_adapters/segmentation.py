@@ -1,5 +1,6 @@
-"""Segmentation submissions: hard test masks (``uint8`` 0/1, the size the harness scores), from a factory's
-``nn.Module`` (images (B, 3, H, W) -> logits (B, 1, H, W)) or a ``SegmentationEvaluation`` subclass."""
+"""Segmentation submissions: hard test masks (``uint8``: 0/1, or class indices on multi-class data; the size the
+harness scores), from a factory's ``nn.Module`` (images (B, 3, H, W) -> logits (B, C, H, W), C = 1 for binary
+data, the number of classes otherwise) or a ``SegmentationEvaluation`` subclass."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ class RecordsTestMasks(RecordsSubmission):
 
 
 class ExternalSegmentationModel(RecordsTestMasks, SegmentationEvaluation):
-    """Trains the ``nn.Module`` an external factory builds: BCE + Dice (seed 000, eq. 1), Adam."""
+    """Trains the ``nn.Module`` an external factory builds: BCE + Dice (seed 000, eq. 1) on binary data,
+    cross-entropy + Dice on multi-class data; Adam. The number of classes is the data's (read from the
+    DataModule before training); the factory must output that many logit maps (pass it in the
+    hyper-parameters if the factory needs to be told)."""
 
     def __init__(self, factory: str, factory_args: dict | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.0) -> None:
@@ -50,9 +54,17 @@ class ExternalSegmentationModel(RecordsTestMasks, SegmentationEvaluation):
         self.net = build_factory_network(factory, factory_args)
         self.region_loss = RegionLoss(1, overlap="dice")
 
+    def prepare_from_training_data(self, datamodule) -> None:
+        """Binary or multi-class, as the data is (the harness calls this before fitting)."""
+        num_classes = int(getattr(datamodule, "num_classes", 1))
+        if num_classes != self.num_classes:
+            self.num_classes = num_classes
+            self.class_names = list(getattr(datamodule, "class_names", [])) or [f"class{c}" for c in range(num_classes)]
+            self.region_loss = RegionLoss(num_classes, overlap="dice")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.net(images)
-        expected = (images.shape[0], 1, *images.shape[2:])
+        expected = (images.shape[0], self.num_classes, *images.shape[2:])
         if not torch.is_tensor(logits) or tuple(logits.shape) != expected:
             raise ValueError(f"{self.hparams.factory} must map images {tuple(images.shape)} to logits {expected}, "
                              f"got {tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")

@@ -1,5 +1,12 @@
-"""Segmentation submissions: one hard mask per test image (``uint8``, 0/1), scored by per-image Dice and IoU
-exactly as ``lightning_modules.segmentation.per_image_dice_iou`` scores the built-in models."""
+"""Segmentation submissions: one hard mask per test image (``uint8``), scored per image as
+``SegmentationEvaluation`` scores the built-in models:
+
+* binary data (the corrosion panels): a 0/1 mask; Dice and IoU of ``per_image_dice_iou``;
+* multi-class data (the NASA superalloy micrographs, ``datamodule.num_classes`` > 1): a class-index map
+  (0..C-1); per class Dice and IoU as ``per_image_class_dice_iou`` (smp's multiclass stats, a class absent from
+  both prediction and truth scores 1), ``dice``/``iou`` = their means over classes (mIoU), plus
+  ``dice_<class>``/``iou_<class>``.
+"""
 
 from __future__ import annotations
 
@@ -26,23 +33,27 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
     folds, data_sha256, _ = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
-        official.datamodule.setup("test")
-        test = official.datamodule.datasets["test"]
+        datamodule = official.datamodule
+        datamodule.setup("test")
+        test = datamodule.datasets["test"]
+        num_classes = int(getattr(datamodule, "num_classes", 1))
+        class_names = list(getattr(datamodule, "class_names", [])) or [f"class{c}" for c in range(num_classes)]
         targets = {item: np.asarray(mask) for item, mask in zip(test.item_ids, test.masks)}
-        truths.append(FoldTruth(list(targets), targets, sum(t.size for t in targets.values()) * 8 + (1 << 20)))
+        truths.append(FoldTruth(list(targets), targets, sum(t.size for t in targets.values()) * 8 + (1 << 20),
+                                {"num_classes": num_classes, "class_names": class_names}))
     return Truth(truths, data_sha256)
 
 
-def check_binary_mask(prediction: np.ndarray, truth: np.ndarray) -> str | None:
+def check_mask(prediction: np.ndarray, truth: np.ndarray, num_classes: int = 1) -> str | None:
     if prediction.shape != truth.shape:
         return f"shape {prediction.shape}, the ground truth's is {truth.shape}"
     problem = non_finite_problem(prediction)
     if problem:
         return problem
-    if not np.isin(prediction, (0, 1)).all():
+    if num_classes == 1 and not np.isin(prediction, (0, 1)).all():
         return "values other than 0 and 1 (expected a binary mask)"
-    if truth.max(initial=0) > 1:
-        return "the ground truth is multi-class: multi-class segmentation submissions are not supported yet"
+    if num_classes > 1 and not np.isin(prediction, np.arange(num_classes)).all():
+        return f"values other than the class indices 0..{num_classes - 1}"
     return None
 
 
@@ -55,13 +66,27 @@ def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"dice": dice, "iou": iou}
 
 
+def class_dice_iou(prediction: np.ndarray, truth: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Per-image scores of a class-index map: per class, then their means (``dice``, ``iou``)."""
+    row, dices, ious = {}, [], []
+    for c, name in enumerate(class_names):
+        scores = dice_iou(prediction == c, truth == c)
+        row[f"dice_{name}"], row[f"iou_{name}"] = scores["dice"], scores["iou"]
+        dices.append(scores["dice"])
+        ious.append(scores["iou"])
+    return {"dice": float(np.mean(dices)), "iou": float(np.mean(ious)), **row}
+
+
 def score_fold(arrays: dict[str, np.ndarray], item_ids: list[str], truth: FoldTruth):
+    num_classes = truth.context.get("num_classes", 1)
     rows = []
     for item, prediction in predictions_by_item(arrays, item_ids).items():
-        problem = check_binary_mask(prediction, truth.targets[item])
+        problem = check_mask(prediction, truth.targets[item], num_classes)
         if problem:
             raise Rejected(f"prediction for {item!r}: {problem}")
-        rows.append({"item_id": item, **dice_iou(prediction, truth.targets[item])})
+        scores = dice_iou(prediction, truth.targets[item]) if num_classes == 1 else \
+            class_dice_iou(prediction, truth.targets[item], truth.context["class_names"])
+        rows.append({"item_id": item, **scores})
     return mean_of(rows, METRICS), rows
 
 

@@ -1,5 +1,6 @@
 """A user's own segmentation network, outside matcv: ``build`` returns a plain ``nn.Module`` mapping images
-(B, 3, H, W) to one logit map (B, 1, H, W); ``TinyLightningSegmenter`` is the LightningModule-class variant."""
+(B, 3, H, W) to ``classes`` logit maps (B, classes, H, W): 1 for binary data; ``TinyLightningSegmenter`` is the
+LightningModule-class variant."""
 
 import torch
 from torch import nn
@@ -8,20 +9,20 @@ from lightning_modules.segmentation import SegmentationEvaluation
 
 
 class TinyFCN(nn.Module):
-    def __init__(self, width: int = 8) -> None:
+    def __init__(self, width: int = 8, classes: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(width, 1, 1),
+            nn.Conv2d(width, classes, 1),
         )
 
     def forward(self, images):
         return self.body(images)
 
 
-def build(width: int = 8) -> nn.Module:
-    return TinyFCN(width)
+def build(width: int = 8, classes: int = 1) -> nn.Module:
+    return TinyFCN(width, classes)
 
 
 class TinyLightningSegmenter(SegmentationEvaluation):
