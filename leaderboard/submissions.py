@@ -329,13 +329,15 @@ def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) 
             and (data_sha256 is None or r.get("data_sha256") == data_sha256)] if path.exists() else []
 
 
-def board_metrics(entry: dict, scorer: Scorer) -> list[str]:
+def board_metrics(entry: dict, scorer: Scorer) -> tuple[list[str], set[str]]:
     """The scorer's metrics in the order of the benchmark's task YAML (the first ranks: the superalloy data
-    ranks by mIoU, the corrosion panels by Dice)."""
+    ranks by mIoU, the corrosion panels by Dice), and those of them that are errors (ranked smallest first)."""
     from benchmarks.config import TaskConfig
 
-    order = TaskConfig.load(entry["config"]).metrics
-    return [m for m in order if m in scorer.metrics] + [m for m in scorer.metrics if m not in order]
+    config = TaskConfig.load(entry["config"])
+    order = config.metrics
+    metrics = [m for m in order if m in scorer.metrics] + [m for m in scorer.metrics if m not in order]
+    return metrics, set(config.lower_is_better) & set(metrics)
 
 
 def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
@@ -358,15 +360,16 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
     boards = []
     for key, accepted in sorted(grouped.items()):
         entry = accepted[0].entry
-        metrics = board_metrics(entry, scorer_for(entry["task"]))
+        metrics, lower = board_metrics(entry, scorer_for(entry["task"]))
+        higher = metrics[0] not in lower
         builtin = builtin_records(runs_dir, entry, accepted[0].data_sha256)
         records = builtin + [r for v in accepted for r in submission_records(v)]
-        board = leaderboard_table(records, metrics)
+        board = leaderboard_table(records, metrics, lower)
         table = board.table
         table.insert(2, "kind", ["submission" if m.endswith(SUBMISSION_SUFFIX) else "built-in" for m in table["model"]])
         scores = paired_item_scores(records, metrics[0])
-        shares = rank_shares(scores) if not scores.empty else pd.DataFrame()
-        mean_rank = item_ranks(scores).mean() if not scores.empty else pd.Series(dtype=float)
+        shares = rank_shares(scores, higher) if not scores.empty else pd.DataFrame()
+        mean_rank = item_ranks(scores, higher).mean() if not scores.empty else pd.Series(dtype=float)
         table[f"{metrics[0]}_item_rank"] = table["model"].map(mean_rank).astype(float)
         stem = out_dir / f"{key.replace('/', '__')}__submissions"
         title = f"matcv submissions: {key} (official fold manifest {entry['sha256'][:12]})"
@@ -380,7 +383,7 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
                  f"Submissions (marked *submission*) are scored by matcv from their test predictions against the "
                  f"ground truth (claimed numbers are never shown); built-in models are the harness's runs on the "
                  f"same official folds (`leaderboard/official/{entry['path']}`). Mean ± std over folds, ranked by "
-                 f"{metrics[0]}.", ""]
+                 f"{metrics[0]} ({'higher' if higher else 'lower'} is better).", ""]
         header = ["rank", "model", "kind", "folds"] + [f"{m} (mean ± std)" for m in metrics] + \
                  [f"{metrics[0]} per fold", f"{metrics[0]} rank/img"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

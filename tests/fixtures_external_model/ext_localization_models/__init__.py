@@ -1,0 +1,1 @@
+"""An external localization model package (not part of matcv): see nets.py."""
