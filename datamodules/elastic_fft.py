@@ -193,8 +193,11 @@ def _full_tensor(voigt: torch.Tensor) -> torch.Tensor:
     return full.reshape(voigt.shape[0], 3, 3, *voigt.shape[2:])
 
 
+SCHEMES = ("basic", "cg")
+
+
 def solve_elasticity(phases, contrast: float, poisson: float = 0.3, macro_strain=None, *, dtype=torch.float64,
-                     device=None, tol: float = 1e-6, max_iterations: int = 1000) -> ElasticSolution:
+                     device=None, tol: float = 1e-6, max_iterations: int = 1000, scheme: str = "basic") -> ElasticSolution:
     """Strain and stress fields of periodic two-phase voxel volumes under a macroscopic strain.
 
     Args:
@@ -211,6 +214,9 @@ def solve_elasticity(phases, contrast: float, poisson: float = 0.3, macro_strain
             tol ≥ 1e-5 with float32.
         max_iterations: stress evaluations allowed per volume; a ``RuntimeWarning`` reports volumes that did
             not converge (their last iterate is returned with ``converged`` False).
+        scheme: ``"basic"`` (Moulinec–Suquet fixed point, the module docstring) or ``"cg"`` (conjugate gradients
+            on the Lippmann–Schwinger equation, Zeman et al. 2010: iterations grow like √contrast instead of
+            contrast, ~4x fewer at contrast 50). Both stop on the same equilibrium residual.
 
     Returns:
         :class:`ElasticSolution` with a batch axis even for a single volume.
@@ -222,96 +228,183 @@ def solve_elasticity(phases, contrast: float, poisson: float = 0.3, macro_strain
         raise ValueError(f"tol must be positive, got {tol!r}")
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be at least 1, got {max_iterations!r}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     lam_soft, mu_soft = lame_constants(1.0, poisson)
     lam_stiff, mu_stiff = lame_constants(contrast, poisson)
     phase, _ = _as_phase_tensor(phases, device)
     device = phase.device
     batch, shape = phase.shape[0], tuple(phase.shape[1:])
-    spatial_dims = (-3, -2, -1)
 
     # Reference medium: mid-point of the phases' Lamé constants.
-    lam_ref, mu_ref = 0.5 * (lam_soft + lam_stiff), 0.5 * (mu_soft + mu_stiff)
-    coupling = (lam_ref + mu_ref) / (mu_ref * (lam_ref + 2.0 * mu_ref))
-    unit, weighted_xi_squared = _frequency_grids(shape, dtype, device)
-
+    green = _GreenOperator(shape, 0.5 * (lam_soft + lam_stiff), 0.5 * (mu_soft + mu_stiff), dtype, device)
     stiff = phase.to(dtype)
     lam = lam_soft + (lam_stiff - lam_soft) * stiff
     two_mu = 2.0 * (mu_soft + (mu_stiff - mu_soft) * stiff)
     macro = _macro_strain_voigt(macro_strain, batch, dtype, device)
+    result = _Result(batch, shape, dtype, device)
+    iterate = _basic_scheme if scheme == "basic" else _conjugate_gradient_scheme
+    iterate(green, lam, two_mu, macro, result, tol, int(max_iterations))
 
-    strain = macro[:, :, None, None, None].expand(batch, 6, *shape).clone()
-    final_strain = torch.empty_like(strain)
-    final_stress = torch.empty_like(strain)
-    iterations = torch.zeros(batch, dtype=torch.int64, device=device)
-    residuals = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
-    converged = torch.zeros(batch, dtype=torch.bool, device=device)
-    active = torch.arange(batch, device=device)  # volumes still iterating; `strain` etc. hold only these
+    not_converged = int((~result.converged).sum())
+    if not_converged:
+        warnings.warn(f"FFT elasticity solver: {not_converged} of {batch} volume(s) did not reach tol={tol:g} in "
+                      f"{int(max_iterations)} iterations (worst residual {float(result.residuals.max()):.3g}); "
+                      f"contrast {contrast:g}, dtype {dtype}, scheme {scheme}"
+                      + ("; float32 round-off floors the residual near 1e-6, use tol >= 1e-5"
+                         if dtype == torch.float32 else ""), RuntimeWarning, stacklevel=2)
+    return ElasticSolution(strain=_full_tensor(result.strain), stress=_full_tensor(result.stress),
+                           iterations=result.iterations, residual=result.residuals, converged=result.converged)
 
-    # Green-operator factors precomputed once (grid-sized, broadcast over the batch and the re/im axis):
-    # Γ̂⁰:σ̂ = [n⊗t + t⊗n]/(2μ0) − coupling · n⊗n (n·t) with n = ξ/|ξ| and t = σ̂n; zero where n = 0.
-    normal = unit.unbind(0)
-    normal_over_mu = [component / mu_ref for component in normal]
-    normal_over_two_mu = [component / (2.0 * mu_ref) for component in normal]
-    coupled_normal_pairs = [coupling * normal[k] * normal[h] for k, h in _VOIGT_PAIRS]
-    spectrum_shape = unit.shape[1:-1]
-    divergence_weights = weighted_xi_squared[None, ..., None].expand(3, *spectrum_shape, 2).reshape(-1)
 
-    for iteration in range(1, int(max_iterations) + 1):
-        stress = _stress(strain, lam, two_mu)
-        stress_re = torch.view_as_real(torch.fft.rfftn(stress, dim=spatial_dims))  # (A, 6, Nx, Ny, Nzr, 2)
-        # Traction on planes of normal n, t = σ̂n; |ξ| t is the Fourier transform of div σ.
+_SPATIAL_DIMS = (-3, -2, -1)
+
+
+class _GreenOperator:
+    """Γ̂⁰ of the isotropic reference medium (λ0, μ0) and the equilibrium residual, on rfftn spectra viewed as
+    real (…, 2) tensors. Factors are precomputed once (grid-sized, broadcast over the batch and the re/im axis):
+    Γ̂⁰:σ̂ = [n⊗t + t⊗n]/(2μ0) − coupling · n⊗n (n·t) with n = ξ/|ξ| and t = σ̂n; zero where n = 0."""
+
+    def __init__(self, shape: tuple[int, int, int], lam_ref: float, mu_ref: float, dtype, device) -> None:
+        self.shape, self.lam_ref, self.mu_ref = shape, lam_ref, mu_ref
+        coupling = (lam_ref + mu_ref) / (mu_ref * (lam_ref + 2.0 * mu_ref))
+        unit, weighted_xi_squared = _frequency_grids(shape, dtype, device)
+        self.normal = unit.unbind(0)
+        self.normal_over_mu = [component / mu_ref for component in self.normal]
+        self.normal_over_two_mu = [component / (2.0 * mu_ref) for component in self.normal]
+        self.coupled_normal_pairs = [coupling * self.normal[k] * self.normal[h] for k, h in _VOIGT_PAIRS]
+        spectrum_shape = unit.shape[1:-1]
+        self.divergence_weights = weighted_xi_squared[None, ..., None].expand(3, *spectrum_shape, 2).reshape(-1)
+
+    def traction(self, stress_re: torch.Tensor) -> torch.Tensor:
+        """t = σ̂n of (A, 6, Nx, Ny, Nzr, 2) spectra; |ξ| t is the Fourier transform of div σ."""
         traction = stress_re.new_empty((stress_re.shape[0], 3) + stress_re.shape[2:])
         for i in range(3):
             row = [stress_re[:, _FULL_FROM_VOIGT[i][j]] for j in range(3)]
-            torch.mul(row[0], normal[0], out=traction[:, i])
-            traction[:, i].addcmul_(row[1], normal[1]).addcmul_(row[2], normal[2])
+            torch.mul(row[0], self.normal[0], out=traction[:, i])
+            traction[:, i].addcmul_(row[1], self.normal[1]).addcmul_(row[2], self.normal[2])
+        return traction
 
-        divergence_sq = traction.reshape(traction.shape[0], -1).square() @ divergence_weights  # Σ_ξ w|ξ|²|t|²
+    def residual(self, traction: torch.Tensor, stress_re: torch.Tensor) -> torch.Tensor:
+        """(A,) float64 sqrt(Σ_ξ|ξ·σ̂|²)/|σ̂(0)|."""
+        divergence_sq = traction.reshape(traction.shape[0], -1).square() @ self.divergence_weights
         mean_stress = stress_re[:, :, 0, 0, 0, 0]  # σ̂(0) is real
         mean_stress_norm = (mean_stress[:, :3].square().sum(1) + 2.0 * mean_stress[:, 3:].square().sum(1)).sqrt()
         # Unnormalised FFT: σ̂(0) = N<σ> and, by Parseval, Σ_ξ|ξ·σ̂|² = N²<|div σ|²>, so the N's cancel.
-        residual = divergence_sq.to(torch.float64).sqrt() / mean_stress_norm.to(torch.float64)
+        return divergence_sq.to(torch.float64).sqrt() / mean_stress_norm.to(torch.float64)
 
-        done = residual < tol
-        if iteration == int(max_iterations):
-            done = torch.ones_like(done)
-        if bool(done.any()):
-            finished = active[done]
-            final_strain[finished] = strain[done]
-            final_stress[finished] = stress[done]
-            iterations[finished] = iteration
-            residuals[finished] = residual[done]
-            converged[finished] = residual[done] < tol
-            if bool(done.all()):
-                break
-            # Converged volumes are frozen and leave the work arrays.
-            keep = ~done
-            active, strain, lam, two_mu, traction = active[keep], strain[keep], lam[keep], two_mu[keep], traction[keep]
-
+    def apply(self, traction: torch.Tensor) -> torch.Tensor:
+        """Γ⁰:σ in real space, (A, 6, Nx, Ny, Nz), from the traction spectrum of σ."""
         t = traction.unbind(1)
-        normal_traction = t[0] * normal[0]
-        normal_traction.addcmul_(t[1], normal[1]).addcmul_(t[2], normal[2])
-        correction = torch.empty((traction.shape[0], 6) + traction.shape[2:], dtype=traction.dtype, device=device)
+        normal_traction = t[0] * self.normal[0]
+        normal_traction.addcmul_(t[1], self.normal[1]).addcmul_(t[2], self.normal[2])
+        correction = torch.empty((traction.shape[0], 6) + traction.shape[2:], dtype=traction.dtype,
+                                 device=traction.device)
         for c, (k, h) in enumerate(_VOIGT_PAIRS):
             out = correction[:, c]
             if k == h:
-                torch.mul(t[k], normal_over_mu[k], out=out)
+                torch.mul(t[k], self.normal_over_mu[k], out=out)
             else:
-                torch.mul(t[k], normal_over_two_mu[h], out=out)
-                out.addcmul_(t[h], normal_over_two_mu[k])
-            out.addcmul_(normal_traction, coupled_normal_pairs[c], value=-1.0)
-        # Γ̂⁰ vanishes at ξ = 0, so the mean strain stays E exactly (up to round-off).
-        strain -= torch.fft.irfftn(torch.view_as_complex(correction), s=shape, dim=spatial_dims)
+                torch.mul(t[k], self.normal_over_two_mu[h], out=out)
+                out.addcmul_(t[h], self.normal_over_two_mu[k])
+            out.addcmul_(normal_traction, self.coupled_normal_pairs[c], value=-1.0)
+        # Γ̂⁰ vanishes at ξ = 0, so applying it never changes a mean strain.
+        return torch.fft.irfftn(torch.view_as_complex(correction), s=self.shape, dim=_SPATIAL_DIMS)
 
-    not_converged = int((~converged).sum())
-    if not_converged:
-        warnings.warn(f"FFT elasticity solver: {not_converged} of {batch} volume(s) did not reach tol={tol:g} in "
-                      f"{int(max_iterations)} iterations (worst residual {float(residuals.max()):.3g}); "
-                      f"contrast {contrast:g}, dtype {dtype}"
-                      + ("; float32 round-off floors the residual near 1e-6, use tol >= 1e-5"
-                         if dtype == torch.float32 else ""), RuntimeWarning, stacklevel=2)
-    return ElasticSolution(strain=_full_tensor(final_strain), stress=_full_tensor(final_stress),
-                           iterations=iterations, residual=residuals, converged=converged)
+    def energy_product(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(A,) Σ_x u : C⁰ : v of (A, 6, …) tensor-component fields (shear components count twice)."""
+        trace = u[:, :3].sum(1) * v[:, :3].sum(1)
+        contraction = (u[:, :3] * v[:, :3]).sum(1) + 2.0 * (u[:, 3:] * v[:, 3:]).sum(1)
+        return (self.lam_ref * trace + 2.0 * self.mu_ref * contraction).flatten(1).sum(1)
+
+
+class _Result:
+    """Per-volume outputs, filled as volumes finish (converged volumes are frozen and leave the work arrays)."""
+
+    def __init__(self, batch: int, shape, dtype, device) -> None:
+        self.strain = torch.empty((batch, 6, *shape), dtype=dtype, device=device)
+        self.stress = torch.empty_like(self.strain)
+        self.iterations = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.residuals = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
+        self.converged = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def finish(self, finished, strain, stress, iteration: int, residual, tol: float) -> None:
+        """Store the volumes ``finished`` (their batch indices) with their final fields and residuals."""
+        self.strain[finished] = strain
+        self.stress[finished] = stress
+        self.iterations[finished] = iteration
+        self.residuals[finished] = residual
+        self.converged[finished] = residual < tol
+
+
+def _basic_scheme(green: _GreenOperator, lam, two_mu, macro, result: _Result, tol: float, max_iterations: int) -> None:
+    """Moulinec–Suquet: ε ← ε − Γ⁰:σ(ε), from the uniform strain E."""
+    batch = lam.shape[0]
+    strain = macro[:, :, None, None, None].expand(batch, 6, *green.shape).clone()
+    active = torch.arange(batch, device=lam.device)  # volumes still iterating; `strain` etc. hold only these
+    for iteration in range(1, max_iterations + 1):
+        stress = _stress(strain, lam, two_mu)
+        stress_re = torch.view_as_real(torch.fft.rfftn(stress, dim=_SPATIAL_DIMS))  # (A, 6, Nx, Ny, Nzr, 2)
+        traction = green.traction(stress_re)
+        residual = green.residual(traction, stress_re)
+        done = residual < tol
+        if iteration == max_iterations:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            result.finish(active[done], strain[done], stress[done], iteration, residual[done], tol)
+            if bool(done.all()):
+                return
+            keep = ~done
+            active, strain, lam, two_mu, traction = active[keep], strain[keep], lam[keep], two_mu[keep], traction[keep]
+        strain -= green.apply(traction)
+
+
+def _conjugate_gradient_scheme(green: _GreenOperator, lam, two_mu, macro, result: _Result, tol: float,
+                               max_iterations: int) -> None:
+    """Conjugate gradients for the strain fluctuation x (compatible, zero mean) of Γ⁰:C:(E + x) = 0
+    (Zeman, Vondřejc, Novák & Marek, J. Comput. Phys. 229 (2010) 8065). With the reference medium's energy
+    product <u, v> = Σ u:C⁰:v, A = Γ⁰C is symmetric positive definite on compatible zero-mean fields
+    (<Γ⁰Cx, C⁰y> = <Cx, Γ⁰C⁰y> = <Cx, y>), so plain CG applies, preconditioned by C⁰ (here a medium with the
+    phases' Poisson ratio, so that the spectrum spans just the contrast). The stress spectrum is updated
+    linearly along with x (σ̂ += α·FFT(Cp)), so each iteration costs one forward and one inverse FFT, as
+    the basic scheme does, and the equilibrium residual is checked on it before each update."""
+    batch = lam.shape[0]
+    strain_of = lambda fluctuation, mean: fluctuation + mean[:, :, None, None, None]  # noqa: E731
+    fluctuation = torch.zeros((batch, 6, *green.shape), dtype=lam.dtype, device=lam.device)
+    stress_hat = torch.fft.rfftn(_stress(strain_of(fluctuation, macro), lam, two_mu), dim=_SPATIAL_DIMS)
+    active = torch.arange(batch, device=lam.device)
+    residual_field = direction = energy = None
+    for iteration in range(1, max_iterations + 1):
+        stress_re = torch.view_as_real(stress_hat)
+        traction = green.traction(stress_re)
+        residual = green.residual(traction, stress_re)
+        done = residual < tol
+        if iteration == max_iterations:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            strain = strain_of(fluctuation[done], macro[done])
+            result.finish(active[done], strain, _stress(strain, lam[done], two_mu[done]), iteration, residual[done], tol)
+            if bool(done.all()):
+                return
+            keep = ~done
+            active, fluctuation, macro, lam, two_mu = active[keep], fluctuation[keep], macro[keep], lam[keep], two_mu[keep]
+            stress_hat, traction = stress_hat[keep], traction[keep]
+            if residual_field is not None:
+                residual_field, direction, energy = residual_field[keep], direction[keep], energy[keep]
+        if residual_field is None:  # r0 = b − A·0 = −Γ⁰:C:E
+            residual_field = -green.apply(traction)
+            direction = residual_field.clone()
+            energy = green.energy_product(residual_field, residual_field)
+        stiff_direction = _stress(direction, lam, two_mu)
+        stiff_direction_hat = torch.fft.rfftn(stiff_direction, dim=_SPATIAL_DIMS)
+        operator_direction = green.apply(green.traction(torch.view_as_real(stiff_direction_hat)))
+        step = energy / green.energy_product(direction, operator_direction)
+        fluctuation += step[:, None, None, None, None] * direction
+        stress_hat += step[:, None, None, None, None].to(stress_hat.dtype) * stiff_direction_hat
+        residual_field -= step[:, None, None, None, None] * operator_direction
+        new_energy = green.energy_product(residual_field, residual_field)
+        direction = residual_field + (new_energy / energy)[:, None, None, None, None] * direction
+        energy = new_energy
 
 
 def local_strain_11(phases, contrast: float, poisson: float = 0.3, **kwargs) -> tuple[np.ndarray, ElasticSolution]:

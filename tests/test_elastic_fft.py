@@ -15,6 +15,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from datamodules.elastic_fft import (
+    SCHEMES,
     effective_stiffness,
     isotropic_stiffness_voigt,
     lame_constants,
@@ -43,10 +44,11 @@ def mase_percent(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 @pytest.mark.skipif(not (MKS_DIR / "21_c10_sample.npy").exists(),
                     reason=f"Yang 2019 FE sample not found at {MKS_DIR} (shared data not mounted)")
-def test_matches_finite_element_strain_sample():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_matches_finite_element_strain_sample(scheme):
     phases = np.load(MKS_DIR / "21_c10_sample.npy")
     fe_strain = np.load(MKS_DIR / "21_c10_sample_strain.npy")
-    strain_11, solution = local_strain_11(phases, contrast=10.0)
+    strain_11, solution = local_strain_11(phases, contrast=10.0, scheme=scheme)
     assert strain_11.shape == fe_strain.shape == (10, 21, 21, 21)
     assert bool(solution.converged.all())
     assert int(solution.iterations.max()) <= 20  # ≈ 10 expected for these delta-like microstructures
@@ -77,8 +79,9 @@ def phase_moduli(contrast):
     return lam, mu, lam + 2.0 * mu
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("normal_axis", [0, 1, 2])
-def test_laminate_normal_strain_is_exact(normal_axis):
+def test_laminate_normal_strain_is_exact(normal_axis, scheme):
     # E = e_a⊗e_a with layers normal to x_a: in-plane strains stay 0, σ_aa = (λ_p + 2μ_p) ε_aa^p is the same in
     # both phases, and <ε_aa> = 1, so ε_aa^p = (1/M_p) / <1/M> with M = λ + 2μ.
     shape, contrast = (15, 9, 7), 10.0
@@ -88,7 +91,7 @@ def test_laminate_normal_strain_is_exact(normal_axis):
     expected = (1.0 / p_wave) / np.sum(fraction / p_wave)
     macro = np.zeros((3, 3))
     macro[normal_axis, normal_axis] = 1.0
-    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=macro, tol=1e-12)
+    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=macro, tol=1e-12, scheme=scheme)
     assert bool(solution.converged.all())
     strain = solution.strain[0].numpy()
     expected_field = np.zeros((3, 3) + shape)
@@ -96,7 +99,8 @@ def test_laminate_normal_strain_is_exact(normal_axis):
     np.testing.assert_allclose(strain, expected_field, rtol=0, atol=1e-10)
 
 
-def test_laminate_in_plane_and_shear_strain_are_exact():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_laminate_in_plane_and_shear_strain_are_exact(scheme):
     shape, contrast = (15, 9, 7), 10.0
     phases = laminate(shape, 0, stiff_layers=[0, 1, 2, 3, 9])
     fraction = np.array([1.0 - phases.mean(), phases.mean()])
@@ -105,7 +109,7 @@ def test_laminate_in_plane_and_shear_strain_are_exact():
     # E = e2⊗e2: ε22 = 1 in both phases, σ11 = M_p ε11^p + λ_p = s uniform and <ε11> = 0 ⇒ s = <λ/M> / <1/M>.
     in_plane = np.diag([0.0, 1.0, 0.0])
     uniform_sigma11 = np.sum(fraction * lam / p_wave) / np.sum(fraction / p_wave)
-    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=in_plane, tol=1e-12)
+    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=in_plane, tol=1e-12, scheme=scheme)
     strain = solution.strain[0].numpy()
     np.testing.assert_allclose(strain[0, 0], ((uniform_sigma11 - lam) / p_wave)[phases], atol=1e-10)
     np.testing.assert_allclose(strain[1, 1], 1.0, atol=1e-10)
@@ -115,7 +119,7 @@ def test_laminate_in_plane_and_shear_strain_are_exact():
     # Engineering shear γ12 = 1 (ε12 = 1/2): σ12 = 2μ_p ε12^p uniform ⇒ ε12^p = (1/2) (1/μ_p) / <1/μ>.
     shear = np.zeros((3, 3))
     shear[0, 1] = shear[1, 0] = 0.5
-    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=shear, tol=1e-12)
+    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=shear, tol=1e-12, scheme=scheme)
     strain = solution.strain[0].numpy()
     expected_12 = 0.5 * (1.0 / mu) / np.sum(fraction / mu)
     np.testing.assert_allclose(strain[0, 1], expected_12[phases], atol=1e-10)
@@ -163,14 +167,15 @@ def test_effective_stiffness_between_voigt_and_reuss():
     assert np.all(diagonal < np.diag(c_voigt)) and np.all(diagonal > np.diag(c_reuss))
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("phase", [0, 1])
-def test_homogeneous_grid_gives_phase_stiffness_in_one_iteration(phase):
+def test_homogeneous_grid_gives_phase_stiffness_in_one_iteration(phase, scheme):
     contrast = 50.0
     phases = np.full((7, 9, 5), phase, dtype=np.uint8)
     expected = isotropic_stiffness_voigt(contrast if phase else 1.0, POISSON)
     np.testing.assert_allclose(effective_stiffness(phases, contrast, POISSON)[0], expected, rtol=1e-12, atol=1e-12)
     macro = np.array([[0.3, 0.1, 0.0], [0.1, -0.2, 0.05], [0.0, 0.05, 0.7]])
-    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=macro)
+    solution = solve_elasticity(phases, contrast, POISSON, macro_strain=macro, scheme=scheme)
     assert solution.iterations.tolist() == [1]  # the uniform initial strain is already in equilibrium
     np.testing.assert_allclose(solution.strain[0].numpy(), np.broadcast_to(macro[..., None, None, None],
                                                                           (3, 3, 7, 9, 5)), atol=1e-14)
@@ -178,18 +183,35 @@ def test_homogeneous_grid_gives_phase_stiffness_in_one_iteration(phase):
 
 # --- batching, precision, input checks ----------------------------------------------------------------------
 
-def test_batched_equals_one_by_one_on_non_cubic_grid():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_batched_equals_one_by_one_on_non_cubic_grid(scheme):
     phases = np.stack([random_two_phase((9, 11, 7), seed=seed) for seed in range(3)])
     phases[2] = 0  # a homogeneous volume finishes at once while the others keep iterating
     macro = np.stack([np.diag([1.0, 0.0, 0.0]), np.diag([0.0, 1.0, 0.0]), np.diag([1.0, 0.0, 0.0])])
-    batched = solve_elasticity(torch.from_numpy(phases), 10.0, macro_strain=macro, tol=1e-8)
+    batched = solve_elasticity(torch.from_numpy(phases), 10.0, macro_strain=macro, tol=1e-8, scheme=scheme)
     assert batched.strain.shape == (3, 3, 3, 9, 11, 7)
     assert batched.iterations[2] == 1 and batched.iterations[:2].min() > 10
     for index in range(3):
-        single = solve_elasticity(phases[index], 10.0, macro_strain=macro[index], tol=1e-8)
+        single = solve_elasticity(phases[index], 10.0, macro_strain=macro[index], tol=1e-8, scheme=scheme)
         assert single.iterations.item() == batched.iterations[index].item()
         torch.testing.assert_close(single.strain[0], batched.strain[index], rtol=0, atol=1e-12)
         torch.testing.assert_close(single.stress[0], batched.stress[index], rtol=0, atol=1e-11)
+
+
+def test_conjugate_gradients_agree_with_the_basic_scheme_in_far_fewer_iterations():
+    # Contrast 50, the paper-c50 setting: the basic scheme contracts by ≈ 49/51 per iteration, CG by ≈ (√50 − 1)/(√50 + 1).
+    phases = np.stack([random_two_phase((15, 15, 15), seed=seed) for seed in range(2)])
+    basic = solve_elasticity(phases, 50.0, POISSON, tol=1e-6)
+    cg = solve_elasticity(phases, 50.0, POISSON, tol=1e-6, scheme="cg")
+    reference = solve_elasticity(phases, 50.0, POISSON, tol=1e-12, max_iterations=5000, scheme="cg")
+    assert bool(basic.converged.all()) and bool(cg.converged.all()) and bool(reference.converged.all())
+    assert int(cg.iterations.max()) * 3 < int(basic.iterations.min())
+    assert float(cg.residual.max()) < 1e-6
+    exact = reference.strain[:, 0, 0]
+    # Same stopping rule, and CG's error at it is no larger than the basic scheme's.
+    assert float((cg.strain[:, 0, 0] - exact).abs().max()) <= float((basic.strain[:, 0, 0] - exact).abs().max())
+    torch.testing.assert_close(cg.strain[:, 0, 0].mean((1, 2, 3)), torch.ones(2, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
 
 
 def test_float32_agrees_with_float64():
@@ -217,6 +239,7 @@ def test_not_converging_warns():
     (np.zeros((5, 5, 5)), 10.0, {"macro_strain": np.triu(np.ones((3, 3)))}, "symmetric"),
     (np.zeros((5, 5, 5)), 10.0, {"macro_strain": np.zeros((3, 3))}, "non-zero"),
     (np.zeros((2, 5, 5, 5)), 10.0, {"macro_strain": np.eye(3)[None].repeat(3, 0)}, r"\(2, 3, 3\)"),
+    (np.zeros((5, 5, 5)), 10.0, {"scheme": "multigrid"}, "scheme must be one of"),
 ])
 def test_bad_input_raises_with_clear_message(phases, contrast, kwargs, message):
     with pytest.raises(ValueError, match=message):
