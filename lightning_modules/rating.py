@@ -88,6 +88,11 @@ class RatingTask(RatingEvaluation):
         if backbone_weights_path:
             load_encoder_weights(self.backbone, backbone_weights_path)
         self.head = make_head(head, self.backbone.num_features, self.num_classes)
+        self.init_training_state(in_channels, class_weights)
+
+    def init_training_state(self, in_channels: int, class_weights: Sequence[float] | None) -> None:
+        """What the training, validation and test steps use besides the network (also called by a model that
+        brings its own network in place of backbone + head)."""
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
         # torchmetrics: synchronised across DDP processes, unlike a hand-rolled accumulation.

@@ -1,0 +1,1 @@
+"""An external rating model package (not part of matcv): see nets.py."""
