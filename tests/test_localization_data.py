@@ -123,6 +123,9 @@ def test_config_defaults_are_the_64_ordered_triples_and_hash_stably():
     same = LocalizationGeneratorConfig(contrast=10, sigma_values=[1, 3, 5, 7], volume_fraction_range=[0.25, 0.75])
     assert same.fingerprint() == config.fingerprint()
     assert LocalizationGeneratorConfig(contrast=50).fingerprint() != config.fingerprint()
+    # The solver scheme names the dataset only when it is not the original basic scheme (older names stay).
+    assert "solver_scheme" not in config.to_dict()
+    assert LocalizationGeneratorConfig(solver_scheme="cg").fingerprint() != config.fingerprint()
     json.dumps(config.to_dict())  # JSON-able
     subset = LocalizationGeneratorConfig(**TINY)
     assert [v.item_id for v in plan_volumes(subset)][:3] == ["sigma_1_3_5/0", "sigma_1_3_5/1", "sigma_1_5_3/0"]
@@ -130,7 +133,8 @@ def test_config_defaults_are_the_64_ordered_triples_and_hash_stably():
 
 
 @pytest.mark.parametrize("bad", [{"size": 20}, {"volume_fraction_range": (0.8, 0.2)},
-                                 {"sigma_triples": ((1, 3),)}, {"sigma_triples": ((1, 3, 5), (1, 3, 5))}])
+                                 {"sigma_triples": ((1, 3),)}, {"sigma_triples": ((1, 3, 5), (1, 3, 5))},
+                                 {"solver_scheme": "jacobi"}])
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         LocalizationGeneratorConfig(**bad)
@@ -365,3 +369,33 @@ def test_rln_loader_reports_bad_files_clearly(tmp_path):
     check_raises(named, "the name says 21")
 
     check_raises(tmp_path / "empty-does-not-exist", "does not exist")
+
+
+def test_generation_killed_half_way_resumes_from_the_solved_batches(tmp_path, monkeypatch):
+    import datamodules.localization as localization
+
+    monkeypatch.setattr(localization, "SOLVE_BATCH", 3)
+    config = LocalizationGeneratorConfig(**TINY, solver_scheme="cg")
+    solve = localization._solve_batch
+    calls = []
+
+    def dies_on_the_third_batch(config, batch, device):
+        calls.append(batch[0].index)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return solve(config, batch, device)
+
+    monkeypatch.setattr(localization, "_solve_batch", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_localization_dataset(config, tmp_path / "resumed", progress=False)
+    assert len(list((tmp_path / "resumed" / localization.PARTIAL_DIR).glob("*.npz"))) == 2
+    assert not (tmp_path / "resumed" / "manifest.csv").exists()
+
+    calls.clear()
+    monkeypatch.setattr(localization, "_solve_batch", lambda *args: calls.append(args[1][0].index) or solve(*args))
+    resumed = generate_localization_dataset(config, tmp_path / "resumed", progress=False)
+    assert calls == [6]  # only the batch that was being solved (8 volumes: batches at 0, 3, 6)
+    assert not (resumed / localization.PARTIAL_DIR).exists()
+    straight = generate_localization_dataset(config, tmp_path / "straight", progress=False)
+    for name in ("manifest.csv", "microstructures.npy", "strains.npy"):
+        assert (resumed / name).read_bytes() == (straight / name).read_bytes(), name
