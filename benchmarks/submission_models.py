@@ -14,6 +14,7 @@ Per task an adapter module (``benchmarks/submission_adapters/<task>.py``, listed
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
 
@@ -90,6 +91,12 @@ def model_class(task: str, reference: str, hyperparameters: dict) -> tuple[str, 
         attribute = "Submitted_" + re.sub(r"\W", "_", reference)
         mixin = import_object(adapter.recording_mixin)
         globals()[attribute] = type(attribute, (mixin, target), {"__module__": __name__})
+        # lr / weight_decay go to the class when its __init__ takes them (max_epochs and batch_size are the
+        # harness's, never the model's).
+        accepted = inspect.signature(target.__init__).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        extra.update({k: hyperparameters[k] for k in ("lr", "weight_decay")
+                      if k in hyperparameters and (k in accepted or takes_any)})
         return f"{__name__}.{attribute}", extra, "lightning_module"
     if callable(target):
         if adapter.factory_model is None:

@@ -59,7 +59,7 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
         for metric in metrics:
             values = [r["metrics"][metric] for r in runs]
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
-            row[f"{metric}_per_fold"] = " ".join(f"{v:.4f}" for v in values)
+            row[f"{metric}_per_fold"] = " ".join("–" if math.isnan(v) else f"{v:.4f}" for v in values)
         first_metric[model] = [float(r["metrics"][metrics[0]]) for r in runs]
         row["fit_s_mean"] = float(np.mean([r["durations"]["fit_s"] for r in runs]))
         row["config_hash"] = runs[-1]["config_hash"]

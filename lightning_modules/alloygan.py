@@ -33,11 +33,10 @@ import torch.nn.functional as F
 
 from datamodules.atomic_io import save_figure
 from datamodules.microstructure_images import to_uint8
-from datamodules.synthetic_panels import default_cache_dir
 from lightning_modules.alloy_metrics import alloy_wise, domain_metrics
 from lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
-from lightning_modules.domain_features import cached_domain_extractor, fid_kid_domain
-from lightning_modules.microstructure import seeded_samples
+from lightning_modules.domain_features import fid_kid_domain
+from lightning_modules.microstructure import fold_domain_extractor, seeded_samples
 from lightning_modules.microstructure_metrics import phase_indicator, s2_distance
 
 DOMAIN_METRICS = ("si_spearman", "si_slope", "si_fraction_mae", "lambda2_n", "lambda2_k", "lambda2_r2",
@@ -56,6 +55,62 @@ def measure_images(images: torch.Tensor) -> pd.DataFrame:
                      "particle_count_per_10k_px": particles["particle_count_per_10k_px"],
                      "mean_particle_area_px": particles["mean_particle_area_px"]})
     return pd.DataFrame(rows)
+
+
+CONDITION_NAMES = ("Si", "Fe", "Cu", "Mn", "Mg", "Ni", "cooling_rate", "modified")
+
+
+def expected_fractions(datamodule, item_ids: list[str]) -> np.ndarray | None:
+    """The generator's true Si area fraction of each test item (NaN where unknown), None for data without one."""
+    tables = getattr(datamodule, "tables", {})
+    test = tables.get("test") if isinstance(tables, dict) else None
+    if test is None or "si_area_fraction_expected" not in test.columns:
+        return None
+    by_item = dict(zip(test["image_path"], test["si_area_fraction_expected"].astype(float)))
+    return np.array([by_item.get(i, math.nan) for i in item_ids])
+
+
+def fid_scores(generated: torch.Tensor, real: torch.Tensor, alloys: np.ndarray,
+               extractor_path) -> tuple[dict[str, float], dict[str, float]]:
+    """FID/KID-domain over all test images and FID-domain per alloy (alloys with at least
+    ``MIN_IMAGES_FOR_ALLOY_FID`` images): (scores, per-alloy FID)."""
+    overall = fid_kid_domain(generated, real, extractor_path)
+    per_alloy = {}
+    for alloy in sorted(set(alloys)):
+        chosen = torch.from_numpy(alloys == alloy)
+        if int(chosen.sum()) >= MIN_IMAGES_FOR_ALLOY_FID:
+            per_alloy[alloy] = fid_kid_domain(generated[chosen], real[chosen], extractor_path)["fid_domain"]
+    mean, std = alloy_wise(per_alloy) if per_alloy else (math.nan, math.nan)
+    return ({"fid_domain": overall["fid_domain"], "kid_domain": overall["kid_domain"],
+             "fid_domain_alloywise": mean, "fid_domain_alloywise_std": std},
+            {a: float(v) for a, v in per_alloy.items()})
+
+
+def score_generated(generated: torch.Tensor, real: torch.Tensor, conditions: np.ndarray, item_ids: list[str],
+                    alloys: list[str], expected: np.ndarray | None,
+                    extractor_path=None) -> tuple[dict[str, float], pd.DataFrame, dict]:
+    """A fold's scores of one generated image per real test image (same order, drawn at its raw ``conditions``
+    (N, 8)): (fold summary, per-image table, details). The domain metrics come from the images measured here;
+    FID/KID-domain (overall and alloy-wise) against ``real`` only with an ``extractor_path``, else NaN."""
+    table = measure_images(generated)
+    table.insert(0, "item_id", list(item_ids))
+    table.insert(1, "alloy", list(alloys))
+    for k, name in enumerate(CONDITION_NAMES):
+        table[name] = conditions[:, k]
+    if expected is not None:
+        table["si_area_fraction_expected"] = expected
+    summary = {name: float(value) for name, value in domain_metrics(table).items()}
+    # λ2 is NaN on an image without a measurable dendrite pattern: how often it was measurable says whether a
+    # generator draws dendrites at all (the fit above uses only the measurable ones).
+    summary["lambda2_measurable"] = float(np.isfinite(table["lambda2_px"].to_numpy(float)).mean())
+    details = {}
+    if extractor_path is not None:
+        scores, details["fid_domain_per_alloy"] = fid_scores(generated, real, np.array(alloys), extractor_path)
+        summary.update(scores)
+    else:
+        summary.update({"fid_domain": math.nan, "kid_domain": math.nan, "fid_domain_alloywise": math.nan,
+                        "fid_domain_alloywise_std": math.nan})
+    return summary, table, details
 
 
 class AlloyEvaluation(L.LightningModule):
@@ -84,10 +139,7 @@ class AlloyEvaluation(L.LightningModule):
     def prepare_from_training_data(self, datamodule) -> None:
         datamodule.setup("fit")
         self.fold_seed = int(getattr(datamodule, "seed", 0))
-        train = datamodule.datasets["train"]
-        self.extractor_path = str(cached_domain_extractor(
-            train.images, train.labels, datamodule.num_labels, seed=self.fold_seed,
-            cache_dir=default_cache_dir() / "domain-extractors", epochs=self.extractor_epochs))
+        self.extractor_path = str(fold_domain_extractor(datamodule, self.extractor_epochs))
 
     def generate_for(self, conditions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define generate_for(conditions, generator)")
@@ -108,48 +160,17 @@ class AlloyEvaluation(L.LightningModule):
         item_ids = [i for b in self._batches for i in b["item_id"]]
         alloys = [a for b in self._batches for a in b["alloy"]]
         generated = self.sample_for(conditions, self.sample_seed * 1000 + self.fold_seed)
-        table = measure_images(generated)
         raw = conditions.numpy()
-        table.insert(0, "item_id", item_ids)
-        table.insert(1, "alloy", alloys)
-        for k, name in enumerate(("Si", "Fe", "Cu", "Mn", "Mg", "Ni", "cooling_rate", "modified")):
-            table[name] = raw[:, k]
-        expected = self._expected_fractions(item_ids)
-        if expected is not None:
-            table["si_area_fraction_expected"] = expected
-        summary = {name: float(value) for name, value in domain_metrics(table).items()}
-        # λ2 is NaN on an image without a measurable dendrite pattern: how often it was measurable says whether a
-        # generator draws dendrites at all (the fit above uses only the measurable ones).
-        summary["lambda2_measurable"] = float(np.isfinite(table["lambda2_px"].to_numpy(float)).mean())
-        if self.compares_to_real and self.extractor_path is not None:
-            summary.update(self._fid_scores(generated, real, np.array(alloys)))
-        else:
-            summary.update({"fid_domain": math.nan, "kid_domain": math.nan, "fid_domain_alloywise": math.nan,
-                            "fid_domain_alloywise_std": math.nan})
+        summary, table, details = score_generated(
+            generated, real, raw, item_ids, alloys, self._expected_fractions(item_ids),
+            self.extractor_path if self.compares_to_real else None)
+        self._details.update(details)
         self._summary = summary
         self.test_results = table.to_dict("records")
         self._examples = (real, generated, alloys, raw)
 
     def _expected_fractions(self, item_ids: list[str]) -> np.ndarray | None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        tables = getattr(datamodule, "tables", {})
-        test = tables.get("test") if isinstance(tables, dict) else None
-        if test is None or "si_area_fraction_expected" not in test.columns:
-            return None
-        by_item = dict(zip(test["image_path"], test["si_area_fraction_expected"].astype(float)))
-        return np.array([by_item.get(i, math.nan) for i in item_ids])
-
-    def _fid_scores(self, generated: torch.Tensor, real: torch.Tensor, alloys: np.ndarray) -> dict[str, float]:
-        overall = fid_kid_domain(generated, real, self.extractor_path)
-        per_alloy = {}
-        for alloy in sorted(set(alloys)):
-            chosen = torch.from_numpy(alloys == alloy)
-            if int(chosen.sum()) >= MIN_IMAGES_FOR_ALLOY_FID:
-                per_alloy[alloy] = fid_kid_domain(generated[chosen], real[chosen], self.extractor_path)["fid_domain"]
-        mean, std = alloy_wise(per_alloy) if per_alloy else (math.nan, math.nan)
-        self._details["fid_domain_per_alloy"] = {a: float(v) for a, v in per_alloy.items()}
-        return {"fid_domain": overall["fid_domain"], "kid_domain": overall["kid_domain"],
-                "fid_domain_alloywise": mean, "fid_domain_alloywise_std": std}
+        return expected_fractions(getattr(self.trainer, "datamodule", None), item_ids)
 
     def test_summary(self) -> dict[str, float]:
         return dict(self._summary)

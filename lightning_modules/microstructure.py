@@ -82,6 +82,39 @@ def reconstruction_scores(reconstructed: torch.Tensor, original: torch.Tensor) -
     return {"mse": mse.cpu().numpy(), "psnr": psnr.cpu().numpy(), "ssim": ssim.reshape(-1).cpu().numpy()}
 
 
+def fold_domain_extractor(datamodule, epochs: int) -> Path:
+    """The fold's FID-domain feature extractor: trained on the set-up datamodule's *training* part (images and
+    labels) with the fold's run seed, cached under the matcv cache (``cached_domain_extractor``), so every model
+    of a fold, and the leaderboard's rescoring of a submission, use the same file."""
+    train = datamodule.datasets["train"]
+    return cached_domain_extractor(train.images, train.labels, datamodule.num_labels,
+                                   seed=int(getattr(datamodule, "seed", 0)),
+                                   cache_dir=default_cache_dir() / "domain-extractors", epochs=epochs)
+
+
+def sample_scores(generated: torch.Tensor, real: torch.Tensor, image_kind: str, periodic: bool,
+                  extractor_path: str | Path | None = None,
+                  inception_weights_path: str | None = None) -> dict[str, float]:
+    """Every fold-level sample metric of the module doc: generated vs real held-out images, both (N, 1, H, W) in
+    [-1, 1]; FID/KID-domain NaN without an extractor."""
+    fake_indicator, real_indicator = phase_indicator(generated, image_kind), phase_indicator(real, image_kind)
+    scores = {
+        "s2_distance": s2_distance(fake_indicator, real_indicator, periodic=periodic),
+        "vf_error": volume_fraction_error(fake_indicator, real_indicator),
+        "grain_size_distance": (grain_size_distance(fake_indicator, real_indicator, periodic=periodic)
+                                if image_kind == "grain-boundary" else math.nan),
+        "diversity": diversity_ratio(generated, real),
+        "n_generated": float(len(generated)),
+    }
+    if extractor_path is not None:
+        scores.update(fid_kid_domain(generated, real, extractor_path))
+    else:
+        scores.update({"fid_domain": math.nan, "kid_domain": math.nan})
+    if inception_weights_path:
+        scores.update(inception_fid(generated, real, inception_weights_path))
+    return {name: float(value) for name, value in scores.items()}
+
+
 class GenerativeEvaluation(L.LightningModule):
     """Test scoring, sampling metrics and figures shared by all microstructure models (module doc).
 
@@ -118,11 +151,8 @@ class GenerativeEvaluation(L.LightningModule):
         self.image_shape = tuple(int(s) for s in datamodule.image_shape)
         self.check_image_shape(self.image_shape)
         self.fold_seed = int(getattr(datamodule, "seed", 0))
-        train = datamodule.datasets["train"]
         if datamodule.num_labels >= 2:  # one class gives the extractor nothing to learn
-            self.extractor_path = str(cached_domain_extractor(
-                train.images, train.labels, datamodule.num_labels, seed=self.fold_seed,
-                cache_dir=default_cache_dir() / "domain-extractors", epochs=self.extractor_epochs))
+            self.extractor_path = str(fold_domain_extractor(datamodule, self.extractor_epochs))
 
     def check_image_shape(self, shape: tuple[int, int]) -> None:
         """A subclass with a fixed input size raises here, naming the size it needs."""
@@ -164,22 +194,8 @@ class GenerativeEvaluation(L.LightningModule):
 
     def score_samples(self, generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         """Every fold-level sample metric of the module doc, generated vs real held-out images."""
-        fake_indicator, real_indicator = phase_indicator(generated, self.image_kind), phase_indicator(real, self.image_kind)
-        scores = {
-            "s2_distance": s2_distance(fake_indicator, real_indicator, periodic=self.periodic),
-            "vf_error": volume_fraction_error(fake_indicator, real_indicator),
-            "grain_size_distance": (grain_size_distance(fake_indicator, real_indicator, periodic=self.periodic)
-                                    if self.image_kind == "grain-boundary" else math.nan),
-            "diversity": diversity_ratio(generated, real),
-            "n_generated": float(len(generated)),
-        }
-        if self.extractor_path is not None:
-            scores.update(fid_kid_domain(generated, real, self.extractor_path))
-        else:
-            scores.update({"fid_domain": math.nan, "kid_domain": math.nan})
-        if self.inception_weights_path:
-            scores.update(inception_fid(generated, real, self.inception_weights_path))
-        return {name: float(value) for name, value in scores.items()}
+        return sample_scores(generated, real, self.image_kind, self.periodic, self.extractor_path,
+                             self.inception_weights_path)
 
     def test_summary(self) -> dict[str, float]:
         return dict(self._summary)

@@ -284,3 +284,19 @@ def test_html_page_renders_in_headless_chromium(world, tmp_path):
     assert size == (1280, 2000)
     assert pixels.std() > 10, "the screenshot is blank"
     assert (pixels < 128).mean() > 0.005  # text and plots drawn
+
+
+def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_harness_keys():
+    from benchmarks.submission_models import model_class
+
+    sys.path.insert(0, str(EXTERNAL))
+    try:
+        reference, args, kind = model_class("segmentation", "ext_seg_models.nets:TinyLightningSegmenter",
+                                            {"lr": 0.01, "weight_decay": 0.1, "max_epochs": 1, "width": 4})
+        factory_reference, factory_args, _ = model_class("segmentation", "ext_seg_models.nets:build",
+                                                         {"lr": 0.01, "batch_size": 2, "width": 4})
+    finally:
+        sys.path.remove(str(EXTERNAL))
+    # TinyLightningSegmenter takes lr but not weight_decay; max_epochs/batch_size go to the Trainer/DataModule.
+    assert kind == "lightning_module" and args == {"width": 4, "lr": 0.01}
+    assert factory_args == {"factory": "ext_seg_models.nets:build", "factory_args": {"width": 4}, "lr": 0.01}
