@@ -16,7 +16,7 @@ help:
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
 	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write index.html"
-	@echo "make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ...']"
+	@echo "make submit TASK=segmentation|rating|ordinal|localization|microstructure|alloygan MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ... --dataset ...']"
 	@echo "make browser      install Debian's chromium (headless screenshot test of the HTML leaderboard)"
 
 # The virtual environment is (re)built when pyproject.toml changes. torch/torchvision come from the

@@ -1,7 +1,7 @@
 """Speed of the FFT elasticity solver (datamodules/elastic_fft.py) on this machine: iterations and seconds.
 
     python -m benchmarks.solver_speed                       # 21³ and 51³, contrast 10 and 50, CPU (+ CUDA)
-    python -m benchmarks.solver_speed --sizes 21 --threads 1
+    python -m benchmarks.solver_speed --sizes 21 --threads 1 --schemes basic cg
 
 Microstructures are periodic Gaussian-filtered uniform noise (scipy.ndimage.gaussian_filter, mode="wrap")
 thresholded at its median (stiff volume fraction 0.5), like the localization task's inputs. Each volume is
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from datamodules.elastic_fft import solve_elasticity
+from datamodules.elastic_fft import SCHEMES, solve_elasticity
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -36,12 +36,12 @@ def gaussian_two_phase(count: int, size: int, sigma: float, seed: int) -> np.nda
     return np.stack(volumes)
 
 
-def timed_solve(phases: torch.Tensor, contrast: float, dtype, device, tol: float):
+def timed_solve(phases: torch.Tensor, contrast: float, dtype, device, tol: float, scheme: str = "basic"):
     """Wall seconds and the solution of one batched solve (CUDA synchronised)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
-    solution = solve_elasticity(phases, contrast, dtype=dtype, device=device, tol=tol)
+    solution = solve_elasticity(phases, contrast, dtype=dtype, device=device, tol=tol, scheme=scheme)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started, solution
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[21, 51])
     parser.add_argument("--contrasts", type=float, nargs="+", default=[10.0, 50.0])
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float64", "float32"])
+    parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES),
+                        help="basic (Moulinec-Suquet) and/or cg (conjugate gradients)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="volumes per size (default 8 for sizes <= 31, else 2)")
     parser.add_argument("--sigma", type=float, default=2.0, help="Gaussian filter width in voxels")
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, devices {devices}")
     if "cuda" in devices:
         print(f"CUDA device: {torch.cuda.get_device_name(0)}")
-    header = (f"{'device':<6} {'dtype':<7} {'size':>4} {'contrast':>8} {'mode':<8} {'B':>2} {'tol':>7} "
-              f"{'iterations mean [min-max]':>26} {'s/microstructure':>16} {'ms/iteration':>12} converged")
+    header = (f"{'device':<6} {'dtype':<7} {'scheme':<6} {'size':>4} {'contrast':>8} {'mode':<8} {'B':>2} "
+              f"{'tol':>7} {'iterations mean [min-max]':>26} {'s/microstructure':>16} {'ms/iteration':>12} converged")
     print(header)
     print("-" * len(header))
     for size, batch in zip(args.sizes, batches):
@@ -85,12 +87,13 @@ def main(argv: list[str] | None = None) -> None:
                 with warnings.catch_warnings():  # warm-up: FFT plans, allocator, kernels
                     warnings.simplefilter("ignore", RuntimeWarning)
                     solve_elasticity(phases, args.contrasts[0], dtype=dtype, device=device, max_iterations=2)
-                for contrast in args.contrasts:
-                    single = [timed_solve(phases[index], contrast, dtype, device, tol) for index in range(batch)]
+                for contrast, scheme in ((c, s) for c in args.contrasts for s in args.schemes):
+                    single = [timed_solve(phases[index], contrast, dtype, device, tol, scheme)
+                              for index in range(batch)]
                     single_seconds = sum(seconds for seconds, _ in single)
                     single_iterations = torch.cat([solution.iterations.cpu() for _, solution in single])
                     single_converged = all(bool(solution.converged.all()) for _, solution in single)
-                    batched_seconds, batched_solution = timed_solve(phases, contrast, dtype, device, tol)
+                    batched_seconds, batched_solution = timed_solve(phases, contrast, dtype, device, tol, scheme)
                     rows = [("single", 1, single_seconds, single_iterations, single_converged),
                             ("batched", batch, batched_seconds, batched_solution.iterations.cpu(),
                              bool(batched_solution.converged.all()))]
@@ -100,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                         # Batched volumes all run until the slowest converges (finished ones are dropped).
                         per_iteration_ms = 1e3 * seconds / (float(iterations.sum()) if mode == "single"
                                                             else batch * float(iterations.max()))
-                        print(f"{device_name:<6} {dtype_name:<7} {size:>4} {contrast:>8g} {mode:<8} {batch_size:>2} "
-                              f"{tol:>7.0e} {iteration_text:>26} {seconds / batch:>16.3f} "
+                        print(f"{device_name:<6} {dtype_name:<7} {scheme:<6} {size:>4} {contrast:>8g} {mode:<8} "
+                              f"{batch_size:>2} {tol:>7.0e} {iteration_text:>26} {seconds / batch:>16.3f} "
                               f"{per_iteration_ms:>12.2f} {converged}", flush=True)
 
 

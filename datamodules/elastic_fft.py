@@ -197,7 +197,8 @@ SCHEMES = ("basic", "cg")
 
 
 def solve_elasticity(phases, contrast: float, poisson: float = 0.3, macro_strain=None, *, dtype=torch.float64,
-                     device=None, tol: float = 1e-6, max_iterations: int = 1000, scheme: str = "basic") -> ElasticSolution:
+                     device=None, tol: float = 1e-6, max_iterations: int = 1000,
+                     scheme: str = "basic") -> ElasticSolution:
     """Strain and stress fields of periodic two-phase voxel volumes under a macroscopic strain.
 
     Args:
@@ -383,11 +384,13 @@ def _conjugate_gradient_scheme(green: _GreenOperator, lam, two_mu, macro, result
             done = torch.ones_like(done)
         if bool(done.any()):
             strain = strain_of(fluctuation[done], macro[done])
-            result.finish(active[done], strain, _stress(strain, lam[done], two_mu[done]), iteration, residual[done], tol)
+            stress = _stress(strain, lam[done], two_mu[done])
+            result.finish(active[done], strain, stress, iteration, residual[done], tol)
             if bool(done.all()):
                 return
             keep = ~done
-            active, fluctuation, macro, lam, two_mu = active[keep], fluctuation[keep], macro[keep], lam[keep], two_mu[keep]
+            active, fluctuation, macro = active[keep], fluctuation[keep], macro[keep]
+            lam, two_mu = lam[keep], two_mu[keep]
             stress_hat, traction = stress_hat[keep], traction[keep]
             if residual_field is not None:
                 residual_field, direction, energy = residual_field[keep], direction[keep], energy[keep]

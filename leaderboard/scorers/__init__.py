@@ -13,7 +13,7 @@ DataModule on the official fold manifest, exactly as the harness tests a fold.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,8 @@ def predictions_by_item(arrays: dict[str, np.ndarray], item_ids: list[str],
     """item id -> its ``pred_<i>`` array; the file must hold exactly those (plus ``extra_keys``)."""
     expected = {prediction_key(i) for i in range(len(item_ids))}
     if set(arrays) - set(extra_keys) != expected:
-        raise Rejected(f"the file must hold exactly item_ids and {prediction_key(0)}..{prediction_key(len(item_ids) - 1)}"
+        last = prediction_key(len(item_ids) - 1)
+        raise Rejected(f"the file must hold exactly item_ids and {prediction_key(0)}..{last}"
                        + (f" (and {', '.join(extra_keys)})" if extra_keys else ""))
     return {item: arrays[prediction_key(i)] for i, item in enumerate(item_ids)}
 
@@ -137,8 +138,3 @@ def official_datamodules(entry: dict, official_dir: Path) -> tuple[list[Official
         folds.append(OfficialFold(fold, datamodule_cls(fold_manifest_path=str(official_dir / entry["path"]),
                                                        fold=fold, data_root=str(root), seed=seed, **dm_args), seed))
     return folds, data_fingerprint(root, index["files"]), Path(root)
-
-
-def iter_test_items(datamodule) -> Iterator[tuple[str, int]]:
-    """(item id, index) of a set-up DataModule's test dataset."""
-    yield from ((item, i) for i, item in enumerate(datamodule.datasets["test"].item_ids))

@@ -28,7 +28,8 @@ from lightning_modules.rating_metrics import rating_metrics
 
 # The task's rating scale: the one every rating model scores on (RatingEvaluation's default; the task YAMLs
 # do not override it). Fold metrics use it as the labels (macro-F1 over all of them, K x K kappa).
-RATINGS: tuple[int, ...] = tuple(int(r) for r in inspect.signature(RatingEvaluation.__init__).parameters["ratings"].default)
+RATINGS: tuple[int, ...] = tuple(
+    int(r) for r in inspect.signature(RatingEvaluation.__init__).parameters["ratings"].default)
 
 
 def load_truth(entry: dict, official_dir: Path) -> Truth:
