@@ -28,34 +28,21 @@ from datamodules.atomic_io import sha256_file
 from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.submissions import validate_all, validate_submission
 from tests.conftest import tiny_task_config
+from tests.submission_tampering import copy_submission, edit_metadata, rewrite_npz
 
 EXTERNAL = Path(__file__).parent / "fixtures_external_model"
 VALID = "tiny-net"
 
 
 def _copy(subs: Path, name: str) -> Path:
-    target = subs / "segmentation" / name
-    shutil.copytree(subs / "segmentation" / VALID, target)
-    _edit(target, lambda meta: meta.update(name=name))
-    return target
+    return copy_submission(subs, "segmentation", VALID, name)
 
 
-def _edit(folder: Path, change) -> None:
-    meta = json.loads((folder / "metadata.json").read_text())
-    change(meta)
-    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
-
-
-def _rewrite_npz(path: Path, change) -> None:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    change(arrays)
-    np.savez_compressed(path, **arrays)
 
 
 # Tampered copies of the valid submission: name -> (how, the reason it must be rejected with)
 def _tamper_metrics(f):
-    _edit(f, lambda m: m["folds"][1]["metrics"].update(dice=m["folds"][1]["metrics"]["dice"] + 0.05))
+    edit_metadata(f, lambda m: m["folds"][1]["metrics"].update(dice=m["folds"][1]["metrics"]["dice"] + 0.05))
 
 
 def _tamper_missing_fold(f):
@@ -63,7 +50,7 @@ def _tamper_missing_fold(f):
 
 
 def _tamper_sha(f):
-    _edit(f, lambda m: m.update(fold_manifest_sha256="0" * 64))
+    edit_metadata(f, lambda m: m.update(fold_manifest_sha256="0" * 64))
 
 
 def _tamper_nan(f):
@@ -71,7 +58,7 @@ def _tamper_nan(f):
         first = arrays["pred_00000"].astype(np.float32)
         first[0, 0] = np.nan
         arrays["pred_00000"] = first
-    _rewrite_npz(f / "predictions" / "fold-0.npz", nan_first)
+    rewrite_npz(f / "predictions" / "fold-0.npz", nan_first)
 
 
 def _tamper_pickle(f):
@@ -79,19 +66,19 @@ def _tamper_pickle(f):
 
 
 def _tamper_path(f):
-    _edit(f, lambda m: m["folds"][0].update(predictions="../../x"))
+    edit_metadata(f, lambda m: m["folds"][0].update(predictions="../../x"))
 
 
 def _tamper_name(f):
-    _edit(f, lambda m: m.update(name="../../x"))
+    edit_metadata(f, lambda m: m.update(name="../../x"))
 
 
 def _tamper_values(f):
-    _rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00001=a["pred_00001"] * 3 + 2))
+    rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00001=a["pred_00001"] * 3 + 2))
 
 
 def _tamper_items(f):
-    _rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(item_ids=a["item_ids"][:-1].copy()))
+    rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(item_ids=a["item_ids"][:-1].copy()))
 
 
 def _tamper_object_array(f):
@@ -205,9 +192,9 @@ def test_rebuilt_leaderboard_shows_the_valid_submission_beside_builtin_models(wo
 def test_unsupported_task_and_unknown_official_benchmark_are_rejected(world, tmp_path):
     subs = tmp_path / "subs"
     shutil.copytree(world["subs"] / "segmentation" / VALID, subs / "welding" / "w-net")
-    _edit(subs / "welding" / "w-net", lambda m: m.update(name="w-net", task="welding"))
+    edit_metadata(subs / "welding" / "w-net", lambda m: m.update(name="w-net", task="welding"))
     shutil.copytree(world["subs"] / "segmentation" / VALID, subs / "segmentation" / "other-profile")
-    _edit(subs / "segmentation" / "other-profile", lambda m: m.update(name="other-profile", profile="paper"))
+    edit_metadata(subs / "segmentation" / "other-profile", lambda m: m.update(name="other-profile", profile="paper"))
     (subs / "segmentation" / "Not Safe").mkdir()
     os.symlink(world["subs"] / "segmentation" / VALID, subs / "segmentation" / "linked")
     (subs / "stray.txt").write_text("x")

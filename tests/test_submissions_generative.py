@@ -23,6 +23,7 @@ from benchmarks.submit import SubmissionError, publish_official, submit
 from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.scorers import scorer_for
 from leaderboard.submissions import validate_submission
+from tests.submission_tampering import edit_metadata, rewrite_npz
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,17 +59,6 @@ def _alloygan_config(tmp: Path) -> Path:
     return path
 
 
-def _edit(folder: Path, change) -> None:
-    meta = json.loads((folder / "metadata.json").read_text())
-    change(meta)
-    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
-
-
-def _rewrite_npz(path: Path, change) -> None:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    change(arrays)
-    np.savez_compressed(path, **arrays)
 
 
 def _set_nan(key: str):
@@ -80,13 +70,13 @@ def _set_nan(key: str):
 
 def _claim(fold: int, metric: str, delta: float):
     def change(folder):
-        _edit(folder, lambda m: m["folds"][fold]["metrics"].update(
+        edit_metadata(folder, lambda m: m["folds"][fold]["metrics"].update(
             {metric: m["folds"][fold]["metrics"][metric] + delta}))
     return change
 
 
 def _npz(fold: int, change):
-    return lambda folder: _rewrite_npz(folder / "predictions" / f"fold-{fold}.npz", change)
+    return lambda folder: rewrite_npz(folder / "predictions" / f"fold-{fold}.npz", change)
 
 
 # task -> {tampered copy of the valid submission: (how, the reason it must be rejected with)}
@@ -148,7 +138,7 @@ def world(tmp_path_factory):
         for name, (tamper, _) in TAMPERED[task].items():
             target = subs / task / name
             shutil.copytree(subs / task / valid, target)
-            _edit(target, lambda meta, name=name: meta.update(name=name))
+            edit_metadata(target, lambda meta, name=name: meta.update(name=name))
             tamper(target)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
@@ -216,7 +206,7 @@ def test_valid_submission_is_accepted_with_every_metric_recomputed_equal(world, 
 def test_a_claimed_fid_is_shown_recomputed_but_not_compared(world, tmp_path):
     folder = tmp_path / "subs" / "microstructure" / "odd-fid"
     shutil.copytree(world["subs"] / "microstructure" / MICRO, folder)
-    _edit(folder, lambda meta: meta.update(name="odd-fid"))
+    edit_metadata(folder, lambda meta: meta.update(name="odd-fid"))
     _claim(0, "fid_domain", 5.0)(folder)
     verdict = validate_submission(folder, world["official"], world["truths"])
     assert verdict.ok, verdict.reason

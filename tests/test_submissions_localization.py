@@ -18,6 +18,7 @@ from benchmarks.config import CONFIG_DIR
 from benchmarks.submit import SubmissionError, publish_official, submit
 from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.submissions import validate_submission
+from tests.submission_tampering import copy_submission, edit_metadata, rewrite_npz
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,28 +43,14 @@ def tiny_localization_config(tmp_path: Path) -> Path:
     return path
 
 
-def _edit(folder: Path, change) -> None:
-    meta = json.loads((folder / "metadata.json").read_text())
-    change(meta)
-    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
-
-
-def _rewrite_npz(path: Path, change) -> None:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    change(arrays)
-    np.savez_compressed(path, **arrays)
 
 
 def _copy(subs: Path, name: str) -> Path:
-    target = subs / "localization" / name
-    shutil.copytree(subs / "localization" / VALID, target)
-    _edit(target, lambda meta: meta.update(name=name))
-    return target
+    return copy_submission(subs, "localization", VALID, name)
 
 
 def _tamper_shape(f):
-    _rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(pred_00001=a["pred_00001"][:, :, :-1].copy()))
+    rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(pred_00001=a["pred_00001"][:, :, :-1].copy()))
 
 
 def _tamper_nan(f):
@@ -71,7 +58,7 @@ def _tamper_nan(f):
         first = arrays["pred_00000"].copy()
         first[0, 0, 0] = np.nan
         arrays["pred_00000"] = first
-    _rewrite_npz(f / "predictions" / "fold-1.npz", nan_first)
+    rewrite_npz(f / "predictions" / "fold-1.npz", nan_first)
 
 
 def _tamper_inf(f):
@@ -79,32 +66,32 @@ def _tamper_inf(f):
         last = arrays["pred_00002"].copy()
         last[-1, -1, -1] = -np.inf
         arrays["pred_00002"] = last
-    _rewrite_npz(f / "predictions" / "fold-0.npz", inf_last)
+    rewrite_npz(f / "predictions" / "fold-0.npz", inf_last)
 
 
 def _tamper_int(f):
-    _rewrite_npz(f / "predictions" / "fold-0.npz",
+    rewrite_npz(f / "predictions" / "fold-0.npz",
                  lambda a: a.update(pred_00000=np.rint(a["pred_00000"] * 100).astype(np.int32)))
 
 
 def _tamper_half(f):
-    _rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00000=a["pred_00000"].astype(np.float16)))
+    rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00000=a["pred_00000"].astype(np.float16)))
 
 
 def _tamper_mase(f):
-    _edit(f, lambda m: m["folds"][1]["metrics"].update(mase=m["folds"][1]["metrics"]["mase"] - 0.01))
+    edit_metadata(f, lambda m: m["folds"][1]["metrics"].update(mase=m["folds"][1]["metrics"]["mase"] - 0.01))
 
 
 def _tamper_r2(f):
-    _edit(f, lambda m: m["folds"][0]["metrics"].update(r2=m["folds"][0]["metrics"]["r2"] + 1e-4))
+    edit_metadata(f, lambda m: m["folds"][0]["metrics"].update(r2=m["folds"][0]["metrics"]["r2"] + 1e-4))
 
 
 def _tamper_values(f):  # valid-looking fields, better than the model's: the claimed metrics no longer match
-    _rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00001=(a["pred_00001"] + 1) / 2))
+    rewrite_npz(f / "predictions" / "fold-1.npz", lambda a: a.update(pred_00001=(a["pred_00001"] + 1) / 2))
 
 
 def _tamper_items(f):
-    _rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(item_ids=a["item_ids"][:-1].copy()))
+    rewrite_npz(f / "predictions" / "fold-0.npz", lambda a: a.update(item_ids=a["item_ids"][:-1].copy()))
 
 
 TAMPERED = {
@@ -188,7 +175,7 @@ def test_float64_fields_of_the_same_values_are_accepted(world, tmp_path):
     folder = tmp_path / "subs" / "localization" / VALID
     shutil.copytree(world["subs"] / "localization" / VALID, folder)
     for path in (folder / "predictions").glob("fold-*.npz"):
-        _rewrite_npz(path, lambda a: a.update({k: v.astype(np.float64) for k, v in a.items() if k != "item_ids"}))
+        rewrite_npz(path, lambda a: a.update({k: v.astype(np.float64) for k, v in a.items() if k != "item_ids"}))
     verdict = validate_submission(folder, world["official"])
     assert verdict.ok, verdict.reason
 

@@ -17,6 +17,7 @@ import yaml
 from benchmarks.submit import publish_official, submit
 from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.submissions import validate_submission
+from tests.submission_tampering import copy_submission, rewrite_npz
 from tests.test_superalloy import make_layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,16 +73,11 @@ def test_class_index_maps_are_recorded_and_rescored_like_the_harness(world):
 
 
 def test_a_class_index_outside_the_classes_is_rejected(world, tmp_path):
-    bad = tmp_path / "subs" / "segmentation" / "bad-class"
-    shutil.copytree(world["folder"], bad)
-    meta = json.loads((bad / "metadata.json").read_text())
-    meta["name"] = "bad-class"
-    (bad / "metadata.json").write_text(json.dumps(meta))
-    path = bad / "predictions" / "fold-1.npz"
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays["pred_00000"] = np.full_like(arrays["pred_00000"], 3)
-    np.savez_compressed(path, **arrays)
+    subs = tmp_path / "subs"
+    shutil.copytree(world["folder"].parent, subs / "segmentation")
+    bad = copy_submission(subs, "segmentation", world["folder"].name, "bad-class")
+    rewrite_npz(bad / "predictions" / "fold-1.npz",
+                lambda arrays: arrays.update(pred_00000=np.full_like(arrays["pred_00000"], 3)))
     verdict = validate_submission(bad, world["official"])
     assert not verdict.ok and "values other than the class indices 0..2" in verdict.reason, verdict.reason
 

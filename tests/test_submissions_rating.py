@@ -23,6 +23,7 @@ from leaderboard.scorers import FoldTruth, Rejected, scorer_for
 from leaderboard.scorers.rating import RATINGS, check_rating
 from leaderboard.submissions import validate_submission
 from tests.conftest import tiny_rating_config
+from tests.submission_tampering import edit_metadata, rewrite_npz
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,25 +34,14 @@ BUILTIN = {"hand-crafted-rf": {"class": "lightning_modules.rating_baselines.Hand
 ORDINAL_METRICS = ["qwk", "mae", "within_1", "accuracy", "macro_f1"]
 
 
-def _edit(folder: Path, change) -> None:
-    meta = json.loads((folder / "metadata.json").read_text())
-    change(meta)
-    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
-
-
-def _rewrite_npz(path: Path, change) -> None:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    change(arrays)
-    np.savez_compressed(path, **arrays)
 
 
 def _set_prediction(fold: int, key: str, value: np.ndarray):
-    return lambda f: _rewrite_npz(f / "predictions" / f"fold-{fold}.npz", lambda a: a.update({key: value}))
+    return lambda f: rewrite_npz(f / "predictions" / f"fold-{fold}.npz", lambda a: a.update({key: value}))
 
 
 def _tamper_qwk(f):
-    _edit(f, lambda m: m["folds"][1]["metrics"].update(qwk=m["folds"][1]["metrics"]["qwk"] + 0.05))
+    edit_metadata(f, lambda m: m["folds"][1]["metrics"].update(qwk=m["folds"][1]["metrics"]["qwk"] + 0.05))
 
 
 # Tampered copies of the valid rating submission: name -> (how, the reason it must be rejected with)
@@ -121,7 +111,7 @@ def world(tmp_path_factory):
     for name, (tamper, reason) in TAMPERED.items():
         target = subs / "rating" / name
         shutil.copytree(valid, target)
-        _edit(target, lambda meta, name=name: meta.update(name=name))
+        edit_metadata(target, lambda meta, name=name: meta.update(name=name))
         tamper(target)
         items = fold0 if "fold 0" in reason else fold1
         reasons[name] = reason.format(item0=items[0], item1=items[1], item2=items[2])
@@ -192,7 +182,8 @@ def test_scorer_reproduces_the_harness_metrics_of_the_builtin_baseline(world, ta
     truth = scorer.load_truth(entry, world["official"])
     for record in sorted(records, key=lambda r: r["fold"]):
         items = [row["item_id"] for row in record["per_image"]]
-        arrays = {f"pred_{i:05d}": np.array(row["predicted"], dtype=np.int64) for i, row in enumerate(record["per_image"])}
+        arrays = {f"pred_{i:05d}": np.array(row["predicted"], dtype=np.int64)
+                  for i, row in enumerate(record["per_image"])}
         metrics, rows = scorer.score_fold(arrays, items, truth.folds[record["fold"]])
         assert metrics == {name: record["metrics"][name] for name in scorer.metrics}
         assert [row["rating"] for row in rows] == [row["rating"] for row in record["per_image"]]
