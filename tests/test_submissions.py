@@ -287,3 +287,16 @@ def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_
     # TinyLightningSegmenter takes lr but not weight_decay; max_epochs/batch_size go to the Trainer/DataModule.
     assert kind == "lightning_module" and args == {"width": 4, "lr": 0.01}
     assert factory_args == {"factory": "ext_seg_models.nets:build", "factory_args": {"width": 4}, "lr": 0.01}
+
+
+def test_every_builtin_profile_has_an_official_manifest_or_a_stated_reason():
+    import yaml
+
+    from benchmarks.submit import NOT_YET_PUBLISHED
+
+    published = {(e["config"], e["profile"]) for e in read_official_index(OFFICIAL_DIR)["benchmarks"].values()}
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    missing = [f"{path.stem}/{profile}" for path in sorted(configs.glob("*.yaml"))
+               for profile in yaml.safe_load(path.read_text())["profiles"]
+               if (path.stem, profile) not in published and path.stem not in NOT_YET_PUBLISHED]
+    assert not missing, f"no official fold manifest for {missing}: publish them (benchmarks.submit.publish_official)"
