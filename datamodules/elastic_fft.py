@@ -22,6 +22,10 @@ The reference Lamé constants are the mid-points of the two phases' Lamé consta
 scheme convergent for any contrast (the reference is stiffer than half of either phase) with a contraction
 factor ≈ (contrast − 1)/(contrast + 1), i.e. tens of iterations at contrast 10 and a few hundred at contrast 50.
 
+``scheme="cg"`` solves the same Lippmann–Schwinger equation Γ⁰:C:ε = 0 (ε = E + compatible fluctuation) by
+conjugate gradients (Zeman et al., J. Comput. Phys. 229 (2010) 8065) with the same Green operator and the same
+stopping rule: ~√contrast instead of ~contrast iterations (51 instead of 261 at contrast 50 on 51³ grids).
+
 Convergence is checked on equilibrium, per volume, before each update (Moulinec & Suquet's criterion):
 
     residual = sqrt(Σ_ξ |ξ·σ̂(ξ)|²) / |σ̂(0)|   with ξ = 2π k / N (voxel size 1), |·| the Frobenius norm,
@@ -217,7 +221,7 @@ def solve_elasticity(phases, contrast: float, poisson: float = 0.3, macro_strain
             not converge (their last iterate is returned with ``converged`` False).
         scheme: ``"basic"`` (Moulinec–Suquet fixed point, the module docstring) or ``"cg"`` (conjugate gradients
             on the Lippmann–Schwinger equation, Zeman et al. 2010: iterations grow like √contrast instead of
-            contrast, ~4x fewer at contrast 50). Both stop on the same equilibrium residual.
+            contrast, ~5x fewer at contrast 50). Both stop on the same equilibrium residual.
 
     Returns:
         :class:`ElasticSolution` with a batch axis even for a single volume.
