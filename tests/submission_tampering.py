@@ -31,3 +31,20 @@ def copy_submission(subs: Path, task: str, valid: str, name: str) -> Path:
     shutil.copytree(subs / task / valid, target)
     edit_metadata(target, lambda meta: meta.update(name=name))
     return target
+
+
+def tamper_and_rebuild(subs: Path, task: str, valid: str, tampered: dict, runs: Path, out: Path,
+                       official: Path) -> tuple[list[Path], str]:
+    """One tampered copy of the valid submission per ``tampered`` entry (name -> (tamper, expected reason)),
+    then ``matcv leaderboard``'s rebuild: (files written, what it printed)."""
+    import contextlib
+    import io
+
+    from leaderboard.rebuild import write_all_leaderboards
+
+    for name, (tamper, _) in tampered.items():
+        tamper(copy_submission(subs, task, valid, name))
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        written = write_all_leaderboards(runs, out, submissions_dir=subs, official_dir=official)
+    return written, captured.getvalue()

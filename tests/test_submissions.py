@@ -3,8 +3,6 @@ tampered submissions rejected with their reason, the rebuilt leaderboard (Markdo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -25,17 +23,13 @@ from benchmarks.submit import (
     submit,
 )
 from datamodules.atomic_io import sha256_file
-from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.submissions import validate_all, validate_submission
 from tests.conftest import tiny_task_config
-from tests.submission_tampering import copy_submission, edit_metadata, rewrite_npz
+from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
 EXTERNAL = Path(__file__).parent / "fixtures_external_model"
 VALID = "tiny-net"
 
-
-def _copy(subs: Path, name: str) -> Path:
-    return copy_submission(subs, "segmentation", VALID, name)
 
 
 
@@ -127,13 +121,9 @@ def world(tmp_path_factory):
                   "--authors", "A. Person, B. Person", "--description", "A 3-layer dilated FCN <b>not</b> bold",
                   "--hyperparameters", '{"width": 8, "lr": 0.003}', "--tuning", "defaults, not tuned"])
     assert code == 0
-    for name, (tamper, _) in TAMPERED.items():
-        tamper(_copy(subs, name))
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        written = write_all_leaderboards(runs, out, submissions_dir=subs, official_dir=official)
+    written, printed = tamper_and_rebuild(subs, "segmentation", VALID, TAMPERED, runs, out, official)
     return {"tmp": tmp, "config": config, "official": official, "entry": entry, "subs": subs, "runs": runs,
-            "out": out, "written": written, "stdout": captured.getvalue()}
+            "out": out, "written": written, "stdout": printed}
 
 
 def test_submission_folder_has_metadata_and_npz_predictions_of_every_fold(world):

@@ -3,8 +3,6 @@ harness's own metric code (recomputed == claimed), shown beside the built-in MKS
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import sys
@@ -16,9 +14,8 @@ import yaml
 
 from benchmarks.config import CONFIG_DIR
 from benchmarks.submit import SubmissionError, publish_official, submit
-from leaderboard.rebuild import write_all_leaderboards
 from leaderboard.submissions import validate_submission
-from tests.submission_tampering import copy_submission, edit_metadata, rewrite_npz
+from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,9 +41,6 @@ def tiny_localization_config(tmp_path: Path) -> Path:
 
 
 
-
-def _copy(subs: Path, name: str) -> Path:
-    return copy_submission(subs, "localization", VALID, name)
 
 
 def _tamper_shape(f):
@@ -131,13 +125,9 @@ def world(tmp_path_factory):
     finally:
         sys.path.remove(str(EXTERNAL))
     manifest = json.loads((official / entry["path"]).read_text())
-    for name, (tamper, _) in TAMPERED.items():
-        tamper(_copy(subs, name))
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        written = write_all_leaderboards(runs, out, submissions_dir=subs, official_dir=official)
+    written, printed = tamper_and_rebuild(subs, "localization", VALID, TAMPERED, runs, out, official)
     return {"tmp": tmp, "official": official, "entry": entry, "manifest": manifest, "subs": subs, "runs": runs,
-            "out": out, "written": written, "stdout": captured.getvalue()}
+            "out": out, "written": written, "stdout": printed}
 
 
 def test_submission_holds_one_float32_strain_field_per_test_volume(world):
