@@ -41,7 +41,8 @@ OFFICIAL_DIR = Path(__file__).resolve().parents[1] / "leaderboard" / "official"
 SUBMISSIONS_DIR = Path("leaderboard/submissions")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 STAGING_PREFIX = ".staging-"  # half-written submission folders; the validator skips them
-# Hyper-parameters the harness applies itself; every other one is passed to the factory / class.
+# Hyper-parameters the harness applies itself (lr / weight_decay also reach a LightningModule class whose __init__
+# takes them); every other one is passed to the factory / class.
 TRAINING_KEYS = {"lr", "weight_decay", "max_epochs", "batch_size"}
 # task -> module defining its submission ``ADAPTER`` (benchmarks.submission_models); the scorers that read the
 # predictions are listed in leaderboard.scorers.SCORER_MODULES.
@@ -254,7 +255,8 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="segmentation", help="task: segmentation (default), rating, ordinal, localization, microstructure, alloygan")
+    parser.add_argument("--task", default="segmentation", choices=list(SUBMISSION_ADAPTERS),
+                        help="task (default: segmentation)")
     parser.add_argument("--model", required=True, metavar="PKG.MODULE:NAME",
                         help="a factory returning an nn.Module, or a LightningModule class")
     parser.add_argument("--name", required=True, help="submission name: a-z, 0-9, '.', '_', '-' (max 64)")
