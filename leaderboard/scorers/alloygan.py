@@ -35,7 +35,7 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
     from lightning_modules.microstructure import fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, AlloyEvaluation, uses_extractor=lambda cls: cls.compares_to_real)
-    folds, data_sha256, _ = official_datamodules(entry, official_dir)
+    folds, data_sha256 = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
         datamodule = official.datamodule

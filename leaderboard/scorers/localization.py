@@ -41,7 +41,7 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
     """Per fold, the test strains and microstructures as ``test_step`` scores them: (1, N, N, N) arrays of the
     same values (float32 strains; the 0/1 phases kept in their stored dtype, which ``per_phase_mae`` turns into
     the same float64 as the float32 batch), in the test set's order (the test partition is never augmented)."""
-    folds, data_sha256, _ = official_datamodules(entry, official_dir)
+    folds, data_sha256 = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
         official.datamodule.setup("test")

@@ -86,7 +86,7 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
     from lightning_modules.microstructure import GenerativeEvaluation, fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, GenerativeEvaluation)
-    folds, data_sha256, _ = official_datamodules(entry, official_dir)
+    folds, data_sha256 = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
         datamodule = official.datamodule

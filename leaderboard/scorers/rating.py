@@ -34,7 +34,7 @@ RATINGS: tuple[int, ...] = tuple(
 
 def load_truth(entry: dict, official_dir: Path) -> Truth:
     """The true rating of every test photo of every fold, read by the task's DataModule as the harness reads it."""
-    folds, data_sha256, _ = official_datamodules(entry, official_dir)
+    folds, data_sha256 = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
         official.datamodule.setup("test")

@@ -30,7 +30,7 @@ METRICS = ("dice", "iou")
 
 def load_truth(entry: dict, official_dir: Path) -> Truth:
     """The test masks exactly as the harness scores them (resized to the profile's image size)."""
-    folds, data_sha256, _ = official_datamodules(entry, official_dir)
+    folds, data_sha256 = official_datamodules(entry, official_dir)
     truths = []
     for official in folds:
         datamodule = official.datamodule
