@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.config import ConfigError, TaskConfig, available_tasks
+from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks
 
 EPILOG = """examples:
   matcv bench --task segmentation                      quick profile on the built-in synthetic panels
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
     board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
 
-    from benchmarks.submit import add_arguments as add_submit_arguments
+    from matcv.benchmarks.submission.submit import add_arguments as add_submit_arguments
 
     submit = commands.add_parser(
         "submit", help="benchmark a model of your own on the official folds and write a submission folder",
@@ -133,19 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            from benchmarks.runner import run_benchmark
-
             task, data_root = resolve_data_argument(args.task, args.data, args.data_root)
-            run_benchmark(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
-                          output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
-                          retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
-                          leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress,
-                          parallel_runs=args.parallel_runs, launcher=args.launcher, log_wandb=not args.no_wandb,
-                          launcher_options={"partition": args.slurm_partition, "time_min": args.slurm_time_min,
-                                            "gpus_per_node": args.slurm_gpus_per_node,
-                                            "cpus_per_task": args.slurm_cpus_per_task})
+            run_and_report(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
+                           output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
+                           retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
+                           leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress,
+                           parallel_runs=args.parallel_runs, launcher=args.launcher, log_wandb=not args.no_wandb,
+                           launcher_options={"partition": args.slurm_partition, "time_min": args.slurm_time_min,
+                                             "gpus_per_node": args.slurm_gpus_per_node,
+                                             "cpus_per_task": args.slurm_cpus_per_task})
         elif args.command == "predict":
-            from benchmarks.predict import predict_ratings
+            from matcv.benchmarks.inference.predict import predict_ratings
 
             out, rated, failed = predict_ratings(args.checkpoint, args.photos_dir, args.out)
             print(f"rated {rated} photo(s){f', {failed} unreadable (their errors are in the CSV)' if failed else ''}: {out}")
@@ -154,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "generate":
             return _generate(args)
         elif args.command == "submit":
-            from benchmarks.submit import run_from_args
+            from matcv.benchmarks.submission.submit import run_from_args
 
             return run_from_args(args)
         elif args.command == "leaderboard":
-            from leaderboard.rebuild import write_all_leaderboards
+            from matcv.leaderboard.rebuild import write_all_leaderboards
 
             written = write_all_leaderboards(args.runs, args.out)
             if not written:
@@ -170,6 +168,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"matcv: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_and_report(task: str | Path, profile: str = "quick", leaderboard_dir: str | Path = "leaderboard/results",
+          print_tables: bool = True, **run_options):
+    """``matcv bench``: the harness runs every pending model x fold (records), then this benchmark's tables are
+    written by the leaderboard's own function, the one ``matcv leaderboard`` uses. Returns the ``Benchmark``."""
+    from matcv.benchmarks.harness.runner import log_leaderboard_to_wandb, run_benchmark
+    from matcv.leaderboard.rebuild import write_benchmark_tables
+
+    benchmark = run_benchmark(task, profile, **run_options)
+    for done in (benchmark, *benchmark.companions):
+        tables = write_benchmark_tables(done.folder, leaderboard_dir)
+        if tables:
+            log_leaderboard_to_wandb(done, tables[0].with_suffix(".csv"))
+        for markdown in tables if print_tables else []:
+            print("\n" + markdown.read_text())
+    return benchmark
 
 
 def resolve_data_argument(task: str, data: str | None, data_root: Path | None) -> tuple[str, Path | None]:
@@ -190,7 +205,7 @@ def resolve_data_argument(task: str, data: str | None, data_root: Path | None) -
 
 
 def _generate(args) -> int:
-    from benchmarks.generate import generate_images
+    from matcv.benchmarks.inference.generate import generate_images
 
     given = {e.capitalize(): getattr(args, e) for e in ("si", "fe", "cu", "mn", "mg", "ni")
              if getattr(args, e) is not None}
@@ -204,11 +219,9 @@ def _generate(args) -> int:
 
 
 def _data(args) -> int:
-    from benchmarks.config import import_object
-
     config = TaskConfig.load(args.task)
-    datamodule_cls = import_object(config.raw["datamodule"]["class"])
-    dm_args = {**config.raw["datamodule"].get("args", {}), **config.profile(args.profile).get("datamodule", {})}
+    datamodule_cls = config.datamodule_class()
+    dm_args = config.datamodule_args(args.profile)
     if args.check is not None:
         index = datamodule_cls.check_dataset(args.check, **dm_args)
         print(f"{args.check}: OK - {len(index['items'])} images in {len(set(index['groups']))} groups")

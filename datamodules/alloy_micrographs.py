@@ -3,7 +3,7 @@
 One 128x128 grey image per (alloy, cooling rate, Sr/P modification) of Table 6 and image index, generated
 on first use and cached under ``default_cache_dir()/alloy-micrographs/<fingerprint>`` (the fingerprint
 covers every setting and ``GENERATOR_VERSION``). The domain trends the AlloyGAN metrics test are true *by
-construction*, and every image's truth is in the manifest, so the metrics (``datamodules.alloy_measure``)
+construction*, and every image's truth is in the manifest, so the metrics (``matcv.datamodules.measurements.alloy_measure``)
 can be checked against it.
 
 Physics (all fractions are area fractions of the image; a section's area fraction estimates the volume
@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.alloys import (
+from matcv.datamodules.measurements.alloys import (
     ALLOYS,
     CONDITION_COLUMNS,
     COOLING_RATES,
@@ -66,17 +66,17 @@ from datamodules.alloys import (
     canonical_alloy_name,
     condition_label,
 )
-from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
-from datamodules.folds import load_fold
-from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from datamodules.microstructure import load_images
-from datamodules.microstructure_images import (
+from matcv.datamodules.core.atomic_io import atomic_write_text, save_png, sha256_bytes
+from matcv.datamodules.folds import load_fold
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.microstructure import load_images
+from matcv.datamodules.microstructure_images import (
     MicrostructureImageDataModule,
     MicrostructureImages,
     labels_of,
     to_unit_range,
 )
-from datamodules.synthetic_panels import default_cache_dir
+from matcv.datamodules.core.cache import default_cache_dir
 
 GENERATOR_VERSION = 1  # bump when generation changes, so cached datasets are regenerated
 SOURCE = "alloy-micrographs"
@@ -418,7 +418,7 @@ def read_manifest(root: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: an alloy micrograph data root needs a manifest.csv with "
                                 f"columns image_path, {', '.join(CONDITION_COLUMNS)} [, alloy] "
-                                f"(module doc of datamodules.alloy_micrographs)")
+                                f"(module doc of matcv.datamodules.alloy_micrographs)")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as error:

@@ -17,17 +17,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from datamodules.augmentations import OneStreamCompose, build_augmentation
-from datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
-from datamodules.manifest import (
+from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
+from matcv.datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from matcv.datamodules.manifest import (
     ManifestError,
     ManifestSpec,
     load_manifest,
     read_image,
     read_mask,
 )
-from datamodules.panel_evaluation import PanelItemEvaluator
-from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
+from matcv.datamodules.panel_evaluation import PanelItemEvaluator
+from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
 
 TARGETS = ("mask", "rating")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from datamodules.atomic_io import atomic_write_text, sha256_bytes
+from matcv.datamodules.core.atomic_io import atomic_write_text, sha256_bytes
 
 FORMAT = "matcv-fold-manifest/1"
 PARTITIONS = ("train", "val", "test")

@@ -10,7 +10,7 @@ Two layouts of a data root are read:
 * **generated** (the built-in default): ``microstructures.npy`` (n, N, N, N) uint8, ``strains.npy``
   (n, N, N, N) float32, ``generator.json`` and ``manifest.csv`` (written last: a folder with a manifest is
   complete). ``generate_localization_dataset`` makes it from anisotropic Gaussian microstructures
-  (``datamodules.microstructure_fields``) and the FFT solver ``datamodules.elastic_fft.local_strain_11``.
+  (``matcv.datamodules.synthetic.gaussian_fields``) and the FFT solver ``matcv.datamodules.synthetic.elastic_fft.local_strain_11``.
   The group of a volume is its filter triple ("sigma_3_7_5"): volumes drawn from one triple are one
   microstructure family, exchangeable at deployment, so grouped CV keeps a family in one partition
   (SCIENCE.md §0). ``group_by="symmetry_class"`` is stricter: see ``symmetry_class``.
@@ -48,12 +48,12 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from datamodules.atomic_io import atomic_write_bytes, atomic_write_text, sha256_bytes
-from datamodules.folds import load_fold
-from datamodules.loaders import SeededFoldLoaders
-from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from datamodules.microstructure_fields import gaussian_microstructure
-from datamodules.synthetic_panels import default_cache_dir
+from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text, sha256_bytes
+from matcv.datamodules.folds import load_fold
+from matcv.datamodules.loaders import SeededFoldLoaders
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure
+from matcv.datamodules.core.cache import default_cache_dir
 
 GENERATOR_VERSION = 1  # bump when generation changes, so cached datasets are regenerated
 PARTIAL_DIR = ".partial"
@@ -143,7 +143,7 @@ class LocalizationGeneratorConfig:
                              f"{self.volume_fraction_range}")
         if self.samples_per_triple < 1 or self.solver_tol <= 0 or self.solver_max_iterations < 1:
             raise ValueError("need samples_per_triple >= 1, solver_tol > 0 and solver_max_iterations >= 1")
-        from datamodules.elastic_fft import SCHEMES
+        from matcv.datamodules.synthetic.elastic_fft import SCHEMES
 
         if self.solver_scheme not in SCHEMES:
             raise ValueError(f"solver_scheme must be one of {SCHEMES}, got {self.solver_scheme!r}")
@@ -254,7 +254,7 @@ def generate_localization_dataset(config: LocalizationGeneratorConfig, out_dir: 
 
 def _solve_batch(config: LocalizationGeneratorConfig, batch: list, device: str | None):
     """Draw and solve one batch of planned volumes: (phases, ε11 fields, manifest rows, failure messages)."""
-    from datamodules.elastic_fft import local_strain_11  # the solver pulls in torch's FFT machinery
+    from matcv.datamodules.synthetic.elastic_fft import local_strain_11  # the solver pulls in torch's FFT machinery
 
     phases = np.stack([draw_volume(config, volume) for volume in batch])
     fields, solution = local_strain_11(phases, config.contrast, config.poisson, tol=config.solver_tol,

@@ -4,11 +4,11 @@ Built-in sources, generated on first use and cached under ``default_cache_dir()/
 (the hash covers every generator setting and ``GENERATOR_VERSION``, so changed settings regenerate):
 
 * ``gaussian-smooth``: uniform noise smoothed by a periodic anisotropic Gaussian (sigma per axis,
-  ``datamodules.microstructure_fields``), kept grey (Fernandez-Zelaia et al.'s "smooth" fields). The field is
+  ``matcv.datamodules.synthetic.gaussian_fields``), kept grey (Fernandez-Zelaia et al.'s "smooth" fields). The field is
   standardised per image and mapped z in [-3, 3] -> grey 0..255: a fixed map, so the grey level keeps its
   two-point statistics (a per-image min/max stretch would make each image's contrast depend on its extremes).
 * ``gaussian-binary``: the same fields thresholded by rank at a target volume fraction (exact).
-* ``potts``: Potts-model normal grain growth (``datamodules.potts``; 8-neighbour lattice, potts/neigh moves,
+* ``potts``: Potts-model normal grain growth (``matcv.datamodules.synthetic.potts``; 8-neighbour lattice, potts/neigh moves,
   Metropolis at temperature kT), one grain-boundary image per simulation after ``mc_steps`` Monte Carlo steps.
 
 Groups are generator settings, never single images (SCIENCE.md §0): a model is tested on settings it never
@@ -40,18 +40,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
-from datamodules.folds import load_fold
-from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from datamodules.microstructure_fields import gaussian_microstructure, periodic_gaussian_filter
-from datamodules.microstructure_images import (
+from matcv.datamodules.core.atomic_io import atomic_write_text, save_png, sha256_bytes
+from matcv.datamodules.folds import load_fold
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure, periodic_gaussian_filter
+from matcv.datamodules.microstructure_images import (
     IMAGE_KINDS,
     MicrostructureImageDataModule,
     MicrostructureImages,
     labels_of,
     to_unit_range,
 )
-from datamodules.synthetic_panels import default_cache_dir
+from matcv.datamodules.core.cache import default_cache_dir
 
 GENERATOR_VERSION = 1  # bump when generation changes, so cached datasets are regenerated
 SOURCES = ("gaussian-smooth", "gaussian-binary", "potts")
@@ -171,7 +171,7 @@ def smooth_grey(field: np.ndarray) -> np.ndarray:
 def draw_image(config: MicrostructureGeneratorConfig, planned: PlannedImage) -> tuple[np.ndarray, dict]:
     """One image (uint8, size²) and its ground truth, from the planned image's own seed."""
     if config.source == "potts":
-        from datamodules.potts import grain_areas, grain_boundary_image, simulate_grain_growth  # torch-heavy
+        from matcv.datamodules.synthetic.potts import grain_areas, grain_boundary_image, simulate_grain_growth  # torch-heavy
 
         seed = int(np.random.SeedSequence(planned.seed).generate_state(1)[0])
         spins, _ = simulate_grain_growth(config.size, planned.setting["kT"], planned.setting["mc_steps"], seed,
@@ -238,7 +238,7 @@ def read_manifest(root: Path) -> pd.DataFrame:
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a microstructure data root needs a manifest.csv with "
-                                f"image_path and group columns (module doc of datamodules.microstructure)")
+                                f"image_path and group columns (module doc of matcv.datamodules.microstructure)")
     table = pd.read_csv(path, dtype={"image_path": str, "group": str, "label": str, "stratum": str},
                         keep_default_na=False)
     missing = [c for c in ("image_path", "group") if c not in table.columns]

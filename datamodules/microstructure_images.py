@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.loaders import SeededFoldLoaders
+from matcv.datamodules.loaders import SeededFoldLoaders
 
 IMAGE_KINDS = ("grey", "binary", "grain-boundary")
 

@@ -21,9 +21,9 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from datamodules.astm import measure_creep_along_lines, rating_from_creep
-from datamodules.manifest import read_mask
-from datamodules.synthetic_panels import parse_scribe_lines
+from matcv.datamodules.measurements.astm import measure_creep_along_lines, rating_from_creep
+from matcv.datamodules.manifest import read_mask
+from matcv.datamodules.synthetic.panels import parse_scribe_lines
 
 FLAG_COLUMNS = ("thin", "under_coating", "stain")
 RATING_COLUMNS = ("rating", "scribe_lines_px", "mm_per_px")

@@ -31,15 +31,15 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from datamodules.augmentations import OneStreamCompose
-from datamodules.corrosion import standardize
-from datamodules.folds import (
+from matcv.datamodules.augmentations import OneStreamCompose
+from matcv.datamodules.corrosion import standardize
+from matcv.datamodules.folds import (
     FORMAT,
     check_matches_data,
     check_no_group_leak,
     read_fold_manifest,
 )
-from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
 
 # Class order and names follow nasa/pretrained-microscopy-models (examples/multiclass_segmentation_example
 # .ipynb: class_values = {'matrix': [0,0,0], 'secondary': [255,0,0], 'tertiary': [0,0,255]}, with

@@ -77,16 +77,16 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from datamodules.atomic_io import save_png
-from datamodules.folds import load_fold
-from datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from datamodules.microstructure_images import (
+from matcv.datamodules.core.atomic_io import save_png
+from matcv.datamodules.folds import load_fold
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.microstructure_images import (
     MicrostructureImageDataModule,
     MicrostructureImages,
     labels_of,
     to_unit_range,
 )
-from datamodules.synthetic_panels import default_cache_dir
+from matcv.datamodules.core.cache import default_cache_dir
 
 ROOT_ENV = "MATCV_UHCSDB_ROOT"
 DATASET_NAME = "uhcsdb"

@@ -3,7 +3,7 @@
 For each (task, dataset, profile) the latest successful record of every (model, fold) on the
 benchmark's current fold manifest is used; failed runs are listed under the table with their errors.
 With a task's ``comparison`` settings the table also compares models per test image against a baseline
-(mean rank, increase, W-Inc, Wilcoxon p; see ``leaderboard.comparison``) and adds difficulty slices.
+(mean rank, increase, W-Inc, Wilcoxon p; see ``matcv.leaderboard.comparison``) and adds difficulty slices.
 Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 """
 
@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.records import FAILED, RunRecords
-from datamodules.atomic_io import atomic_write_text
-from leaderboard.comparison import (
+from matcv.datamodules.core.config import ComparisonSpec
+from matcv.datamodules.core.records import FAILED, RunRecords
+from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.leaderboard.comparison import (
     compare_to_baseline,
     difficulty_slices,
     format_p,
@@ -27,7 +28,7 @@ from leaderboard.comparison import (
     rank_shares,
     select_latest_runs,
 )
-from leaderboard.plots import per_fold_plot, rank_share_plot
+from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -75,40 +76,6 @@ def format_mean_std(mean: float, std: float) -> str:
     if math.isnan(mean):  # a metric that does not apply to the model (e.g. reconstruction error of a GAN)
         return "–"
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
-
-
-COMPARISON_KEYS = {"baseline", "metrics", "slices", "item_values", "lower_is_better"}
-
-
-@dataclass(frozen=True)
-class ComparisonSpec:
-    """A task YAML's ``comparison`` block, e.g. ``{"baseline": "unet", "metrics": ["dice", "iou"],
-    "slices": ["thin", "stain"], "item_values": {"stain_fp_fraction": "FP area on stains"}}``."""
-
-    baseline: str | None
-    metrics: list[str]  # per-item score names; the first one is used for the slices and the rank plot
-    slices: list[str] = field(default_factory=list)  # boolean per-item flags
-    item_values: dict[str, str] = field(default_factory=dict)  # per-item value name -> label in the table
-    lower_is_better: frozenset[str] = frozenset()  # metrics ranked ascending (an error, a distance)
-
-    @classmethod
-    def parse(cls, spec: dict, metrics: list[str]) -> ComparisonSpec:
-        """Check the block (a misspelt key would silently drop a table) and fill defaults: the task's
-        first metric, no slices."""
-        if not isinstance(spec, dict):
-            raise ValueError(f"comparison: expected a mapping like {{baseline: unet, metrics: [dice]}}, got {spec!r}")
-        unknown = set(spec) - COMPARISON_KEYS
-        if unknown:
-            raise ValueError(f"comparison: unknown keys {sorted(unknown)}; known: {sorted(COMPARISON_KEYS)}")
-        def names(key: str) -> list[str]:  # a lone name is a list of one, not of its letters
-            value = spec.get(key) or []
-            return [value] if isinstance(value, str) else list(value)
-
-        values = spec.get("item_values") or {}
-        values = {str(name): str(label) for name, label in values.items()} if isinstance(values, dict) else \
-            {name: name for name in names("item_values")}
-        return cls(spec.get("baseline"), names("metrics") or metrics[:1], names("slices"), values,
-                   frozenset(names("lower_is_better")))
 
 
 @dataclass

@@ -15,7 +15,7 @@ once per model, so the per-item scores of all models run on one fold manifest pa
 Difficulty slices average a metric over the items carrying a flag (thin corrosion, under coating, water
 stain, ...) and average per-item values (false positives on stains, rating from the mask) where they
 were measurable. Only items scored by every compared model count everywhere, so all numbers in one table
-are on the same images. Pure functions on record dicts; ``leaderboard.build`` renders them.
+are on the same images. Pure functions on record dicts; ``matcv.leaderboard.build`` renders them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, wilcoxon
 
-from benchmarks.records import OK
+from matcv.datamodules.core.records import OK
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.atomic_io import atomic_write_text
+from matcv.datamodules.core.atomic_io import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

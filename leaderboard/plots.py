@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datamodules.atomic_io import save_figure  # noqa: E402
+from matcv.datamodules.core.atomic_io import save_figure  # noqa: E402
 
 
 def per_fold_plot(path: str | Path, per_fold: dict[str, list[float]], metric: str, title: str) -> Path:
@@ -33,7 +33,7 @@ def per_fold_plot(path: str | Path, per_fold: dict[str, list[float]], metric: st
 
 def rank_share_plot(path: str | Path, shares, metric: str, title: str) -> Path:
     """Stacked bars: the share of test images on which each model ranked 1st, 2nd, ... (ties split evenly);
-    ``shares`` is models x places (``leaderboard.comparison.rank_shares``), best model first."""
+    ``shares`` is models x places (``matcv.leaderboard.comparison.rank_shares``), best model first."""
     models = list(shares.index)[::-1]  # matplotlib draws bottom-up
     places = list(shares.columns)
     colours = plt.get_cmap("RdYlGn_r")(np.linspace(0.1, 0.9, len(places)))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.records import RunRecords
-from datamodules.atomic_io import atomic_write_text
-from leaderboard.build import format_mean_std, leaderboard_table
+from matcv.datamodules.core.records import RunRecords
+from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.leaderboard.build import format_mean_std, leaderboard_table
 
 
 def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metrics: list[str],

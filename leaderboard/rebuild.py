@@ -5,23 +5,23 @@ augmentation-study profile, its matrix; for a profile with companion profiles, t
 beside its grouped benchmark instead of a leaderboard of its own.
 
 Then every submission under ``leaderboard/submissions/`` is validated without running its code and scored
-from its predictions (``leaderboard.submissions``): rejected ones are printed with the reason, accepted
+from its predictions (``matcv.leaderboard.submissions``): rejected ones are printed with the reason, accepted
 ones get ``<task>__<dataset>__<profile>__submissions.md/.csv`` beside the built-in models run on the same
-official folds; finally the static page ``index.html`` (``leaderboard.html``) is written.
+official folds; finally the static page ``index.html`` (``matcv.leaderboard.html``) is written.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.config import ConfigError, TaskConfig, available_tasks
-from benchmarks.records import PHOTO_FOLDS_SUFFIX, RunRecords
-from leaderboard.augmentation_matrix import write_augmentation_matrix
-from leaderboard.build import write_leaderboard
-from leaderboard.html import write_html
-from leaderboard.leakage import write_leakage_report
-from leaderboard.profile_summary import write_profile_summary
-from leaderboard.submissions import OFFICIAL_DIR, validate_all, write_submission_boards
+from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks
+from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, RunRecords
+from matcv.leaderboard.augmentation_matrix import write_augmentation_matrix
+from matcv.leaderboard.build import write_leaderboard
+from matcv.leaderboard.html import write_html
+from matcv.leaderboard.leakage import write_leakage_report
+from matcv.leaderboard.profile_summary import write_profile_summary
+from matcv.leaderboard.submissions import OFFICIAL_DIR, validate_all, write_submission_boards
 
 
 def task_config_for(task: str, dataset: str) -> TaskConfig:
@@ -73,29 +73,38 @@ def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir
 def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     written = []
     for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
-        folder = records_path.parent
-        task, profile = folder.parents[1].name, folder.name.removesuffix(PHOTO_FOLDS_SUFFIX)
-        try:
-            config = task_config_for(task, folder.parent.name)
-            metrics = config.metrics
-            study = config.profile(profile).get("augmentation_study")
-            comparison = config.raw.get("comparison")
-            lower_is_better = config.lower_is_better
-            companions = config.profile(profile).get("companion_profiles", [])
-        except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
-            metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
-            study = comparison = None
-            lower_is_better, companions = [], []
-        if folder.name.endswith(PHOTO_FOLDS_SUFFIX):
-            grouped = folder.parent / profile / "records.jsonl"
-            if grouped.exists():
-                written.append(write_leakage_report(grouped, records_path, out_dir, metrics))
-            continue
-        written += write_leaderboard(records_path, out_dir, metrics, comparison=comparison,
-                                     lower_is_better=lower_is_better)
-        if study:
-            written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
-        others = [companion_records(folder, name) for name in companions]
-        if others and all(path is not None for path in others):  # the protocols' side-by-side table
-            written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better))
+        if not records_path.parent.name.endswith(PHOTO_FOLDS_SUFFIX):  # written beside its grouped benchmark
+            written += write_benchmark_tables(records_path.parent, out_dir)
+    return written
+
+
+def write_benchmark_tables(folder: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every table of one benchmark folder ``<runs>/<task>/<dataset>/<profile>/`` (returned, Markdown): its
+    leaderboard; the augmentation matrix of a study profile; the leakage report when the photo-level-fold
+    sibling exists; the side-by-side table of its companion profiles when they have been run. ``matcv bench``
+    and ``matcv leaderboard`` both write through here."""
+    folder = Path(folder)
+    records_path = folder / "records.jsonl"
+    task, profile = folder.parents[1].name, folder.name
+    try:
+        config = task_config_for(task, folder.parent.name)
+        metrics = config.metrics
+        study = config.profile(profile).get("augmentation_study")
+        comparison = config.raw.get("comparison")
+        lower_is_better = config.lower_is_better
+        companions = config.profile(profile).get("companion_profiles", [])
+    except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
+        metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
+        study = comparison = None
+        lower_is_better, companions = [], []
+    written = list(write_leaderboard(records_path, out_dir, metrics, comparison=comparison,
+                                     lower_is_better=lower_is_better))
+    if study:
+        written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
+    leaky = folder.parent / (profile + PHOTO_FOLDS_SUFFIX) / "records.jsonl"
+    if leaky.exists():
+        written.append(write_leakage_report(records_path, leaky, out_dir, metrics))
+    others = [companion_records(folder, name) for name in companions]
+    if others and all(path is not None for path in others):  # the protocols' side-by-side table
+        written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better))
     return written

@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.submit import (
+from matcv.datamodules.core.submission_format import (
     NAME_PATTERN,
     OFFICIAL_DIR,
     SCHEMA,
     STAGING_PREFIX,
     read_official_index,
 )
-from datamodules.atomic_io import sha256_file
-from leaderboard.scorers import Rejected, Scorer, Truth, scorer_for
+from matcv.datamodules.core.atomic_io import sha256_file
+from matcv.leaderboard.scorers import Rejected, Scorer, Truth, scorer_for
 
 TOLERANCE = 1e-6
 ALLOWED_SUFFIXES = {".json", ".npz", ".md"}
@@ -321,7 +321,7 @@ def _one_line(text: str, limit: int = 500) -> str:
 
 def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) -> list[dict]:
     """The built-in models' successful runs on exactly this official manifest (and data), if any were run."""
-    from benchmarks.records import OK, RunRecords
+    from matcv.datamodules.core.records import OK, RunRecords
 
     path = Path(runs_dir) / entry["task"] / entry["dataset"] / entry["profile"] / "records.jsonl"
     return [r for r in RunRecords(path).load() if r.get("status") == OK
@@ -332,7 +332,7 @@ def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) 
 def board_metrics(entry: dict, scorer: Scorer) -> tuple[list[str], set[str]]:
     """The scorer's metrics in the order of the benchmark's task YAML (the first ranks: the superalloy data
     ranks by mIoU, the corrosion panels by Dice), and those of them that are errors (ranked smallest first)."""
-    from benchmarks.config import TaskConfig
+    from matcv.datamodules.core.config import TaskConfig
 
     config = TaskConfig.load(entry["config"])
     order = config.metrics
@@ -346,10 +346,10 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
     official benchmark with an accepted submission."""
     import pandas as pd
 
-    from datamodules.atomic_io import atomic_write_text
-    from leaderboard.build import format_mean_std, leaderboard_table
-    from leaderboard.comparison import item_ranks, paired_item_scores, rank_shares
-    from leaderboard.plots import per_fold_plot, rank_share_plot
+    from matcv.datamodules.core.atomic_io import atomic_write_text
+    from matcv.leaderboard.build import format_mean_std, leaderboard_table
+    from matcv.leaderboard.comparison import item_ranks, paired_item_scores, rank_shares
+    from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
 
     out_dir = Path(out_dir)
     grouped: dict[str, list[Verdict]] = {}

@@ -11,9 +11,9 @@ Evaluation on the held-out alloys of a fold: one generated image per real test i
 conditions (seeded), so generated and real sets have the same conditions.
 
 * ``fid_domain`` / ``kid_domain``: torch-fidelity in the feature space of a CNN trained on the *training* alloys
-  to tell their conditions apart (``lightning_modules.domain_features``; not Inception FID), over all test
+  to tell their conditions apart (``matcv.lightning_modules.domain_features``; not Inception FID), over all test
   images ("overall", Table 8) and per test alloy (``fid_domain_alloywise`` mean and ``_std`` across alloys).
-* the three domain metrics of seed 000 §5.6.5, measured on the images (``datamodules.alloy_measure``): the Si
+* the three domain metrics of seed 000 §5.6.5, measured on the images (``matcv.datamodules.measurements.alloy_measure``): the Si
   area fraction against Si wt% (Spearman ρ, slope, error against the generator's expected fraction), the
   secondary arm spacing against cooling rate (λ2 = k·CR^(−n): fitted n, R², and the share of images where λ2 is
   measurable at all), and the Sr/P effect (log2 change of
@@ -31,13 +31,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from datamodules.atomic_io import save_figure
-from datamodules.microstructure_images import to_uint8
-from lightning_modules.alloy_metrics import alloy_wise, domain_metrics
-from lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
-from lightning_modules.domain_features import fid_kid_domain
-from lightning_modules.microstructure import fold_domain_extractor, seeded_samples
-from lightning_modules.microstructure_metrics import phase_indicator, s2_distance
+from matcv.datamodules.core.atomic_io import save_figure
+from matcv.datamodules.microstructure_images import to_uint8
+from matcv.lightning_modules.alloygan_metrics import alloy_wise, domain_metrics
+from matcv.lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
+from matcv.lightning_modules.domain_features import fid_kid_domain
+from matcv.lightning_modules.microstructure import fold_domain_extractor, seeded_samples
+from matcv.lightning_modules.microstructure_metrics import phase_indicator, s2_distance
 
 DOMAIN_METRICS = ("si_spearman", "si_slope", "si_fraction_mae", "lambda2_n", "lambda2_k", "lambda2_r2",
                   "srp_count_log2_ratio", "srp_size_log2_ratio")
@@ -46,7 +46,7 @@ MIN_IMAGES_FOR_ALLOY_FID = 4  # FID of fewer images per alloy is mostly noise
 
 def measure_images(images: torch.Tensor) -> pd.DataFrame:
     """Per image: Si area fraction, λ2 (px), Si particle count per 10k px and mean particle area."""
-    from datamodules.alloy_measure import secondary_arm_spacing, si_area_fraction, si_particle_stats
+    from matcv.datamodules.measurements.alloy_measure import secondary_arm_spacing, si_area_fraction, si_particle_stats
 
     rows = []
     for image in images[:, 0].cpu().numpy():

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from lightning_modules.microstructure_nets import _dcgan_depth, dcgan_discriminator_layers, dcgan_weights_init
+from matcv.lightning_modules.microstructure_nets import _dcgan_depth, dcgan_discriminator_layers, dcgan_weights_init
 
 __all__ = [
     "CHEMICAL_COLUMNS",

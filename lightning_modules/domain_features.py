@@ -46,8 +46,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from datamodules.atomic_io import atomic_write_bytes
-from datamodules.microstructure_images import to_uint8
+from matcv.datamodules.core.atomic_io import atomic_write_bytes
+from matcv.datamodules.microstructure_images import to_uint8
 
 DOMAIN_EXTRACTOR_NAME = "matcv-domain"
 INCEPTION_EXTRACTOR_NAME = "matcv-inception-v3-compat"

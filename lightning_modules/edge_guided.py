@@ -22,7 +22,7 @@ from __future__ import annotations
 import segmentation_models_pytorch as smp
 import torch
 
-from lightning_modules.edge_losses import (
+from matcv.lightning_modules.edge_losses import (
     DEFAULT_FTL_ALPHA,
     DEFAULT_FTL_BETA,
     DEFAULT_GAMMA,
@@ -33,8 +33,8 @@ from lightning_modules.edge_losses import (
     soft_edge_map,
     soft_guidance_weight,
 )
-from lightning_modules.et_unet import ETUNet
-from lightning_modules.segmentation import SegmentationEvaluation, load_encoder_weights
+from matcv.lightning_modules.edge_guided_nets import ETUNet
+from matcv.lightning_modules.segmentation import SegmentationEvaluation, load_encoder_weights
 
 VARIANTS = ("unet", "et-unet", "guided", "s-guided")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's UNet default

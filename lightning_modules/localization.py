@@ -36,15 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.atomic_io import save_figure
-from lightning_modules.localization_metrics import (
+from matcv.datamodules.core.atomic_io import save_figure
+from matcv.lightning_modules.localization_metrics import (
     PooledRegressionStats,
     mase,
     per_phase_mae,
     per_volume_mase,
     r2_all_voxels,
 )
-from lightning_modules.mks import FirstOrderMKS
+from matcv.lightning_modules.mks import FirstOrderMKS
 
 PHASE_CENTRE = 0.5  # networks see m − 0.5 ∈ {−0.5, 0.5} (Yang et al.'s input scaling)
 

@@ -15,7 +15,7 @@ real-image reference are scored by the same code:
   - ``diversity``: mean pairwise distance of generated samples over that of real images (≈ 1 as diverse
     as the data; → 0 mode collapse);
   - ``fid_domain`` / ``kid_domain``: FID / KID (torch-fidelity) in the feature space of a CNN trained on the
-    *training* part to tell its labels apart (``lightning_modules.domain_features``), never Inception FID;
+    *training* part to tell its labels apart (``matcv.lightning_modules.domain_features``), never Inception FID;
     ``fid_inception`` too when ``inception_weights_path`` names a local weights file.
 * ``save_test_figure``: real | reconstructed | generated images, S2 of real vs generated, and (Potts) the
   grain-size distributions; ``samples.png`` (an 8×8 grid of generated images) beside it.
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from datamodules.atomic_io import save_figure, save_png
-from datamodules.microstructure_images import to_uint8
-from datamodules.synthetic_panels import default_cache_dir
-from lightning_modules.domain_features import cached_domain_extractor, fid_kid_domain, inception_fid
-from lightning_modules.microstructure_metrics import (
+from matcv.datamodules.core.atomic_io import save_figure, save_png
+from matcv.datamodules.microstructure_images import to_uint8
+from matcv.datamodules.core.cache import default_cache_dir
+from matcv.lightning_modules.domain_features import cached_domain_extractor, fid_kid_domain, inception_fid
+from matcv.lightning_modules.microstructure_metrics import (
     diversity_ratio,
     grain_areas_from_boundaries,
     grain_size_distance,
@@ -47,7 +47,7 @@ from lightning_modules.microstructure_metrics import (
     two_point_statistics,
     volume_fraction_error,
 )
-from lightning_modules.microstructure_nets import (
+from matcv.lightning_modules.microstructure_nets import (
     ConvVAE,
     DCGANDiscriminator,
     DCGANGenerator,
@@ -313,7 +313,7 @@ class AutoencoderTask(GenerativeEvaluation):
         self.register_buffer("latent_std", torch.zeros(0), persistent=False)
 
     def check_image_shape(self, shape: tuple[int, int]) -> None:
-        from lightning_modules.microstructure_nets import SEED_AUTOENCODERS
+        from matcv.lightning_modules.microstructure_nets import SEED_AUTOENCODERS
 
         expected = tuple(SEED_AUTOENCODERS[self.hparams.architecture][2])
         if tuple(shape) != expected:

@@ -24,7 +24,7 @@ module provides them as pure functions (numpy / torch / scipy, no Lightning):
   about 1 when the generator is as diverse as the data, towards 0 under mode collapse (seed 002 saw it
   with DCGAN on UHCSDB), a failure S2 of the *mean* map cannot see.
 
-Images follow ``datamodules.microstructure_images``: tensors (N, 1, H, W) float in [-1, 1]. Indicators
+Images follow ``matcv.datamodules.microstructure_images``: tensors (N, 1, H, W) float in [-1, 1]. Indicators
 are (N, H, W). Numerics are done in float64; results are Python floats or float64 tensors.
 """
 
@@ -37,7 +37,7 @@ import torch
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
-IMAGE_KINDS = ("grey", "binary", "grain-boundary")  # as datamodules.microstructure_images.IMAGE_KINDS
+IMAGE_KINDS = ("grey", "binary", "grain-boundary")  # as matcv.datamodules.microstructure_images.IMAGE_KINDS
 
 
 def _as_tensor(values, name: str) -> torch.Tensor:

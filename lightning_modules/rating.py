@@ -1,7 +1,7 @@
 """Corrosion rating from a photo: any timm backbone with a cross-entropy, CORAL or CORN head.
 
 Ratings are ordinal (ASTM D1654, 5..9 here), so the same backbone is benchmarked with a plain
-cross-entropy head and with two ordinal heads (``lightning_modules.ordinal``); the leaderboard then
+cross-entropy head and with two ordinal heads (``matcv.lightning_modules.ordinal``); the leaderboard then
 answers the seed's "ordinal vs cross-entropy" question. Backbones start from random weights unless a
 local weights file is given (nothing is downloaded).
 """
@@ -16,13 +16,13 @@ import timm
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
-from lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
-from lightning_modules.rating_metrics import (
+from matcv.lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
+from matcv.lightning_modules.rating_metrics import (
     confusion,
     rating_metrics,
     save_confusion_figure,
 )
-from lightning_modules.segmentation import load_encoder_weights
+from matcv.lightning_modules.segmentation import load_encoder_weights
 
 
 class RatingEvaluation(L.LightningModule):

@@ -24,10 +24,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from datamodules.astm import measure_creep_along_lines, rating_from_creep
-from datamodules.manifest import load_manifest
-from datamodules.synthetic_panels import parse_scribe_lines
-from lightning_modules.rating import RatingEvaluation
+from matcv.datamodules.measurements.astm import measure_creep_along_lines, rating_from_creep
+from matcv.datamodules.manifest import load_manifest
+from matcv.datamodules.synthetic.panels import parse_scribe_lines
+from matcv.lightning_modules.rating import RatingEvaluation
 
 
 def scribe_band_features(image: np.ndarray) -> np.ndarray:

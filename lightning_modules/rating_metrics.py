@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score  # noqa: E402
 
-from datamodules.atomic_io import save_figure  # noqa: E402
+from matcv.datamodules.core.atomic_io import save_figure  # noqa: E402
 
 
 def _ratings(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:

@@ -15,8 +15,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from lightning_modules.edge_losses import RegionLoss
-from lightning_modules.segmentation_figures import (
+from matcv.lightning_modules.edge_losses import RegionLoss
+from matcv.lightning_modules.segmentation_figures import (
     save_class_map_examples,
     save_segmentation_examples,
 )

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datamodules.atomic_io import save_figure  # noqa: E402
+from matcv.datamodules.core.atomic_io import save_figure  # noqa: E402
 
 
 def error_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:

@@ -11,19 +11,19 @@ import yaml
 def tiny_task_config(tmp_path: Path, models: dict | None = None, folds: int = 3, max_epochs: int = 2,
                      n_panels: int = 9) -> Path:
     """Write a task YAML for the corrosion data at 32 px with tiny models; return its path."""
-    unet = {"class": "lightning_modules.segmentation.SmpSegmentationTask",
+    unet = {"class": "matcv.lightning_modules.segmentation.SmpSegmentationTask",
             "args": {"arch": "unet", "encoder_name": "resnet18", "lr": 3.0e-3,
                      "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}}
     config = {
         "task": "segmentation",
-        "datamodule": {"class": "datamodules.corrosion.CorrosionPanelsDataModule", "args": {"target": "mask"}},
+        "datamodule": {"class": "matcv.datamodules.corrosion.CorrosionPanelsDataModule", "args": {"target": "mask"}},
         "group_column": "panel_id",
         "stratify_column": "rating",
         "metrics": ["dice", "iou"],
         "models": models if models is not None else {
             "tiny-unet": unet,
-            "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
-            "predict-everything": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 1}},
+            "predict-nothing": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+            "predict-everything": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 1}},
         },
         "profiles": {"quick": {
             "folds": folds, "val_fraction": 0.25, "seed": 0,
@@ -68,7 +68,7 @@ def tiny_rating_config(tmp_path: Path, models: dict, image_size: int = 64, max_e
     """A rating-task YAML on tiny generated photos (ratings 5..9, 2 photos per panel)."""
     config = {
         "task": "rating",
-        "datamodule": {"class": "datamodules.corrosion.CorrosionPanelsDataModule",
+        "datamodule": {"class": "matcv.datamodules.corrosion.CorrosionPanelsDataModule",
                        "args": {"target": "rating", "augmentation": augmentation}},
         "group_column": "panel_id",
         "stratify_column": "rating",

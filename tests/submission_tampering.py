@@ -40,7 +40,7 @@ def tamper_and_rebuild(subs: Path, task: str, valid: str, tampered: dict, runs: 
     import contextlib
     import io
 
-    from leaderboard.rebuild import write_all_leaderboards
+    from matcv.leaderboard.rebuild import write_all_leaderboards
 
     for name, (tamper, _) in tampered.items():
         tamper(copy_submission(subs, task, valid, name))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lightning_modules.alloy_metrics import (
+from matcv.lightning_modules.alloygan_metrics import (
     alloy_wise,
     arm_spacing_fit,
     domain_metrics,

@@ -10,19 +10,19 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from datamodules.alloy_measure import secondary_arm_spacing, si_area_fraction, si_particle_stats
-from datamodules.alloy_micrographs import (
+from matcv.datamodules.measurements.alloy_measure import secondary_arm_spacing, si_area_fraction, si_particle_stats
+from matcv.datamodules.alloy_micrographs import (
     AlloyGeneratorConfig,
     AlloyMicrographDataModule,
     generate_alloy_dataset,
     phase_fractions,
     read_manifest,
 )
-from datamodules.alloys import ALLOYS, CONDITION_COLUMNS, MODIFIABLE, alloy_by_name, table6_conditions
-from datamodules.atomic_io import save_png
-from datamodules.folds import make_fold_manifest, write_fold_manifest
-from datamodules.manifest import ManifestError
-from datamodules.microstructure import load_grey
+from matcv.datamodules.measurements.alloys import ALLOYS, CONDITION_COLUMNS, MODIFIABLE, alloy_by_name, table6_conditions
+from matcv.datamodules.core.atomic_io import save_png
+from matcv.datamodules.folds import make_fold_manifest, write_fold_manifest
+from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.microstructure import load_grey
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 

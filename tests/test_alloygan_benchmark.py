@@ -8,10 +8,10 @@ import cv2
 import pytest
 import yaml
 
-from benchmarks.cli import main
-from benchmarks.config import CONFIG_DIR
-from benchmarks.runner import run_benchmark
-from datamodules.folds import read_fold_manifest
+from matcv.benchmarks.cli import main
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.cli import run_and_report
+from matcv.datamodules.folds import read_fold_manifest
 
 METRICS = ["fid_domain", "kid_domain", "fid_domain_alloywise", "fid_domain_alloywise_std", "si_spearman",
            "si_fraction_mae", "lambda2_measurable", "lambda2_n", "lambda2_r2", "srp_count_log2_ratio", "srp_size_log2_ratio"]
@@ -25,11 +25,11 @@ def tiny_benchmark(tmp_path_factory):
         "folds": 3, "val_fraction": 0.25, "seed": 0, "trainer": {"max_epochs": 1},
         "generator": {"images_per_condition": 2, "cooling_rates": [2.5, 143.0]},
         "datamodule": {"batch_size": 16},
-        "class_overrides": {"lightning_modules.alloygan.ConditionalGANTask": {"ngf": 4, "ndf": 4, "extractor_epochs": 1},
-                            "lightning_modules.alloygan.RealHeldOutImages": {"extractor_epochs": 1}}}}
+        "class_overrides": {"matcv.lightning_modules.alloygan.ConditionalGANTask": {"ngf": 4, "ndf": 4, "extractor_epochs": 1},
+                            "matcv.lightning_modules.alloygan.RealHeldOutImages": {"extractor_epochs": 1}}}}
     path = tmp_path / "alloygan.yaml"
     path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    bench = run_and_report(path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
     return bench, tmp_path
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.alloygan_nets import (
+from matcv.lightning_modules.alloygan_nets import (
     CHEMISTRY_PRIOR,
     CONDITION_COLUMNS,
     ConditionalDiscriminator,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from albumentations.augmentations.geometric import functional as fgeometric
 
-from datamodules.augmentations import (
+from matcv.datamodules.augmentations import (
     PERSPECTIVE_DISTORTION_SCALE,
     PERSPECTIVE_SCALE,
     TABLE1_AUGMENTATIONS,

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.records import RunRecords
-from leaderboard.build import ComparisonSpec, leaderboard_table, write_leaderboard
-from leaderboard.comparison import (
+from matcv.datamodules.core.records import RunRecords
+from matcv.datamodules.core.config import ComparisonSpec
+from matcv.leaderboard.build import leaderboard_table, write_leaderboard
+from matcv.leaderboard.comparison import (
     compare_to_baseline,
     difficulty_slices,
     format_p,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.runner import run_benchmark
+from matcv.benchmarks.cli import run_and_report
 from tests.conftest import tiny_task_config
 
 
 @pytest.mark.slow
 def test_two_process_ddp_run_is_recorded_and_tested_on_one_device(tmp_path):
     config = tiny_task_config(tmp_path, max_epochs=2)
-    bench = run_benchmark(config, models=["tiny-unet"], folds=[0, 1], output_dir=tmp_path / "runs",
+    bench = run_and_report(config, models=["tiny-unet"], folds=[0, 1], output_dir=tmp_path / "runs",
                           leaderboard_dir=tmp_path / "board", accelerator="cpu", devices=2, progress=False)
     records = bench.records.load()
     assert [r["status"] for r in records] == ["ok", "ok"], [r.get("traceback") for r in records]
@@ -48,7 +48,7 @@ def test_two_process_ddp_gives_the_one_process_test_metrics_within_tolerance(tmp
         folder = tmp_path / f"devices-{devices}"
         folder.mkdir()
         config = tiny_task_config(folder, max_epochs=3)
-        bench = run_benchmark(config, models=["tiny-unet"], folds=[0, 1, 2], output_dir=folder / "runs",
+        bench = run_and_report(config, models=["tiny-unet"], folds=[0, 1, 2], output_dir=folder / "runs",
                               leaderboard_dir=folder / "board", accelerator="cpu", devices=devices, progress=False)
         records = bench.records.load()
         assert [r["status"] for r in records] == ["ok"] * 3, [r.get("traceback") for r in records]

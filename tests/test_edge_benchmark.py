@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.cli import resolve_data_argument
-from benchmarks.config import CONFIG_DIR, ConfigError, TaskConfig
-from benchmarks.records import RunRecords
-from benchmarks.runner import run_benchmark
-from datamodules.folds import read_fold_manifest
-from leaderboard.rebuild import write_all_leaderboards
+from matcv.benchmarks.cli import resolve_data_argument
+from matcv.datamodules.core.config import CONFIG_DIR, ConfigError, TaskConfig
+from matcv.datamodules.core.records import RunRecords
+from matcv.benchmarks.cli import run_and_report
+from matcv.datamodules.folds import read_fold_manifest
+from matcv.leaderboard.rebuild import write_all_leaderboards
 from tests.conftest import tiny_task_config
 
 SHARED_SUPERALLOY = (Path(__file__).resolve().parents[2] / "shared" / "data" / "nasa-pretrained-microscopy-models"
@@ -22,7 +22,7 @@ TINY_DECODER = [32, 16, 8, 8, 8]
 
 
 def _edge_model(variant: str, overlap: str, **extra) -> dict:
-    return {"class": "lightning_modules.edge_guided.EdgeGuidedSegmentationTask",
+    return {"class": "matcv.lightning_modules.edge_guided.EdgeGuidedSegmentationTask",
             "args": {"variant": variant, "overlap": overlap, "decoder_channels": TINY_DECODER, "lr": 3e-3, **extra}}
 
 
@@ -33,7 +33,7 @@ def test_edge_models_get_the_comparison_against_unet_and_the_difficulty_slices(t
     config = yaml.safe_load(config_path.read_text())
     config["comparison"] = TaskConfig.load("segmentation").raw["comparison"]  # the real task's block
     config_path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+    bench = run_and_report(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
                           progress=False)
     records = bench.records.load()
     assert all(r["status"] == "ok" for r in records), [r.get("traceback") for r in records]
@@ -79,11 +79,11 @@ def test_superalloy_grouped_official_and_ood_protocols_end_to_end(tmp_path):
         profile["models"] = ["unet"]
         profile["datamodule"].update(tiny)
         profile["trainer"] = {"max_epochs": 1}
-        profile["class_overrides"] = {"lightning_modules.edge_guided.EdgeGuidedSegmentationTask":
+        profile["class_overrides"] = {"matcv.lightning_modules.edge_guided.EdgeGuidedSegmentationTask":
                                       {"decoder_channels": TINY_DECODER}}
     path = tmp_path / "segmentation-superalloy.yaml"
     path.write_text(yaml.safe_dump(config))
-    run_benchmark(path, data_root=SHARED_SUPERALLOY, output_dir=tmp_path / "runs",
+    run_and_report(path, data_root=SHARED_SUPERALLOY, output_dir=tmp_path / "runs",
                   leaderboard_dir=tmp_path / "board", progress=False)
     folder = tmp_path / "runs" / "segmentation" / "nasa-superalloy"
     official, _ = read_fold_manifest(folder / "official" / "fold_manifest.json")

@@ -8,14 +8,14 @@ import kornia
 import pytest
 import torch
 
-from lightning_modules.edge_guided import EdgeGuidedSegmentationTask
-from lightning_modules.edge_losses import (
+from matcv.lightning_modules.edge_guided import EdgeGuidedSegmentationTask
+from matcv.lightning_modules.edge_losses import (
     RegionLoss,
     canny_edge_targets,
     soft_edge_map,
     soft_guidance_weight,
 )
-from lightning_modules.et_unet import ETUNet
+from matcv.lightning_modules.edge_guided_nets import ETUNet
 
 # A 2x2 image: probabilities p and truth y.
 #   TP = Σ p·y = 0.9 + 0.6 = 1.5;  FN = Σ (1-p)·y = 0.1 + 0.4 = 0.5;  FP = Σ p·(1-y) = 0.2 + 0.1 = 0.3

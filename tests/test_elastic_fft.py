@@ -1,4 +1,4 @@
-"""Validation of the Moulinec–Suquet FFT elasticity solver (datamodules/elastic_fft.py).
+"""Validation of the Moulinec–Suquet FFT elasticity solver (datamodules/synthetic/elastic_fft.py).
 
 (a) agreement with the published finite-element strain fields (Yang et al. 2019 sample),
 (b) exact laminate solutions, (c) effective stiffness inside the Voigt–Reuss bounds and exact for a
@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from datamodules.elastic_fft import (
+from matcv.datamodules.synthetic.elastic_fft import (
     SCHEMES,
     effective_stiffness,
     isotropic_stiffness_voigt,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datamodules.folds import (
+from matcv.datamodules.folds import (
     FORMAT,
     PARTITIONS,
     FoldManifestError,
@@ -290,7 +290,7 @@ def test_bad_fold_manifest_files(tmp_path, manifest):
 @pytest.fixture(scope="module")
 def panels(tmp_path_factory) -> tuple[Path, dict]:
     """A tiny synthetic data root (10 panels x 2 photos, 64 px) and its fold manifest."""
-    from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
+    from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
 
     root = generate_panels(PanelGeneratorConfig(n_panels=10, photos_per_panel=2, image_size=64, seed=2),
                            tmp_path_factory.mktemp("panels"), progress=False)
@@ -305,7 +305,7 @@ def panels(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def datamodule(root: Path, path: Path, fold: int = 0):
-    from datamodules.corrosion import CorrosionPanelsDataModule
+    from matcv.datamodules.corrosion import CorrosionPanelsDataModule
 
     return CorrosionPanelsDataModule(fold_manifest_path=path, fold=fold, data_root=root, image_size=64,
                                      batch_size=4)

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main as matcv_main
-from benchmarks.records import RunRecords
-from benchmarks.runner import run_benchmark
-from datamodules.atomic_io import sha256_file
-from datamodules.folds import read_fold_manifest
+from matcv.benchmarks.cli import main as matcv_main
+from matcv.datamodules.core.records import RunRecords
+from matcv.benchmarks.cli import run_and_report
+from matcv.datamodules.core.atomic_io import sha256_file
+from matcv.datamodules.folds import read_fold_manifest
 from tests.conftest import tiny_task_config
 
 
@@ -22,7 +22,7 @@ def finished_benchmark(tmp_path_factory):
     """One tiny 3-fold benchmark (tiny UNet, 2 epochs, plus the two constant baselines)."""
     tmp = tmp_path_factory.mktemp("bench")
     config = tiny_task_config(tmp)
-    bench = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    bench = run_and_report(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
     return bench, config, tmp
 
 
@@ -82,7 +82,7 @@ def test_leaderboard_tables_are_written(finished_benchmark):
 def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_benchmark):
     bench, config, tmp = finished_benchmark
     before = bench.records.load()
-    again = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    again = run_and_report(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
     assert len(again.records.load()) == len(before)  # nothing re-run, nothing duplicated
 
     # Simulate a kill during the last run: its record never got written, its folder is half full.
@@ -93,7 +93,7 @@ def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_bench
     leftover.mkdir(parents=True, exist_ok=True)
     (leftover / "half-written.ckpt").write_bytes(b"partial")
 
-    resumed = run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
+    resumed = run_and_report(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False)
     after = resumed.records.load()
     assert len(after) == len(before)
     assert [r["key"] for r in after].count(killed["key"]) == 1
@@ -103,12 +103,12 @@ def test_rerun_resumes_without_duplicates_and_redoes_a_killed_run(finished_bench
 
 def test_failed_run_is_recorded_and_the_others_go_on(tmp_path):
     models = {
-        "broken": {"class": "lightning_modules.segmentation.SmpSegmentationTask",
+        "broken": {"class": "matcv.lightning_modules.segmentation.SmpSegmentationTask",
                    "args": {"arch": "unet", "encoder_name": "no-such-encoder"}},
-        "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+        "predict-nothing": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
     }
     config = tiny_task_config(tmp_path, models=models)
-    bench = run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    bench = run_and_report(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
     records = bench.records.load()
     failed = [r for r in records if r["status"] == "failed"]
     assert sorted(r["fold"] for r in failed) == [0, 1, 2]
@@ -117,9 +117,9 @@ def test_failed_run_is_recorded_and_the_others_go_on(tmp_path):
     markdown = next((tmp_path / "board").glob("*.md")).read_text()
     assert "Failed runs" in markdown and "broken fold 0" in markdown
 
-    run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    run_and_report(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
     assert len(bench.records.load()) == len(records)  # failures are not retried by default
-    run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False,
+    run_and_report(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False,
                   retry_failed=True, models=["broken"], folds=[0])
     assert len(bench.records.load()) == len(records) + 1
 
@@ -128,7 +128,7 @@ def test_same_seed_same_fold_gives_same_metrics(tmp_path):
     config = tiny_task_config(tmp_path, folds=3, max_epochs=1)
     scores = []
     for name in ("a", "b"):
-        bench = run_benchmark(config, models=["tiny-unet"], folds=[1], output_dir=tmp_path / name,
+        bench = run_and_report(config, models=["tiny-unet"], folds=[1], output_dir=tmp_path / name,
                               leaderboard_dir=tmp_path / name / "board", progress=False)
         (record,) = bench.records.load()
         scores.append(record["per_image"])
@@ -199,7 +199,7 @@ def test_cli_data_and_leaderboard_commands(finished_benchmark, capsys):
 
 
 def test_fold_metrics_prefer_the_models_summary_and_average_items_otherwise():
-    from benchmarks.runner import fold_metrics
+    from matcv.benchmarks.harness.runner import fold_metrics
 
     class Model:
         def test_summary(self):

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.records import RunRecords
+from matcv.datamodules.core.records import RunRecords
 from tests.conftest import tiny_task_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def test_sigkill_mid_run_then_rerun_completes_every_run_once(tmp_path):
     config = tiny_task_config(tmp_path, max_epochs=3)
-    command = [sys.executable, "-m", "benchmarks.cli", "bench", "--task", str(config), "--output",
+    command = [sys.executable, "-m", "matcv.benchmarks.cli", "bench", "--task", str(config), "--output",
                str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "board"), "--no-progress"]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

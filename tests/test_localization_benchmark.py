@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.config import CONFIG_DIR
-from benchmarks.runner import run_benchmark
-from datamodules.elastic_fft import local_strain_11
-from datamodules.folds import read_fold_manifest
-from datamodules.microstructure_fields import gaussian_microstructure
-from lightning_modules.localization_metrics import r2_all_voxels
-from lightning_modules.mks import FirstOrderMKS
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.cli import run_and_report
+from matcv.datamodules.synthetic.elastic_fft import local_strain_11
+from matcv.datamodules.folds import read_fold_manifest
+from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure
+from matcv.lightning_modules.localization_metrics import r2_all_voxels
+from matcv.lightning_modules.mks import FirstOrderMKS
 
 
 def test_mks_recovers_the_solver_in_the_linear_limit():
@@ -47,7 +47,7 @@ def test_localization_benchmark_ranks_models_by_mase_on_grouped_folds(tmp_path):
     config["profiles"] = {"quick": quick}
     path = tmp_path / "localization.yaml"
     path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    bench = run_and_report(path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
     records = bench.records.load()
     assert {r["model"] for r in records} == {"cpnet", "window-cnn", "unet3d", "mks"}
     assert all(r["status"] == "ok" for r in records), [r.get("traceback") for r in records]

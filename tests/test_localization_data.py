@@ -1,6 +1,6 @@
 """3-D localization data: Gaussian microstructures, the generated dataset, the RLN loader, the DataModule.
 
-Solver-dependent tests import ``datamodules.elastic_fft`` lazily and skip (saying why) where it is missing.
+Solver-dependent tests import ``matcv.datamodules.synthetic.elastic_fft`` lazily and skip (saying why) where it is missing.
 Everything runs on 9^3-11^3 volumes so the file takes seconds.
 """
 
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.folds import (
+from matcv.datamodules.folds import (
     FoldManifestError,
     GroupLeakError,
     make_fold_manifest,
     write_fold_manifest,
 )
-from datamodules.localization import (
+from matcv.datamodules.localization import (
     MANIFEST_COLUMNS,
     N_X1_SYMMETRIES,
     LocalizationDataModule,
@@ -33,15 +33,15 @@ from datamodules.localization import (
     plan_volumes,
     symmetry_class,
 )
-from datamodules.manifest import ManifestError
-from datamodules.microstructure_fields import (
+from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.synthetic.gaussian_fields import (
     gaussian_microstructure,
     periodic_gaussian_filter,
 )
 
 SHARED_LOCALIZATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "mks-localization"
-HAVE_SOLVER = importlib.util.find_spec("datamodules.elastic_fft") is not None
-NO_SOLVER = "datamodules/elastic_fft.py (the FFT solver) is not there yet"
+HAVE_SOLVER = importlib.util.find_spec("matcv.datamodules.synthetic.elastic_fft") is not None
+NO_SOLVER = "datamodules/synthetic/elastic_fft.py (the FFT solver) is not there yet"
 needs_solver = pytest.mark.skipif(not HAVE_SOLVER, reason=NO_SOLVER)
 needs_shared = pytest.mark.skipif(not (SHARED_LOCALIZATION / "21_c10_sample.npy").is_file(),
                                   reason=f"shared RLN sample not found in {SHARED_LOCALIZATION}")
@@ -179,7 +179,7 @@ def test_generation_is_cached_and_deterministic(generated, tmp_path, monkeypatch
     def no_solving(*_args, **_kwargs):
         raise AssertionError("the cached dataset was regenerated")
 
-    monkeypatch.setattr("datamodules.elastic_fft.local_strain_11", no_solving)
+    monkeypatch.setattr("matcv.datamodules.synthetic.elastic_fft.local_strain_11", no_solving)
     assert generate_localization_dataset(config, progress=False) == generated
     # The harness's hook with YAML-style settings (lists) finds the same cached folder.
     yaml_settings = {**TINY, "sigma_triples": [list(t) for t in TINY["sigma_triples"]]}
@@ -211,7 +211,7 @@ def test_generation_names_the_volumes_that_did_not_converge(tmp_path):
 
 @needs_solver
 def test_x1_symmetries_are_exact_for_eps11_and_others_are_not():
-    from datamodules.elastic_fft import local_strain_11
+    from matcv.datamodules.synthetic.elastic_fft import local_strain_11
 
     phases = gaussian_microstructure(9, (1, 3, 2), 0.4, np.random.default_rng(3))
     codes = [5, 8, 15]  # reflect x1 and x3; swap x2/x3; all of it
@@ -372,7 +372,7 @@ def test_rln_loader_reports_bad_files_clearly(tmp_path):
 
 
 def test_generation_killed_half_way_resumes_from_the_solved_batches(tmp_path, monkeypatch):
-    import datamodules.localization as localization
+    import matcv.datamodules.localization as localization
 
     monkeypatch.setattr(localization, "SOLVE_BATCH", 3)
     config = LocalizationGeneratorConfig(**TINY, solver_scheme="cg")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.localization import (
+from matcv.lightning_modules.localization import (
     CPNet,
     CPNetTask,
     MKSTask,
@@ -24,7 +24,7 @@ from lightning_modules.localization import (
     predict_by_blocks,
     predict_by_voxels,
 )
-from lightning_modules.localization_metrics import (
+from matcv.lightning_modules.localization_metrics import (
     PooledRegressionStats,
     mase,
     per_phase_mae,
@@ -32,7 +32,7 @@ from lightning_modules.localization_metrics import (
     r2_all_voxels,
     squared_pearson_r2,
 )
-from lightning_modules.mks import FirstOrderMKS
+from matcv.lightning_modules.mks import FirstOrderMKS
 
 # ---------------------------------------------------------------------------------------------- metrics
 

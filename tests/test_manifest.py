@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.manifest import (
+from matcv.datamodules.manifest import (
     MAX_LISTED_PROBLEMS,
     ManifestError,
     ManifestSpec,
@@ -353,7 +353,7 @@ def test_colour_mask(tmp_path):
 # --- CorrosionPanelsDataModule.check_dataset ----------------------------------------------------------------
 
 def test_check_dataset_passes_on_a_good_root(tmp_path):
-    from datamodules.corrosion import CorrosionPanelsDataModule
+    from matcv.datamodules.corrosion import CorrosionPanelsDataModule
 
     root = make_root(tmp_path, n=4)
     index = CorrosionPanelsDataModule.check_dataset(root)
@@ -365,7 +365,7 @@ def test_check_dataset_passes_on_a_good_root(tmp_path):
 
 
 def test_check_dataset_raises_on_a_bad_image_and_lists_every_bad_file(tmp_path):
-    from datamodules.corrosion import CorrosionPanelsDataModule
+    from matcv.datamodules.corrosion import CorrosionPanelsDataModule
 
     root = make_root(tmp_path, n=4)
     (root / "images" / "im1.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
@@ -382,7 +382,7 @@ def test_check_dataset_raises_on_a_bad_image_and_lists_every_bad_file(tmp_path):
 
 
 def test_check_dataset_raises_on_a_bad_manifest(tmp_path):
-    from datamodules.corrosion import CorrosionPanelsDataModule
+    from matcv.datamodules.corrosion import CorrosionPanelsDataModule
 
     root = make_root(tmp_path, n=2)
     (root / "masks" / "im0.png").unlink()

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import yaml
 
-from benchmarks.config import CONFIG_DIR
-from benchmarks.runner import run_benchmark
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.cli import run_and_report
 
 METRICS = ["s2_distance", "fid_domain", "kid_domain", "vf_error", "grain_size_distance", "diversity", "mse", "psnr",
            "ssim"]
@@ -19,12 +19,12 @@ def tiny_config(tmp_path):
     common = {"folds": 2, "val_fraction": 0.34, "seed": 0, "trainer": {"max_epochs": 1},
               "datamodule": {"batch_size": 8},
               "class_overrides": {
-                  "lightning_modules.microstructure.DCGANTask": {"ngf": 4, "ndf": 4, "n_validation_samples": 4,
+                  "matcv.lightning_modules.microstructure.DCGANTask": {"ngf": 4, "ndf": 4, "n_validation_samples": 4,
                                                                  "extractor_epochs": 1},
-                  "lightning_modules.microstructure.VAETask": {"channels": [4, 8, 8], "latent_dim": 4,
+                  "matcv.lightning_modules.microstructure.VAETask": {"channels": [4, 8, 8], "latent_dim": 4,
                                                                "extractor_epochs": 1},
-                  "lightning_modules.microstructure.AutoencoderTask": {"extractor_epochs": 1},
-                  "lightning_modules.microstructure.TrainingImagesReference": {"extractor_epochs": 1}}}
+                  "matcv.lightning_modules.microstructure.AutoencoderTask": {"extractor_epochs": 1},
+                  "matcv.lightning_modules.microstructure.TrainingImagesReference": {"extractor_epochs": 1}}}
     config["profiles"] = {
         "quick": {**common, "generator": {"source": "gaussian-binary", "size": 128, "images_per_setting": 2,
                                           "sigma_values": [2, 6], "volume_fractions": [0.3, 0.7]},
@@ -41,12 +41,12 @@ def tiny_config(tmp_path):
 
 def test_every_model_on_two_sources_gets_every_metric(tmp_path):
     board = tmp_path / "board"
-    bench = run_benchmark(tiny_config(tmp_path), output_dir=tmp_path / "runs", leaderboard_dir=board, progress=False)
+    bench = run_and_report(tiny_config(tmp_path), output_dir=tmp_path / "runs", leaderboard_dir=board, progress=False)
     runs = tmp_path / "runs" / "microstructure"
     for source in ("gaussian-binary", "potts"):
         records = [r for r in (runs / source).glob("*/records.jsonl")]
         assert len(records) == 1, f"one benchmark folder per source, got {records}"
-    from benchmarks.records import RunRecords
+    from matcv.datamodules.core.records import RunRecords
 
     for source, profile in (("gaussian-binary", "quick"), ("potts", "quick-potts")):
         records = RunRecords(runs / source / profile / "records.jsonl").load()
@@ -79,7 +79,7 @@ def test_every_model_on_two_sources_gets_every_metric(tmp_path):
 
 
 def test_trainer_overrides_give_a_model_its_own_epochs():
-    from benchmarks.config import TaskConfig
+    from matcv.datamodules.core.config import TaskConfig
 
     config = TaskConfig.load("microstructure")
     assert config.resolve("quick", "seed-ae")["trainer"]["max_epochs"] == 200

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from datamodules.folds import make_fold_manifest, write_fold_manifest
-from datamodules.manifest import ManifestError
-from datamodules.microstructure import (
+from matcv.datamodules.folds import make_fold_manifest, write_fold_manifest
+from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.microstructure import (
     MicrostructureDataModule,
     MicrostructureGeneratorConfig,
     generate_microstructure_dataset,
@@ -17,7 +17,7 @@ from datamodules.microstructure import (
     read_manifest,
     sigma_pair_class,
 )
-from datamodules.atomic_io import save_png
+from matcv.datamodules.core.atomic_io import save_png
 
 
 def small(source: str, **settings) -> MicrostructureGeneratorConfig:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules import domain_features as df
-from lightning_modules.microstructure_metrics import (
+from matcv.lightning_modules import domain_features as df
+from matcv.lightning_modules.microstructure_metrics import (
     diversity_ratio,
     grain_areas_from_boundaries,
     grain_size_distance,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.microstructure_nets import (
+from matcv.lightning_modules.microstructure_nets import (
     SEED_AUTOENCODERS,
     ConvAutoencoder,
     ConvVAE,

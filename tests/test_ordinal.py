@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
 from coral_pytorch.layers import CoralLayer
 
-from lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
+from matcv.lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
 
 K = 5
 

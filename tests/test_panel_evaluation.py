@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.manifest import ManifestSpec, load_manifest
-from datamodules.panel_evaluation import (
+from matcv.datamodules.manifest import ManifestSpec, load_manifest
+from matcv.datamodules.panel_evaluation import (
     PanelItemEvaluator,
     rate_mask,
     rescale_lines,
     scribe_width_from_generator,
 )
-from datamodules.synthetic_panels import (
+from matcv.datamodules.synthetic.panels import (
     PanelGeneratorConfig,
     generate_panels,
     parse_scribe_lines,

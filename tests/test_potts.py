@@ -1,4 +1,4 @@
-"""Potts grain-growth simulator (datamodules/potts.py): energies, the vectorised move, growth law, grains."""
+"""Potts grain-growth simulator (datamodules/synthetic/potts.py): energies, the vectorised move, growth law, grains."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.potts import (COLOURS, NEIGHBOUR_OFFSETS, colour_map, colour_masks, from_sublattices,
+from matcv.datamodules.synthetic.potts import (COLOURS, NEIGHBOUR_OFFSETS, colour_map, colour_masks, from_sublattices,
                                grain_areas, grain_boundary_image, grain_labels, initial_spins, monte_carlo_step,
                                simulate_grain_growth, site_energy, to_sublattices, total_energy, update_colour)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.runner import run_benchmark
-from datamodules.synthetic_panels import PanelGeneratorConfig, generate_panels
-from lightning_modules.rating import RatingTask
-from lightning_modules.rating_baselines import scribe_band_features
+from matcv.benchmarks.cli import run_and_report
+from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
+from matcv.lightning_modules.rating import RatingTask
+from matcv.lightning_modules.rating_baselines import scribe_band_features
 from tests.conftest import tiny_rating_config
 
 
@@ -50,14 +50,14 @@ def test_band_features_see_wider_corrosion_on_worse_ratings(tmp_path):
 def rating_benchmark(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rating")
     models = {
-        "tiny-resnet-corn": {"class": "lightning_modules.rating.RatingTask",
+        "tiny-resnet-corn": {"class": "matcv.lightning_modules.rating.RatingTask",
                              "args": {"backbone": "resnet18", "head": "corn"}},
-        "hand-crafted-rf": {"class": "lightning_modules.rating_baselines.HandCraftedRatingBaseline",
+        "hand-crafted-rf": {"class": "matcv.lightning_modules.rating_baselines.HandCraftedRatingBaseline",
                             "args": {"classifier": "random_forest"}},
-        "astm-on-true-mask": {"class": "lightning_modules.rating_baselines.AstmFromMaskBaseline", "args": {}},
+        "astm-on-true-mask": {"class": "matcv.lightning_modules.rating_baselines.AstmFromMaskBaseline", "args": {}},
     }
     config = tiny_rating_config(tmp, models)
-    return run_benchmark(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False), tmp
+    return run_and_report(config, output_dir=tmp / "runs", leaderboard_dir=tmp / "board", progress=False), tmp
 
 
 def test_rating_benchmark_records_every_metric_and_a_confusion_matrix(rating_benchmark):
@@ -86,7 +86,7 @@ def test_astm_on_the_true_mask_is_the_upper_bound(rating_benchmark):
 
 
 def test_predict_rates_a_folder_and_reports_unreadable_files(rating_benchmark, tmp_path, capsys):
-    from benchmarks.cli import main as matcv_main
+    from matcv.benchmarks.cli import main as matcv_main
 
     bench, _ = rating_benchmark
     record = next(r for r in bench.records.load() if r["model"] == "tiny-resnet-corn")
@@ -108,7 +108,7 @@ def test_predict_rates_a_folder_and_reports_unreadable_files(rating_benchmark, t
 
 
 def test_predict_refuses_a_missing_checkpoint(tmp_path, capsys):
-    from benchmarks.cli import main as matcv_main
+    from matcv.benchmarks.cli import main as matcv_main
 
     assert matcv_main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), str(tmp_path)]) == 2
     assert "none.ckpt not found" in capsys.readouterr().err
@@ -117,15 +117,15 @@ def test_predict_refuses_a_missing_checkpoint(tmp_path, capsys):
 def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp_path):
     import yaml
 
-    from datamodules.folds import read_fold_manifest
+    from matcv.datamodules.folds import read_fold_manifest
 
-    models = {"hand-crafted-rf": {"class": "lightning_modules.rating_baselines.HandCraftedRatingBaseline",
+    models = {"hand-crafted-rf": {"class": "matcv.lightning_modules.rating_baselines.HandCraftedRatingBaseline",
                                   "args": {"classifier": "random_forest"}}}
     config_path = tiny_rating_config(tmp_path, models, n_panels=12)
     config = yaml.safe_load(config_path.read_text())
     config["profiles"]["quick"]["leakage_report"] = {"models": ["hand-crafted-rf"]}
     config_path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+    bench = run_and_report(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
                           progress=False)
 
     grouped, _ = read_fold_manifest(bench.fold_manifest_path)
@@ -148,7 +148,7 @@ def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp
     assert len(table) == 1 + 5
 
     # `matcv leaderboard` rebuilds both, and the leaky runs never replace the grouped leaderboard.
-    from benchmarks.cli import main as matcv_main
+    from matcv.benchmarks.cli import main as matcv_main
 
     rebuilt = tmp_path / "rebuilt"
     assert matcv_main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(rebuilt)]) == 0
@@ -160,13 +160,13 @@ def test_leakage_report_compares_photo_random_folds_with_panel_grouped_folds(tmp
 def test_augmentation_study_runs_each_augmentation_and_writes_a_matrix(tmp_path):
     import yaml
 
-    models = {"tiny-resnet": {"class": "lightning_modules.rating.RatingTask",
+    models = {"tiny-resnet": {"class": "matcv.lightning_modules.rating.RatingTask",
                               "args": {"backbone": "resnet18", "head": "ce"}}}
     config_path = tiny_rating_config(tmp_path, models, image_size=32, n_panels=10)
     config = yaml.safe_load(config_path.read_text())
     config["profiles"]["quick"]["augmentation_study"] = ["none", "hflip"]
     config_path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+    bench = run_and_report(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
                           progress=False)
     records = bench.records.load()
     assert sorted((r["model"], r["fold"]) for r in records) == [

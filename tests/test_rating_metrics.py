@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_modules.rating_metrics import (
+from matcv.lightning_modules.rating_metrics import (
     confusion,
     rating_metrics,
     save_confusion_figure,

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import runner
-from benchmarks.cli import main as matcv_main
-from benchmarks.config import TaskConfig
-from benchmarks.records import RunClaims, RunRecords
+from matcv.benchmarks.harness import runner
+from matcv.benchmarks.cli import main as matcv_main
+from matcv.datamodules.core.config import TaskConfig
+from matcv.datamodules.core.records import RunClaims, RunRecords
 from tests.conftest import tiny_task_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BASELINES = {
-    "predict-nothing": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
-    "predict-everything": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 1}},
+    "predict-nothing": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+    "predict-everything": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 1}},
 }
 
 
@@ -67,7 +67,7 @@ def test_benchmark_pickles_as_paths_and_reopens_its_records(tiny_bench, tmp_path
 
 APPEND_SCRIPT = """
 import sys
-from benchmarks.records import RunRecords
+from matcv.datamodules.core.records import RunRecords
 records = RunRecords(sys.argv[1])
 writer = int(sys.argv[2])
 for i in range(50):
@@ -98,7 +98,7 @@ def test_concurrent_appends_keep_every_line_whole_and_unique(tmp_path):
 
 CLAIM_SCRIPT = """
 import sys, time
-from benchmarks.records import RunClaims
+from matcv.datamodules.core.records import RunClaims
 with RunClaims(sys.argv[1]).claim(sys.argv[2]) as held:
     print(held, flush=True)
     if len(sys.argv) > 3:
@@ -159,7 +159,7 @@ def test_concurrent_run_alls_never_run_one_key_twice(tiny_bench, tmp_path, monke
 def test_parallel_runs_record_every_run_once_and_a_failure_stays_its_own(tiny_bench, tmp_path, capsys):
     """--parallel-runs 2: two spawned workers; a run that fails is recorded failed, the others are ok;
     a re-run finds them all recorded and starts no worker."""
-    models = {**BASELINES, "no-such-model": {"class": "lightning_modules.segmentation.NoSuchModel", "args": {}}}
+    models = {**BASELINES, "no-such-model": {"class": "matcv.lightning_modules.segmentation.NoSuchModel", "args": {}}}
     task = tiny_task_config(tmp_path, models=models)
     runs = TaskConfig.load(task).runs("quick", ["predict-nothing", "no-such-model", "predict-everything"], [0])
     bench = _fresh_bench(TaskConfig.load(task), tmp_path / "runs")
@@ -224,7 +224,7 @@ def test_two_matcv_bench_processes_on_one_folder_split_the_runs(tiny_bench, tmp_
     """Two real `matcv bench` started together (sequential loops): every run recorded exactly once."""
     task = tiny_task_config(tmp_path, models=dict(BASELINES))
     runner.prepare_benchmark(TaskConfig.load(task), "quick", None, tmp_path / "runs", progress=False)  # manifest
-    command = [sys.executable, "-m", "benchmarks.cli", "bench", "--task", str(task), "--output",
+    command = [sys.executable, "-m", "matcv.benchmarks.cli", "bench", "--task", str(task), "--output",
                str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "board"), "--no-progress",
                "--accelerator", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -241,7 +241,7 @@ def test_two_matcv_bench_processes_on_one_folder_split_the_runs(tiny_bench, tmp_
 
 def test_slurm_executor_gets_the_cli_options(tmp_path, monkeypatch):
     """--slurm-* options reach the sbatch script (a stub `srun` stands in for a cluster)."""
-    from benchmarks.scale_out import make_executor
+    from matcv.benchmarks.harness.scale_out import make_executor
 
     stub = tmp_path / "bin"
     stub.mkdir()

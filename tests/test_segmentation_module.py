@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.segmentation import (
+from matcv.lightning_modules.segmentation import (
     ConstantMaskBaseline,
     SmpSegmentationTask,
     per_image_dice_iou,

@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.cli import main as matcv
-from benchmarks.submit import (
+from matcv.benchmarks.cli import main as matcv
+from matcv.benchmarks.submission.submit import (
     OFFICIAL_DIR,
     SubmissionError,
     publish_official,
     read_official_index,
     submit,
 )
-from datamodules.atomic_io import sha256_file
-from leaderboard.submissions import validate_all, validate_submission
+from matcv.datamodules.core.atomic_io import sha256_file
+from matcv.leaderboard.submissions import validate_all, validate_submission
 from tests.conftest import tiny_task_config
 from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
@@ -106,13 +106,13 @@ TAMPERED = {
 def world(tmp_path_factory):
     """A tiny official benchmark, a built-in baseline run on it, the external model's submission (via the CLI)
     and tampered copies of it; then `matcv leaderboard`'s rebuild."""
-    from benchmarks.runner import run_benchmark
+    from matcv.benchmarks.cli import run_and_report
 
     tmp = tmp_path_factory.mktemp("submissions")
     config = tiny_task_config(tmp, folds=3, max_epochs=2)
     official, subs, runs, out = tmp / "official", tmp / "submissions", tmp / "runs", tmp / "results"
     entry = publish_official(config, "quick", official)
-    run_benchmark(config, "quick", models=["predict-nothing"], output_dir=runs, accelerator="cpu",
+    run_and_report(config, "quick", models=["predict-nothing"], output_dir=runs, accelerator="cpu",
                   fold_manifest=official / entry["path"], leaderboard_dir=tmp / "bench-tables", progress=False)
     assert "ext_seg_models" not in sys.modules
     code = matcv(["submit", "--task", "segmentation", "--model", "ext_seg_models.nets:build", "--name", VALID,
@@ -264,7 +264,7 @@ def test_html_page_renders_in_headless_chromium(world, tmp_path):
 
 
 def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_harness_keys():
-    from benchmarks.submission_models import model_class
+    from matcv.benchmarks.submission.models import model_class
 
     sys.path.insert(0, str(EXTERNAL))
     try:
@@ -282,11 +282,11 @@ def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_
 def test_every_builtin_profile_has_an_official_manifest_or_a_stated_reason():
     import yaml
 
-    from benchmarks.submit import NOT_YET_PUBLISHED
+    from matcv.benchmarks.submission.submit import NOT_YET_PUBLISHED
 
     published = {(e["config"], e["profile"]) for e in read_official_index(OFFICIAL_DIR)["benchmarks"].values()}
     configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
     missing = [f"{path.stem}/{profile}" for path in sorted(configs.glob("*.yaml"))
                for profile in yaml.safe_load(path.read_text())["profiles"]
                if (path.stem, profile) not in published and path.stem not in NOT_YET_PUBLISHED]
-    assert not missing, f"no official fold manifest for {missing}: publish them (benchmarks.submit.publish_official)"
+    assert not missing, f"no official fold manifest for {missing}: publish them (matcv.benchmarks.submission.submit.publish_official)"

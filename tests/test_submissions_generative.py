@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.cli import main as matcv
-from benchmarks.config import CONFIG_DIR
-from benchmarks.submit import SubmissionError, publish_official, submit
-from leaderboard.rebuild import write_all_leaderboards
-from leaderboard.scorers import scorer_for
-from leaderboard.submissions import validate_submission
+from matcv.benchmarks.cli import main as matcv
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.submission.submit import SubmissionError, publish_official, submit
+from matcv.leaderboard.rebuild import write_all_leaderboards
+from matcv.leaderboard.scorers import scorer_for
+from matcv.leaderboard.submissions import validate_submission
 from tests.submission_tampering import edit_metadata, rewrite_npz
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +39,7 @@ def _microstructure_config(tmp: Path) -> Path:
         "folds": 2, "val_fraction": 0.34, "seed": 0, "trainer": {"max_epochs": 1}, "datamodule": {"batch_size": 4},
         "generator": {"source": "gaussian-binary", "size": 64, "images_per_setting": 2, "sigma_values": [2, 6],
                       "volume_fractions": [0.3, 0.7]},
-        "class_overrides": {f"lightning_modules.microstructure.{c}": {"extractor_epochs": 1} for c in classes}}}
+        "class_overrides": {f"matcv.lightning_modules.microstructure.{c}": {"extractor_epochs": 1} for c in classes}}}
     path = tmp / "microstructure.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -52,8 +52,8 @@ def _alloygan_config(tmp: Path) -> Path:
         "folds": 2, "val_fraction": 0.25, "seed": 0, "trainer": {"max_epochs": 1}, "datamodule": {"batch_size": 16},
         "generator": {"images_per_condition": 2, "cooling_rates": [2.5, 143.0]},
         "class_overrides": {
-            "lightning_modules.alloygan.ConditionalGANTask": {"ngf": 4, "ndf": 4, "extractor_epochs": 1},
-            "lightning_modules.alloygan.RealHeldOutImages": {"extractor_epochs": 1}}}}
+            "matcv.lightning_modules.alloygan.ConditionalGANTask": {"ngf": 4, "ndf": 4, "extractor_epochs": 1},
+            "matcv.lightning_modules.alloygan.RealHeldOutImages": {"extractor_epochs": 1}}}}
     path = tmp / "alloygan.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -113,7 +113,7 @@ TAMPERED = {
 def world(tmp_path_factory):
     """Tiny official benchmarks of both tasks, a built-in model run on each, the external models' submissions
     (microstructure through the CLI, AlloyGAN through ``submit()``), tampered copies, then the rebuild."""
-    from benchmarks.runner import run_benchmark
+    from matcv.benchmarks.cli import run_and_report
 
     tmp = tmp_path_factory.mktemp("generative-submissions")
     official, subs, runs, out = tmp / "official", tmp / "submissions", tmp / "runs", tmp / "results"
@@ -121,7 +121,7 @@ def world(tmp_path_factory):
     for task, config, builtin in (("microstructure", _microstructure_config(tmp), "train-images"),
                                   ("alloygan", _alloygan_config(tmp), "real-held-out")):
         entries[task] = publish_official(config, "quick", official)
-        run_benchmark(config, "quick", models=[builtin], output_dir=runs, accelerator="cpu",
+        run_and_report(config, "quick", models=[builtin], output_dir=runs, accelerator="cpu",
                       fold_manifest=official / entries[task]["path"], leaderboard_dir=tmp / "bench-tables",
                       progress=False)
     assert matcv(["submit", "--task", "microstructure", "--model", "ext_generative_models.nets:TinyAutoencoder",
@@ -257,7 +257,7 @@ def test_a_model_that_does_not_reconstruct_scores_nan_reconstruction_metrics(wor
 def test_real_test_images_scored_as_a_submission_reproduce_the_ceiling(world):
     """The AlloyGAN scorer's domain metrics are the harness's: the real held-out images, submitted as if
     generated, score what the built-in ``real-held-out`` ceiling recorded."""
-    from benchmarks.records import RunRecords
+    from matcv.datamodules.core.records import RunRecords
 
     entry = world["entries"]["alloygan"]
     records = RunRecords(world["runs"] / "alloygan" / entry["dataset"] / "quick" / "records.jsonl").load()

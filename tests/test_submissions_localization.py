@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.config import CONFIG_DIR
-from benchmarks.submit import SubmissionError, publish_official, submit
-from leaderboard.submissions import validate_submission
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.submission.submit import SubmissionError, publish_official, submit
+from matcv.leaderboard.submissions import validate_submission
 from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,13 +107,13 @@ TAMPERED_ITEM = {"bad-shape": (0, 1), "bad-nan": (1, 0), "bad-inf": (0, 2), "bad
 def world(tmp_path_factory):
     """A tiny official localization benchmark, MKS run on it by the harness, the external factory's submission
     and tampered copies of it; then the leaderboard rebuild."""
-    from benchmarks.runner import run_benchmark
+    from matcv.benchmarks.cli import run_and_report
 
     tmp = tmp_path_factory.mktemp("localization-submissions")
     config = tiny_localization_config(tmp)
     official, subs, runs, out = tmp / "official", tmp / "submissions", tmp / "runs", tmp / "results"
     entry = publish_official(config, "quick", official)
-    run_benchmark(config, "quick", models=["mks"], output_dir=runs, accelerator="cpu",
+    run_and_report(config, "quick", models=["mks"], output_dir=runs, accelerator="cpu",
                   fold_manifest=official / entry["path"], leaderboard_dir=tmp / "bench-tables", progress=False)
     assert "ext_localization_models" not in sys.modules
     sys.path.insert(0, str(EXTERNAL))

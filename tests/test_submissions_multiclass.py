@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.submit import publish_official, submit
-from leaderboard.rebuild import write_all_leaderboards
-from leaderboard.submissions import validate_submission
+from matcv.benchmarks.submission.submit import publish_official, submit
+from matcv.leaderboard.rebuild import write_all_leaderboards
+from matcv.leaderboard.submissions import validate_submission
 from tests.submission_tampering import copy_submission, rewrite_npz
 from tests.test_superalloy import make_layout
 
@@ -35,11 +35,11 @@ def world(tmp_path_factory):
     config = tmp / "tiny_superalloy.yaml"
     config.write_text(yaml.safe_dump({
         "task": "segmentation",
-        "datamodule": {"class": "datamodules.superalloy.SuperalloyDataModule", "args": {}},
+        "datamodule": {"class": "matcv.datamodules.superalloy.SuperalloyDataModule", "args": {}},
         "group_column": "spot",
         "metrics": ["iou", "dice"],
         # A task YAML needs a model; none is run here (the submission is the only entry).
-        "models": {"constant": {"class": "lightning_modules.segmentation.ConstantMaskBaseline", "args": {}}},
+        "models": {"constant": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {}}},
         "profiles": {"quick": {"folds": 2, "val_fraction": 0.45, "seed": 0,
                                "datamodule": {"split": "grouped", "crop_size": 32, "crops_per_image": 4,
                                               "batch_size": 4},

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.cli import main as matcv
-from benchmarks.records import RunRecords
-from benchmarks.submit import SubmissionError, publish_official, submit
-from leaderboard.rebuild import write_all_leaderboards
-from leaderboard.scorers import FoldTruth, Rejected, scorer_for
-from leaderboard.scorers.rating import RATINGS, check_rating
-from leaderboard.submissions import validate_submission
+from matcv.benchmarks.cli import main as matcv
+from matcv.datamodules.core.records import RunRecords
+from matcv.benchmarks.submission.submit import SubmissionError, publish_official, submit
+from matcv.leaderboard.rebuild import write_all_leaderboards
+from matcv.leaderboard.scorers import FoldTruth, Rejected, scorer_for
+from matcv.leaderboard.scorers.rating import RATINGS, check_rating
+from matcv.leaderboard.submissions import validate_submission
 from tests.conftest import tiny_rating_config
 from tests.submission_tampering import edit_metadata, rewrite_npz
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXTERNAL = Path(__file__).parent / "fixtures_external_model"
 VALID = "tiny-cnn"
-BUILTIN = {"hand-crafted-rf": {"class": "lightning_modules.rating_baselines.HandCraftedRatingBaseline",
+BUILTIN = {"hand-crafted-rf": {"class": "matcv.lightning_modules.rating_baselines.HandCraftedRatingBaseline",
                                "args": {"classifier": "random_forest"}}}
 ORDINAL_METRICS = ["qwk", "mae", "within_1", "accuracy", "macro_f1"]
 
@@ -75,14 +75,14 @@ def world(tmp_path_factory):
     """Tiny official rating and ordinal benchmarks with a built-in baseline run on each; the external factory
     submitted to both (to `rating` through the CLI), the external LightningModule class to `ordinal`; tampered
     copies of the rating submission; then `matcv leaderboard`'s rebuild."""
-    from benchmarks.runner import run_benchmark
+    from matcv.benchmarks.cli import run_and_report
 
     tmp = tmp_path_factory.mktemp("rating-submissions")
     official, subs, runs, out = tmp / "official", tmp / "submissions", tmp / "runs", tmp / "results"
     configs = {"rating": tiny_rating_config(tmp, BUILTIN), "ordinal": _ordinal_config(tmp / "ordinal")}
     entries = {task: publish_official(config, "quick", official) for task, config in configs.items()}
     for task, config in configs.items():
-        run_benchmark(config, "quick", models=["hand-crafted-rf"], output_dir=runs, accelerator="cpu",
+        run_and_report(config, "quick", models=["hand-crafted-rf"], output_dir=runs, accelerator="cpu",
                       fold_manifest=official / entries[task]["path"], leaderboard_dir=tmp / "bench-tables",
                       progress=False)
     assert "ext_rating_models" not in sys.modules
@@ -144,7 +144,7 @@ def test_predictions_are_one_integer_rating_per_test_photo(world, task):
 
 
 def test_scorer_metrics_are_the_task_yamls():
-    from benchmarks.config import TaskConfig
+    from matcv.datamodules.core.config import TaskConfig
 
     for task in ("rating", "ordinal"):
         assert scorer_for(task).metrics == tuple(TaskConfig.load(task).metrics)
@@ -236,8 +236,8 @@ def test_check_rating_refuses_what_is_not_one_known_integer_rating():
 def test_factory_contract_and_evaluation_base_are_enforced():
     import torch
 
-    from benchmarks.submission_adapters.rating import ExternalRatingModel
-    from benchmarks.submission_models import model_class
+    from matcv.benchmarks.submission.adapters.rating import ExternalRatingModel
+    from matcv.benchmarks.submission.models import model_class
 
     sys.path.insert(0, str(EXTERNAL))
     try:
@@ -249,7 +249,7 @@ def test_factory_contract_and_evaluation_base_are_enforced():
         with pytest.raises(SubmissionError, match="not a RatingEvaluation subclass"):
             model_class("ordinal", "ext_seg_models.nets:TinyLightningSegmenter", {})
         reference, args, kind = model_class("ordinal", "ext_rating_models.nets:build", {"width": 4, "lr": 0.1})
-        assert (reference, kind) == ("benchmarks.submission_adapters.rating.ExternalRatingModel", "factory")
+        assert (reference, kind) == ("matcv.benchmarks.submission.adapters.rating.ExternalRatingModel", "factory")
         assert args == {"factory": "ext_rating_models.nets:build", "factory_args": {"width": 4}, "lr": 0.1}
     finally:
         sys.path.remove(str(EXTERNAL))

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.folds import (
+from matcv.datamodules.folds import (
     FoldManifestError,
     check_matches_data,
     check_no_group_leak,
@@ -29,8 +29,8 @@ from datamodules.folds import (
     read_fold_manifest,
     write_fold_manifest,
 )
-from datamodules.manifest import ManifestError
-from datamodules.superalloy import (
+from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.superalloy import (
     CLASS_NAMES,
     DATA_FOLDER,
     ROOT_ENV,

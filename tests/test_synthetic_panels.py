@@ -1,4 +1,4 @@
-"""Synthetic corrosion panels (datamodules/synthetic_panels.py): image, mask and rating must agree."""
+"""Synthetic corrosion panels (datamodules/synthetic/panels.py): image, mask and rating must agree."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datamodules import astm
-from datamodules.synthetic_panels import (
+from matcv.datamodules.measurements import astm
+from matcv.datamodules.synthetic.panels import (
     COATINGS,
     MANIFEST_COLUMNS,
     PanelGeneratorConfig,
@@ -270,7 +270,7 @@ def test_rating_9_photo_mask_is_not_empty_at_64_px(tmp_path):
 def test_scribe_lines_in_the_manifest_run_along_the_corroded_bands(tmp_path):
     """``scribe_lines_px`` locates each scribe in its photo (for measuring creep on a photo's mask):
     on panels without gaps, points along every line lie in the mask."""
-    from datamodules.synthetic_panels import parse_scribe_lines
+    from matcv.datamodules.synthetic.panels import parse_scribe_lines
 
     config = PanelGeneratorConfig(n_panels=10, photos_per_panel=2, image_size=128, seed=5, gap_prob_thin=0.0,
                                   gap_prob_other=0.0, double_scribe_prob=0.5)
@@ -294,8 +294,8 @@ def test_rating_measured_on_photo_masks_matches_the_panel_rating(tmp_path):
     """The ASTM procedure on a 128 px photo's mask (12 stations along ``scribe_lines_px``) recovers the
     panel's rating: image, mask and rating agree at photo level too (measured: 120/120 photos at 128 px,
     mean creep error -0.02 mm; the anti-aliased mask keeps sub-pixel width on average over 12 stations)."""
-    from datamodules.astm import measure_creep_along_lines, rating_from_creep
-    from datamodules.synthetic_panels import parse_scribe_lines
+    from matcv.datamodules.measurements.astm import measure_creep_along_lines, rating_from_creep
+    from matcv.datamodules.synthetic.panels import parse_scribe_lines
 
     config = PanelGeneratorConfig(n_panels=15, photos_per_panel=2, image_size=128, seed=21)
     root = generate_panels(config, tmp_path, progress=False)

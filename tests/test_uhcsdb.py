@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.folds import (
+from matcv.datamodules.folds import (
     FORMAT,
     FoldManifestError,
     GroupLeakError,
@@ -29,9 +29,9 @@ from datamodules.folds import (
     read_fold_manifest,
     write_fold_manifest,
 )
-from datamodules.manifest import ManifestError
-from datamodules.microstructure_images import to_uint8
-from datamodules.uhcsdb import (
+from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.microstructure_images import to_uint8
+from matcv.datamodules.uhcsdb import (
     METADATA_CSV,
     METADATA_SQLITE,
     ROOT_ENV,

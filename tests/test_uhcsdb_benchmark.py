@@ -7,8 +7,8 @@ import math
 import pytest
 import yaml
 
-from benchmarks.config import CONFIG_DIR
-from benchmarks.runner import run_benchmark
+from matcv.datamodules.core.config import CONFIG_DIR
+from matcv.benchmarks.cli import run_and_report
 from tests.test_uhcsdb import ALL_ROWS, REAL_CSV, write_release
 
 
@@ -23,12 +23,12 @@ def test_uhcsdb_yaml_trains_the_seed_autoencoder_on_48x64_patches(tmp_path):
     config["datamodule"]["args"].update(constituents=None, target_magnification=1964.0)
     quick.update(trainer={"max_epochs": 1}, models=["seed-ae", "train-images"], companion_profiles=[],
                  datamodule={"patch_size": [48, 64], "max_crops_per_micrograph": 4, "batch_size": 16})
-    quick["class_overrides"] = {"lightning_modules.microstructure.AutoencoderTask": {"extractor_epochs": 1},
-                                "lightning_modules.microstructure.TrainingImagesReference": {"extractor_epochs": 1}}
+    quick["class_overrides"] = {"matcv.lightning_modules.microstructure.AutoencoderTask": {"extractor_epochs": 1},
+                                "matcv.lightning_modules.microstructure.TrainingImagesReference": {"extractor_epochs": 1}}
     config["profiles"] = {"quick": quick}
     path = tmp_path / "microstructure-uhcsdb.yaml"
     path.write_text(yaml.safe_dump(config))
-    bench = run_benchmark(path, data_root=root, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+    bench = run_and_report(path, data_root=root, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
                           progress=False)
     assert bench.dataset == "uhcsdb"
     records = bench.records.load()

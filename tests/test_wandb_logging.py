@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.runner import run_benchmark
-from benchmarks.wandb_logging import read_offline_run, wandb_mode
+from matcv.benchmarks.cli import run_and_report
+from matcv.benchmarks.harness.wandb_logging import read_offline_run, wandb_mode
 from tests.conftest import tiny_task_config
 
 
@@ -31,7 +31,7 @@ def test_benchmark_leaves_offline_runs_with_metrics_and_a_leaderboard_run(tmp_pa
     for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     config = tiny_task_config(tmp_path, folds=2, max_epochs=1, n_panels=8)
-    bench = run_benchmark(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
+    bench = run_and_report(config, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board", progress=False)
     records = bench.records.load()
     runs = [read_offline_run(folder) for folder in sorted((bench.folder / "wandb").glob("offline-run-*"))]
     by_name = {run["name"]: run for run in runs}

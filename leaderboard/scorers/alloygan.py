@@ -1,5 +1,5 @@
 """AlloyGAN submissions: one generated image per test image, drawn at that image's conditions (composition, cooling
-rate, Sr/P modification), scored by the harness's own code (``lightning_modules.alloygan.score_generated``).
+rate, Sr/P modification), scored by the harness's own code (``matcv.lightning_modules.alloygan.score_generated``).
 
 A fold's ``.npz``: ``item_ids`` (the fold's test items) and ``pred_<i>`` = float32 (H, W) image generated for test
 item i's conditions, values in [-1, 1].
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leaderboard.scorers import FoldTruth, Rejected, Scorer, Truth, official_datamodules, predictions_by_item
-from leaderboard.scorers.microstructure import builtin_extractor_epochs, image_problem
+from matcv.leaderboard.scorers import FoldTruth, Rejected, Scorer, Truth, official_datamodules, predictions_by_item
+from matcv.leaderboard.scorers.microstructure import builtin_extractor_epochs, image_problem
 
 METRICS = ("fid_domain", "kid_domain", "fid_domain_alloywise", "fid_domain_alloywise_std", "si_spearman",
            "si_fraction_mae", "lambda2_measurable", "lambda2_n", "lambda2_r2", "srp_count_log2_ratio",
@@ -31,8 +31,8 @@ NOT_COMPARED = ("fid_domain", "kid_domain", "fid_domain_alloywise", "fid_domain_
 def load_truth(entry: dict, official_dir: Path) -> Truth:
     """Per fold: the real test images, their raw conditions, alloys and expected Si fractions in the harness's test
     order, and the fold's domain extractor."""
-    from lightning_modules.alloygan import AlloyEvaluation, expected_fractions
-    from lightning_modules.microstructure import fold_domain_extractor
+    from matcv.lightning_modules.alloygan import AlloyEvaluation, expected_fractions
+    from matcv.lightning_modules.microstructure import fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, AlloyEvaluation, uses_extractor=lambda cls: cls.compares_to_real)
     folds, data_sha256 = official_datamodules(entry, official_dir)
@@ -57,7 +57,7 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
 def score_fold(arrays: dict[str, np.ndarray], item_ids: list[str], truth: FoldTruth):
     import torch
 
-    from lightning_modules.alloygan import score_generated
+    from matcv.lightning_modules.alloygan import score_generated
 
     context = truth.context
     predictions = predictions_by_item(arrays, item_ids)

@@ -3,7 +3,7 @@ shape (N, N, N), physical units, i.e. what ``LocalizationEvaluation.forward`` re
 exactly as ``LocalizationEvaluation.test_step`` / ``test_summary`` score the built-in models:
 
 * per volume: ``mase`` (%), the volume's own ``r2`` and ``mae_phase0`` / ``mae_phase1``
-  (``lightning_modules.localization_metrics``), on the (1, N, N, N) arrays ``test_step`` scores;
+  (``matcv.lightning_modules.localization_metrics``), on the (1, N, N, N) arrays ``test_step`` scores;
 * per fold: ``mase`` and the per-phase MAE as the NaN-ignoring mean over volumes, ``r2`` pooled over every
   voxel of the fold's test volumes (``PooledRegressionStats``, updated volume by volume in the test set's
   order, as ``test_step`` does), not a mean of per-volume R².
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leaderboard.scorers import (
+from matcv.leaderboard.scorers import (
     FoldTruth,
     Rejected,
     Scorer,
@@ -27,7 +27,7 @@ from leaderboard.scorers import (
     official_datamodules,
     predictions_by_item,
 )
-from lightning_modules.localization_metrics import PooledRegressionStats, mase, per_phase_mae, r2_all_voxels
+from matcv.lightning_modules.localization_metrics import PooledRegressionStats, mase, per_phase_mae, r2_all_voxels
 
 METRICS = ("mase", "r2", "mae_phase0", "mae_phase1")  # the order of benchmarks/configs/localization.yaml
 ACCEPTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -1,5 +1,5 @@
 """Microstructure submissions (autoencoders, VAEs, GANs): generated images and, for a model that reconstructs, one
-reconstruction per test image, scored by the harness's own code (``lightning_modules.microstructure``).
+reconstruction per test image, scored by the harness's own code (``matcv.lightning_modules.microstructure``).
 
 A fold's ``.npz``:
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leaderboard.scorers import (
+from matcv.leaderboard.scorers import (
     FoldTruth,
     Rejected,
     Scorer,
@@ -50,7 +50,7 @@ def builtin_extractor_epochs(entry: dict, evaluation_base: type, uses_extractor=
     """``extractor_epochs`` of the built-in models of the official (task YAML, profile): the domain extractor their
     FID-domain numbers were computed with (the most common value where they differ; the evaluation's default
     where none sets it)."""
-    from benchmarks.config import TaskConfig, import_object
+    from matcv.datamodules.core.config import TaskConfig, import_object
 
     default = inspect.signature(evaluation_base.__init__).parameters["extractor_epochs"].default
     config = TaskConfig.load(entry["config"])
@@ -83,7 +83,7 @@ def image_problem(array: np.ndarray, shape: tuple[int, ...]) -> str | None:
 def load_truth(entry: dict, official_dir: Path) -> Truth:
     """Per fold: the real test images in the harness's test order, how the source's images are read (image kind,
     periodic), and the fold's domain extractor."""
-    from lightning_modules.microstructure import GenerativeEvaluation, fold_domain_extractor
+    from matcv.lightning_modules.microstructure import GenerativeEvaluation, fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, GenerativeEvaluation)
     folds, data_sha256 = official_datamodules(entry, official_dir)
@@ -122,7 +122,7 @@ def _samples(arrays: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarra
 def score_fold(arrays: dict[str, np.ndarray], item_ids: list[str], truth: FoldTruth):
     import torch
 
-    from lightning_modules.microstructure import reconstruction_scores, sample_scores
+    from matcv.lightning_modules.microstructure import reconstruction_scores, sample_scores
 
     context = truth.context
     shape = context["image_shape"]

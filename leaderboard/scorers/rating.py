@@ -1,6 +1,6 @@
 """Rating and ordinal submissions: one predicted ASTM D1654 rating per test photo (a 0-d integer array, e.g. 7,
 one of the task's ratings), scored exactly as ``RatingEvaluation.test_summary`` scores the built-in models:
-``lightning_modules.rating_metrics.rating_metrics(true, predicted, ratings)`` over the fold's test photos.
+``matcv.lightning_modules.rating_metrics.rating_metrics(true, predicted, ratings)`` over the fold's test photos.
 
 Both tasks share the corrosion panels DataModule with ``target: rating``; they differ only in the order of
 their metrics (the leaderboard ranks by the first: accuracy for ``rating``, quadratic-weighted kappa for
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.config import TaskConfig
-from leaderboard.scorers import (
+from matcv.datamodules.core.config import TaskConfig
+from matcv.leaderboard.scorers import (
     FoldTruth,
     Rejected,
     Scorer,
@@ -23,8 +23,8 @@ from leaderboard.scorers import (
     official_datamodules,
     predictions_by_item,
 )
-from lightning_modules.rating import RatingEvaluation
-from lightning_modules.rating_metrics import rating_metrics
+from matcv.lightning_modules.rating import RatingEvaluation
+from matcv.lightning_modules.rating_metrics import rating_metrics
 
 # The task's rating scale: the one every rating model scores on (RatingEvaluation's default; the task YAMLs
 # do not override it). Fold metrics use it as the labels (macro-F1 over all of them, K x K kappa).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leaderboard.scorers import (
+from matcv.leaderboard.scorers import (
     FoldTruth,
     Rejected,
     Scorer,

@@ -6,8 +6,8 @@ generative tasks accept): ``TinyAutoencoder`` reconstructs and samples microstru
 import torch
 from torch import nn
 
-from lightning_modules.alloygan import ConditionalGANTask
-from lightning_modules.microstructure import GenerativeEvaluation
+from matcv.lightning_modules.alloygan import ConditionalGANTask
+from matcv.lightning_modules.microstructure import GenerativeEvaluation
 
 
 class TinyAutoencoder(GenerativeEvaluation):

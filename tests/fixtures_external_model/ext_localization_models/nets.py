@@ -9,7 +9,7 @@ own training step and optimiser); ``RidgeMKS`` subclasses the built-in MKS basel
 import torch
 from torch import nn
 
-from lightning_modules.localization import PHASE_CENTRE, LocalizationEvaluation, MKSTask
+from matcv.lightning_modules.localization import PHASE_CENTRE, LocalizationEvaluation, MKSTask
 
 
 class TinyPeriodicConvNet(nn.Module):

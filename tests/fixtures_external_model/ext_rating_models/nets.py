@@ -5,8 +5,8 @@ LightningModule-class variant with its own ordinal (CORN) loss, for the ``ordina
 import torch
 from torch import nn
 
-from lightning_modules.ordinal import head_decode, head_loss, make_head
-from lightning_modules.rating import RatingEvaluation
+from matcv.lightning_modules.ordinal import head_decode, head_loss, make_head
+from matcv.lightning_modules.rating import RatingEvaluation
 
 
 class TinyCNN(nn.Module):

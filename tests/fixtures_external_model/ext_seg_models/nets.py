@@ -5,7 +5,7 @@ LightningModule-class variant."""
 import torch
 from torch import nn
 
-from lightning_modules.segmentation import SegmentationEvaluation
+from matcv.lightning_modules.segmentation import SegmentationEvaluation
 
 
 class TinyFCN(nn.Module):

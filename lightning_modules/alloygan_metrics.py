@@ -1,7 +1,7 @@
 """AlloyGAN domain-science metrics over a SET of images (generated or real), seed 000 §5.6.5 / §5.7,
 SCIENCE.md §3.
 
-Inputs are per-image measurements already taken (by ``datamodules.alloy_measure``, which this module does
+Inputs are per-image measurements already taken (by ``matcv.datamodules.measurements.alloy_measure``, which this module does
 not import): ``si_area_fraction``, ``lambda2_px`` (secondary dendrite arm spacing, may be NaN),
 ``particle_count_per_10k_px``, ``mean_particle_area_px``. The three metrics:
 

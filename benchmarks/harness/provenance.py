@@ -13,7 +13,7 @@ import torch
 
 PACKAGES = ("matcv", "torch", "torchvision", "lightning", "segmentation-models-pytorch", "timm", "torchmetrics",
             "albumentations", "kornia", "scikit-learn", "numpy", "opencv-python-headless")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.submission_models import RecordsSubmission, TaskAdapter, prediction_arrays
+from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, prediction_arrays
 
 
 class RecordsConditionalImages(RecordsSubmission):
@@ -24,7 +24,7 @@ class RecordsConditionalImages(RecordsSubmission):
 
 
 ADAPTER = TaskAdapter(
-    evaluation_base="lightning_modules.alloygan.AlloyEvaluation",
+    evaluation_base="matcv.lightning_modules.alloygan.AlloyEvaluation",
     recording_mixin=f"{__name__}.RecordsConditionalImages",
     factory_model=None,  # GANs: LightningModule classes only
     factory_contract="an AlloyEvaluation subclass (generate_for(conditions, generator))",

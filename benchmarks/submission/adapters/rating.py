@@ -15,13 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from benchmarks.submission_models import (
+from matcv.benchmarks.submission.models import (
     RecordsSubmission,
     TaskAdapter,
     build_factory_network,
     prediction_arrays,
 )
-from lightning_modules.rating import RatingTask
+from matcv.lightning_modules.rating import RatingTask
 
 
 class RecordsTestRatings(RecordsSubmission):
@@ -69,7 +69,7 @@ class ExternalRatingModel(RecordsTestRatings, RatingTask):
 
 
 ADAPTER = TaskAdapter(
-    evaluation_base="lightning_modules.rating.RatingEvaluation",
+    evaluation_base="matcv.lightning_modules.rating.RatingEvaluation",
     recording_mixin=f"{__name__}.RecordsTestRatings",
     factory_model=f"{__name__}.ExternalRatingModel",
     factory_contract="images (B, 3, H, W) -> logits (B, number of ratings), trained with cross-entropy "

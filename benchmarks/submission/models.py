@@ -2,7 +2,7 @@
 class for a submitted reference, and the recording of its test predictions.
 
 Per task an adapter module (``benchmarks/submission_adapters/<task>.py``, listed in
-``benchmarks.submit.SUBMISSION_ADAPTERS``) defines ``ADAPTER``:
+``matcv.benchmarks.submission.submit.SUBMISSION_ADAPTERS``) defines ``ADAPTER``:
   * ``evaluation_base``: the class a submitted LightningModule must subclass (the harness's scoring contract);
   * ``recording_mixin``: a ``RecordsSubmission`` subclass whose ``submission_arrays()`` returns the arrays of
     the fold's ``.npz`` (``item_ids`` + ``pred_<i>``, and whatever else the task's scorer reads), in the exact
@@ -22,8 +22,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.config import import_object
-from benchmarks.submit import SUBMISSION_ADAPTERS, TRAINING_KEYS, SubmissionError
+from matcv.datamodules.core.config import import_object
+from matcv.benchmarks.submission.submit import SUBMISSION_ADAPTERS, TRAINING_KEYS, SubmissionError
 
 
 class PredictionRecorder(Callback):

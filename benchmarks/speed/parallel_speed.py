@@ -1,6 +1,6 @@
 """Wall time of a tiny benchmark run one after the other vs with ``--parallel-runs K`` (a script, not a test).
 
-    python -m benchmarks.parallel_speed [--folds 4] [--epochs 3] [--parallel-runs 2] [--models tiny-unet]
+    python -m matcv.benchmarks.speed.parallel_speed [--folds 4] [--epochs 3] [--parallel-runs 2] [--models tiny-unet]
 
 Both benchmarks run the same runs (tiny UNet on 32 px synthetic panels, as in tests/conftest.py) in fresh
 output folders, after the data is generated once. The sequential one is this process with torch's default
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     args = parser.parse_args(argv)
 
-    from benchmarks.config import TaskConfig
-    from benchmarks.runner import prepare_benchmark, run_benchmark
-    from benchmarks.scale_out import available_cpus
+    from matcv.datamodules.core.config import TaskConfig
+    from matcv.benchmarks.cli import run_and_report
+    from matcv.benchmarks.harness.runner import prepare_benchmark
+    from matcv.benchmarks.harness.scale_out import available_cpus
     from tests.conftest import tiny_task_config
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="matcv-parallel-speed-"))
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, k in (("sequential", 1), (f"parallel-runs {args.parallel_runs}", args.parallel_runs)):
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        bench = run_benchmark(config, models=models, output_dir=work / name.replace(" ", "-"),
+        bench = run_and_report(config, models=models, output_dir=work / name.replace(" ", "-"),
                               leaderboard_dir=work / f"board-{k}", accelerator="cpu", progress=False,
                               parallel_runs=k)
         times[name] = time.perf_counter() - started

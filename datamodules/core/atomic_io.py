@@ -76,3 +76,11 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def data_fingerprint(root: Path, files: list[str]) -> str:
+    """sha256 over the manifest (where the layout has one) and every data file (contents, not timestamps)."""
+    manifest = root / "manifest.csv"
+    parts = [sha256_file(manifest)] if manifest.is_file() else []
+    parts += [f"{name}:{sha256_file(root / name)}" for name in sorted(files)]
+    return sha256_bytes("\n".join(parts).encode())

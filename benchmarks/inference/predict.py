@@ -16,10 +16,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from datamodules.atomic_io import atomic_write_text
-from datamodules.corrosion import resize_photo, standardize
-from lightning_modules.ordinal import head_decode
-from lightning_modules.rating import RatingTask
+from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.datamodules.corrosion import resize_photo, standardize
+from matcv.lightning_modules.ordinal import head_decode
+from matcv.lightning_modules.rating import RatingTask
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 

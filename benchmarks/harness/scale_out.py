@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 
 # No torch (nor the runner, which imports it) at module level: a spawned worker imports this module before
 # ``_worker_main`` sets CUDA_VISIBLE_DEVICES, and CUDA reads it once, when torch first touches the driver.
-from benchmarks.config import RunSpec
-from benchmarks.records import RunClaims
-from datamodules.atomic_io import sha256_file
+from matcv.datamodules.core.config import RunSpec
+from matcv.datamodules.core.records import RunClaims
+from matcv.datamodules.core.atomic_io import sha256_file
 
 if TYPE_CHECKING:
-    from benchmarks.runner import Benchmark
+    from matcv.benchmarks.harness.runner import Benchmark
 
 LAUNCHERS = ("none", "local", "slurm")
 Pending = list[tuple[int, RunSpec, str]]  # (run number, spec, key)
@@ -87,7 +87,7 @@ def _worker_main(env: dict, threads: int, inbox, results, parent_pid: int) -> No
     os.environ.update(env)
     import torch
 
-    from benchmarks import runner
+    from matcv.benchmarks.harness import runner
 
     torch.set_num_threads(threads)
     while True:
@@ -173,7 +173,7 @@ def run_parallel(bench: Benchmark, pending: Pending, accelerator: str, devices: 
 def _record_lost_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, error: str,
                      started: float) -> dict:
     """A run whose process died: record it as failed - unless it got its record out, or someone runs it now."""
-    from benchmarks import runner
+    from matcv.benchmarks.harness import runner
 
     with RunClaims(bench.folder).claim(key) as held:
         if not held:
@@ -203,7 +203,7 @@ def run_job(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices
         import torch
 
         torch.set_num_threads(threads)
-    from benchmarks import runner
+    from matcv.benchmarks.harness import runner
 
     if sha256_file(bench.fold_manifest_path) != bench.fold_manifest_sha256:
         raise RuntimeError(f"{bench.fold_manifest_path} changed since the job was submitted")

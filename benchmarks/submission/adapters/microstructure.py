@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.submission_models import RecordsSubmission, TaskAdapter, prediction_arrays
-from lightning_modules.microstructure import reconstruction_scores
+from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, prediction_arrays
+from matcv.lightning_modules.microstructure import reconstruction_scores
 
 
 class RecordsGeneratedImages(RecordsSubmission):
@@ -50,7 +50,7 @@ class RecordsGeneratedImages(RecordsSubmission):
 
 
 ADAPTER = TaskAdapter(
-    evaluation_base="lightning_modules.microstructure.GenerativeEvaluation",
+    evaluation_base="matcv.lightning_modules.microstructure.GenerativeEvaluation",
     recording_mixin=f"{__name__}.RecordsGeneratedImages",
     factory_model=None,  # GANs and autoencoders: LightningModule classes only
     factory_contract="a GenerativeEvaluation subclass (generate(n, generator), optionally reconstruct(images))",

@@ -4,7 +4,7 @@ Used twice: to check the synthetic generator against its own ground truth, and a
 *generated* (GAN) images. So every function takes any plausible grey image — numpy (H, W), float in [-1, 1]
 or uint8 0..255 — and returns NaN rather than raising when an image has nothing to measure.
 
-Grey levels (uint8) of ``datamodules.alloy_micrographs``' rendering, which these thresholds are set for:
+Grey levels (uint8) of ``matcv.datamodules.alloy_micrographs``' rendering, which these thresholds are set for:
 α-Al 225, eutectic Al 175, intermetallics 125, Si 25, then a Gaussian blur (sigma 0.5 px) and noise (sd 4).
 
 * ``SI_THRESHOLD`` = 100: "dark" (Si) is grey < 100. A *fixed* level, not Otsu: Otsu splits whichever two

@@ -25,7 +25,7 @@ Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   claims/             one lock file per run key, held while that run trains (see records.RunClaims)
   slurm/              submitit's job scripts and logs (``--launcher slurm|local``)
 
-Scale-out (benchmarks/scale_out.py); every path claims each run before it starts and re-checks the records
+Scale-out (benchmarks/harness/scale_out.py); every path claims each run before it starts and re-checks the records
 after the claim, so concurrent processes never run one key twice and resume stays safe:
   --devices N         each training run uses N devices with Lightning DDP (spawn; gloo on CPU); tested on 1
   --parallel-runs K   K independent model x fold runs at once, in K worker processes (one GPU each, or
@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,9 +54,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from tqdm.auto import tqdm
 
-from benchmarks.config import RunSpec, TaskConfig, import_object
-from benchmarks.provenance import provenance
-from benchmarks.records import (
+from matcv.datamodules.core.config import ComparisonSpec, RunSpec, TaskConfig, import_object, run_seed
+from matcv.benchmarks.harness.provenance import provenance
+from matcv.datamodules.core.records import (
     FAILED,
     OK,
     PHOTO_FOLDS_SUFFIX,
@@ -64,18 +64,14 @@ from benchmarks.records import (
     RunRecords,
     run_key,
 )
-from benchmarks.wandb_logging import benchmark_group, finish_run, log_leaderboard, run_logger, wandb_mode
-from datamodules.atomic_io import sha256_bytes, sha256_file
-from datamodules.folds import (
+from matcv.benchmarks.harness.wandb_logging import benchmark_group, finish_run, log_leaderboard, run_logger, wandb_mode
+from matcv.datamodules.core.atomic_io import data_fingerprint, sha256_bytes
+from matcv.datamodules.folds import (
     check_matches_data,
     make_fold_manifest,
     read_fold_manifest,
     write_fold_manifest,
 )
-from leaderboard.augmentation_matrix import write_augmentation_matrix
-from leaderboard.build import ComparisonSpec, write_leaderboard
-from leaderboard.leakage import write_leakage_report
-from leaderboard.profile_summary import write_profile_summary
 
 
 @dataclass
@@ -93,14 +89,7 @@ class Benchmark:
     records: RunRecords
     grouping: str  # the column folds are grouped by ("image_path": photo-level folds, leaky on purpose)
     log_wandb: bool = True  # W&B dashboards (offline unless the user's W&B settings say otherwise)
-
-
-def data_fingerprint(root: Path, files: list[str]) -> str:
-    """sha256 over the manifest (where the layout has one) and every data file (contents, not timestamps)."""
-    manifest = root / "manifest.csv"
-    parts = [sha256_file(manifest)] if manifest.is_file() else []
-    parts += [f"{name}:{sha256_file(root / name)}" for name in sorted(files)]
-    return sha256_bytes("\n".join(parts).encode())
+    companions: list[Benchmark] = field(default_factory=list)  # the companion profiles' benchmarks, when run
 
 
 def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | None, output_dir: str | Path,
@@ -112,8 +101,8 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
     panel fall on both sides): deliberately leaky, only for the leakage report, in a folder of its own.
     """
     prof = config.profile(profile)
-    datamodule_cls = import_object(config.raw["datamodule"]["class"])
-    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
+    datamodule_cls = config.datamodule_class()
+    dm_args = config.datamodule_args(profile)
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
     if hasattr(datamodule_cls, "dataset_name"):  # a published dataset names itself, wherever its copy lies
@@ -157,12 +146,15 @@ def _fixed_split(datamodule_cls, root: Path, dm_args: dict) -> dict | None:
 def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
                   models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
                   accelerator: str = "auto", devices: int = 1, retry_failed: bool = False,
-                  fold_manifest: str | Path | None = None, leaderboard_dir: str | Path = "leaderboard/results",
-                  progress: bool = True, parallel_runs: int = 1, launcher: str = "none",
-                  launcher_options: dict | None = None, log_wandb: bool = True) -> Benchmark:
-    """``parallel_runs``, ``launcher`` ("none", "local", "slurm") and ``launcher_options`` (partition,
-    time_min, gpus_per_node, cpus_per_task): see the module docstring and benchmarks/scale_out.py.
-    ``log_wandb``: W&B dashboards (benchmarks/wandb_logging.py; False = ``--no-wandb``)."""
+                  fold_manifest: str | Path | None = None, progress: bool = True, parallel_runs: int = 1,
+                  launcher: str = "none", launcher_options: dict | None = None, log_wandb: bool = True) -> Benchmark:
+    """Run every pending model x fold of a benchmark and append their records; the harness stops there
+    (``matcv bench`` then writes the tables through ``matcv.leaderboard.rebuild.write_benchmark_tables``).
+
+    A profile's leakage report runs its models again on photo-level folds (a ``-photo-folds`` sibling folder),
+    and its companion profiles are run too (``Benchmark.companions``). ``parallel_runs``, ``launcher`` ("none",
+    "local", "slurm") and ``launcher_options`` (partition, time_min, gpus_per_node, cpus_per_task): see the module
+    docstring and benchmarks/harness/scale_out.py. ``log_wandb``: W&B dashboards (False = ``--no-wandb``)."""
     config = TaskConfig.load(task)
     runs = config.runs(profile, models, folds)  # validates names before any work is done
     comparison = config.raw.get("comparison")
@@ -171,13 +163,6 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, progress)
     bench.log_wandb = log_wandb
     _run_all(bench, runs, accelerator, devices, retry_failed, progress, parallel_runs, launcher, launcher_options)
-    tables = write_leaderboard(bench.records.path, leaderboard_dir, metrics=config.metrics, comparison=comparison,
-                               lower_is_better=config.lower_is_better)
-    _log_leaderboard_to_wandb(bench, tables[0].with_suffix(".csv") if tables else None)
-
-    study = config.profile(profile).get("augmentation_study")
-    if study:
-        tables.append(write_augmentation_matrix(bench.records.path, leaderboard_dir, config.metrics[0], study))
 
     # The leakage report: the same models on photo-level random folds, beside the grouped result.
     leakage = config.profile(profile).get("leakage_report")
@@ -187,22 +172,14 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         leaky.log_wandb = log_wandb
         _run_all(leaky, config.runs(profile, leaky_models, folds), accelerator, devices, retry_failed, progress,
                  parallel_runs, launcher, launcher_options)
-        tables.append(write_leakage_report(bench.records.path, leaky.records.path, leaderboard_dir, config.metrics))
-    for markdown in tables:
-        print("\n" + markdown.read_text())
 
     # Companion profiles: the same models under other protocols of the same data (e.g. a dataset's official
-    # split and an out-of-distribution test set beside its grouped CV), then one table with all of them.
-    companions = config.profile(profile).get("companion_profiles", [])
-    if companions:
-        folders = [bench.folder]
-        for other in companions:
-            folders.append(run_benchmark(task, other, data_root, models, None, output_dir, accelerator, devices,
-                                         retry_failed, None, leaderboard_dir, progress, parallel_runs, launcher,
-                                         launcher_options, log_wandb).folder)
-        summary = write_profile_summary([f / "records.jsonl" for f in folders], leaderboard_dir, config.metrics,
-                                        config.lower_is_better)
-        print("\n" + summary.read_text())
+    # split and an out-of-distribution test set beside its grouped CV); the leaderboard puts them side by side.
+    for other in config.profile(profile).get("companion_profiles", []):
+        bench.companions.append(run_benchmark(
+            task, other, data_root=data_root, models=models, output_dir=output_dir, accelerator=accelerator,
+            devices=devices, retry_failed=retry_failed, progress=progress, parallel_runs=parallel_runs,
+            launcher=launcher, launcher_options=launcher_options, log_wandb=log_wandb))
     return bench
 
 
@@ -210,7 +187,7 @@ def _wandb_group(bench: Benchmark) -> str:
     return benchmark_group(bench.config.task, bench.dataset, bench.folder.name, bench.fold_manifest_sha256)
 
 
-def _log_leaderboard_to_wandb(bench: Benchmark, leaderboard_csv: Path | None) -> None:
+def log_leaderboard_to_wandb(bench: Benchmark, leaderboard_csv: Path | None) -> None:
     """The benchmark's summary W&B run (the leaderboard as a table, bar charts). A W&B problem is reported,
     never allowed to lose the benchmark's results, which are already on disk."""
     mode = wandb_mode(bench.log_wandb)
@@ -245,7 +222,7 @@ def _run_all(bench: Benchmark, runs: list[RunSpec], accelerator: str, devices: i
                disable=not (progress and sys.stdout.isatty()), file=sys.stdout, position=0, leave=True)
     numbered = [(number, spec, key) for number, (spec, key) in enumerate(pending, start=len(runs) - len(pending) + 1)]
     if launcher != "none" or parallel_runs > 1:  # other processes run them; lines come as they finish
-        from benchmarks.scale_out import launch_runs, run_parallel
+        from matcv.benchmarks.harness.scale_out import launch_runs, run_parallel
 
         if launcher != "none":
             done = launch_runs(bench, numbered, accelerator, devices, retry_failed, launcher, launcher_options or {},
@@ -345,12 +322,12 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     durations = {"fit_s": 0.0, "test_s": 0.0}
     wandb_logger = _wandb_run_logger(bench, spec, key, record)
     try:
-        run_seed = spec.config["seed"] * 1000 + spec.fold
-        L.seed_everything(run_seed, workers=True, verbose=False)
+        seed = run_seed(spec.config["seed"], spec.fold)
+        L.seed_everything(seed, workers=True, verbose=False)
         datamodule_cls = import_object(spec.config["datamodule"]["class"])
         # Paths as text: checkpoints store the datamodule's hyper-parameters and are reloaded weights-only.
         datamodule = datamodule_cls(fold_manifest_path=str(bench.fold_manifest_path), fold=spec.fold,
-                                    data_root=str(bench.data_root), seed=run_seed,
+                                    data_root=str(bench.data_root), seed=seed,
                                     **spec.config["datamodule"]["args"])
         model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
         datamodule.setup("fit")

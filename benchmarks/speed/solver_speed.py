@@ -1,7 +1,7 @@
-"""Speed of the FFT elasticity solver (datamodules/elastic_fft.py) on this machine: iterations and seconds.
+"""Speed of the FFT elasticity solver (datamodules/synthetic/elastic_fft.py) on this machine: iterations and seconds.
 
-    python -m benchmarks.solver_speed                       # 21³ and 51³, contrast 10 and 50, CPU (+ CUDA)
-    python -m benchmarks.solver_speed --sizes 21 --threads 1 --schemes basic cg
+    python -m matcv.benchmarks.speed.solver_speed                       # 21³ and 51³, contrast 10 and 50, CPU (+ CUDA)
+    python -m matcv.benchmarks.speed.solver_speed --sizes 21 --threads 1 --schemes basic cg
 
 Microstructures are periodic Gaussian-filtered uniform noise (scipy.ndimage.gaussian_filter, mode="wrap")
 thresholded at its median (stiff volume fraction 0.5), like the localization task's inputs. Each volume is
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from datamodules.elastic_fft import SCHEMES, solve_elasticity
+from matcv.datamodules.synthetic.elastic_fft import SCHEMES, solve_elasticity
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 

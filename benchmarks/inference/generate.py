@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from datamodules.alloys import ELEMENTS, alloy_by_name
-from datamodules.atomic_io import save_png
-from datamodules.microstructure_images import to_uint8
+from matcv.datamodules.measurements.alloys import ELEMENTS, alloy_by_name
+from matcv.datamodules.core.atomic_io import save_png
+from matcv.datamodules.microstructure_images import to_uint8
 
 
 def load_generator(checkpoint: str | Path):
-    from lightning_modules.alloygan import ConditionalGANTask
+    from matcv.lightning_modules.alloygan import ConditionalGANTask
 
     path = Path(checkpoint)
     if not path.is_file():

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.submission_models import RecordsSubmission, TaskAdapter, build_factory_network, prediction_arrays
-from lightning_modules.localization import PHASE_CENTRE, _TrainedLocalizationTask
+from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, build_factory_network, prediction_arrays
+from matcv.lightning_modules.localization import PHASE_CENTRE, _TrainedLocalizationTask
 
 
 class RecordsTestFields(RecordsSubmission):
@@ -79,7 +79,7 @@ class ExternalLocalizationModel(RecordsTestFields, _TrainedLocalizationTask):
 
 
 ADAPTER = TaskAdapter(
-    evaluation_base="lightning_modules.localization.LocalizationEvaluation",
+    evaluation_base="matcv.lightning_modules.localization.LocalizationEvaluation",
     recording_mixin=f"{__name__}.RecordsTestFields",
     factory_model=f"{__name__}.ExternalLocalizationModel",
     factory_contract="centred phases m − 0.5 (B, 1, N, N, N) -> standardised strain ε11 (B, 1, N, N, N)",

@@ -35,8 +35,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from datamodules import astm
-from datamodules.atomic_io import atomic_write_text, save_png, sha256_bytes
+from matcv.datamodules.core.cache import default_cache_dir
+from matcv.datamodules.measurements import astm
+from matcv.datamodules.core.atomic_io import atomic_write_text, save_png, sha256_bytes
 
 GENERATOR_VERSION = 4  # bump when the rendering changes, so cached datasets are regenerated
 
@@ -409,11 +410,6 @@ def parse_scribe_lines(text: str) -> list[tuple[float, float, float, float]]:
             raise ValueError(f"scribe line {group!r}: expected 'x_top y_top x_bottom y_bottom'")
         lines.append(tuple(values))
     return lines
-
-
-def default_cache_dir() -> Path:
-    """Where generated datasets live: $MATCV_CACHE_DIR, else ./.cache/matcv (inside the project)."""
-    return Path(os.environ.get("MATCV_CACHE_DIR", Path.cwd() / ".cache" / "matcv"))
 
 
 def generate_panels(config: PanelGeneratorConfig, out_dir: str | os.PathLike | None = None,

@@ -1,14 +1,14 @@
 """Speed of the microstructure generators of the autoencoder task (SCIENCE.md §2) on this machine.
 
-    python -m benchmarks.microstructure_speed                     # Potts 128² and 256², fields 128²
-    python -m benchmarks.microstructure_speed --sizes 256 --steps 100 --threads 1
+    python -m matcv.benchmarks.speed.microstructure_speed                     # Potts 128² and 256², fields 128²
+    python -m matcv.benchmarks.speed.microstructure_speed --sizes 256 --steps 100 --threads 1
 
-(a) Potts grain growth (datamodules/potts.py): Monte Carlo steps (MCS) on a lattice grown from a random
+(a) Potts grain growth (datamodules/synthetic/potts.py): Monte Carlo steps (MCS) on a lattice grown from a random
     quench (Q 2048) at kT 0.5, timed after a warm-up of a few MCS (which also coarsens the quench a little,
     like the runs the data sets use). Reported as ms per MCS and site attempts per second (every MCS attempts
     every site once), for both move rules ("spparks", the default, and "neighbour"), on the CPU and CUDA when
     available. The timed loop is exactly simulate_grain_growth's (``sweep`` on the sub-lattices).
-(b) Gaussian-filtered noise fields at 128² (datamodules/microstructure_fields.py): "smooth" is
+(b) Gaussian-filtered noise fields at 128² (datamodules/synthetic/gaussian_fields.py): "smooth" is
     periodic_gaussian_filter(rng.random(shape), sigmas) rescaled to [0, 1] by its min and max, "binary" is
     gaussian_microstructure(size, sigmas, vf, rng) (rank threshold at volume fraction vf); samples per second.
 
@@ -24,8 +24,8 @@ import time
 import numpy as np
 import torch
 
-from datamodules.microstructure_fields import gaussian_microstructure, periodic_gaussian_filter
-from datamodules.potts import MOVES, initial_spins, sweep, to_sublattices
+from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure, periodic_gaussian_filter
+from matcv.datamodules.synthetic.potts import MOVES, initial_spins, sweep, to_sublattices
 
 
 def _synchronise(device: torch.device) -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from datamodules.atomic_io import sha256_bytes
+from matcv.datamodules.core.atomic_io import sha256_bytes
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+# The task YAMLs ship in the harness folder; matcv/datamodules/core -> matcv/benchmarks/configs holds in a
+# checkout and in an installed wheel alike (a path, not an import: the floor imports nothing above it).
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,11 @@ def import_object(reference: str):
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"cannot import {reference!r}: {error}") from error
+
+
+def run_seed(profile_seed: int, fold: int) -> int:
+    """The seed of one run: every run of a fold (the harness, a submission, a scorer rebuilding its data) uses it."""
+    return profile_seed * 1000 + fold
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,13 @@ class TaskConfig:
             raise ConfigError(f"{self.source}: no profile {name!r}; available: {', '.join(self.raw['profiles'])}")
         return self.raw["profiles"][name]
 
+    def datamodule_class(self) -> type:
+        return import_object(self.raw["datamodule"]["class"])
+
+    def datamodule_args(self, profile: str) -> dict:
+        """The DataModule's arguments under a profile: the task's, updated by the profile's."""
+        return {**self.raw["datamodule"].get("args", {}), **self.profile(profile).get("datamodule", {})}
+
     def model_names(self, profile: str, selected: list[str] | None = None) -> list[str]:
         names = list(self.profile(profile).get("models", self.raw["models"]))
         if selected:
@@ -110,8 +124,7 @@ class TaskConfig:
             "task": self.task,
             "profile": profile,
             "model": {"name": model, "class": entry["class"], "args": model_args},
-            "datamodule": {"class": self.raw["datamodule"]["class"],
-                           "args": {**self.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}},
+            "datamodule": {"class": self.raw["datamodule"]["class"], "args": self.datamodule_args(profile)},
             "generator": prof.get("generator"),
             # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
             "trainer": {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})},
@@ -136,3 +149,37 @@ class TaskConfig:
                 config["datamodule"]["args"]["augmentation"] = augmentation
                 specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config) for f in fold_ids]
         return specs
+
+
+COMPARISON_KEYS = {"baseline", "metrics", "slices", "item_values", "lower_is_better"}
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """A task YAML's ``comparison`` block, e.g. ``{"baseline": "unet", "metrics": ["dice", "iou"],
+    "slices": ["thin", "stain"], "item_values": {"stain_fp_fraction": "FP area on stains"}}``."""
+
+    baseline: str | None
+    metrics: list[str]  # per-item score names; the first one is used for the slices and the rank plot
+    slices: list[str] = field(default_factory=list)  # boolean per-item flags
+    item_values: dict[str, str] = field(default_factory=dict)  # per-item value name -> label in the table
+    lower_is_better: frozenset[str] = frozenset()  # metrics ranked ascending (an error, a distance)
+
+    @classmethod
+    def parse(cls, spec: dict, metrics: list[str]) -> ComparisonSpec:
+        """Check the block (a misspelt key would silently drop a table) and fill defaults: the task's
+        first metric, no slices."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"comparison: expected a mapping like {{baseline: unet, metrics: [dice]}}, got {spec!r}")
+        unknown = set(spec) - COMPARISON_KEYS
+        if unknown:
+            raise ValueError(f"comparison: unknown keys {sorted(unknown)}; known: {sorted(COMPARISON_KEYS)}")
+        def names(key: str) -> list[str]:  # a lone name is a list of one, not of its letters
+            value = spec.get(key) or []
+            return [value] if isinstance(value, str) else list(value)
+
+        values = spec.get("item_values") or {}
+        values = {str(name): str(label) for name, label in values.items()} if isinstance(values, dict) else \
+            {name: name for name in names("item_values")}
+        return cls(spec.get("baseline"), names("metrics") or metrics[:1], names("slices"), values,
+                   frozenset(names("lower_is_better")))

@@ -262,7 +262,7 @@ def simulate_grain_growth(size: int | tuple[int, int], kT: float, mc_steps: int,
     Speed (2-core CPU, one torch thread): about 2 ms per MCS at 128^2 and 4-6 ms at 256^2. The per-colour
     tensors are small, so a second torch thread gains little, and on a CPU shared with other busy processes
     torch's intra-op threads can make a step 10x slower: call ``torch.set_num_threads(1)`` there
-    (benchmarks/microstructure_speed.py measures both).
+    (benchmarks/speed/microstructure_speed.py measures both).
     """
     device = torch.device(device)
     shape = lattice_shape(size)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.submission_models import RecordsSubmission, TaskAdapter, build_factory_network, prediction_arrays
-from lightning_modules.edge_losses import RegionLoss
-from lightning_modules.segmentation import SegmentationEvaluation
+from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, build_factory_network, prediction_arrays
+from matcv.lightning_modules.edge_losses import RegionLoss
+from matcv.lightning_modules.segmentation import SegmentationEvaluation
 
 
 class RecordsTestMasks(RecordsSubmission):
@@ -83,7 +83,7 @@ class ExternalSegmentationModel(RecordsTestMasks, SegmentationEvaluation):
 
 
 ADAPTER = TaskAdapter(
-    evaluation_base="lightning_modules.segmentation.SegmentationEvaluation",
+    evaluation_base="matcv.lightning_modules.segmentation.SegmentationEvaluation",
     recording_mixin=f"{__name__}.RecordsTestMasks",
     factory_model=f"{__name__}.ExternalSegmentationModel",
     factory_contract="images (B, 3, H, W) -> logits (B, 1, H, W)",

@@ -1,6 +1,6 @@
 """Training speed of every model of a task at a profile's image and batch size, on this machine.
 
-    python -m benchmarks.speed --task segmentation --profile quick
+    python -m matcv.benchmarks.speed.training_speed --task segmentation --profile quick
 
 Prints images/s for a training step (forward + loss + backward + optimizer step) on random inputs, so a
 profile's epochs can be sized for the hardware (the quick profile must fit a 2-core CPU). Numbers, not
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from benchmarks.config import TaskConfig, import_object
+from matcv.datamodules.core.config import TaskConfig, import_object
 
 
 def training_images_per_second(model, image_size: int, batch_size: int, steps: int = 5, warmup: int = 2) -> float:

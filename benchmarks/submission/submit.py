@@ -5,14 +5,14 @@ The model is a reference ``package.module:name`` to either
     trained by the task's adapter (``benchmarks/submission_adapters/<task>.py``, e.g. BCE + Dice and Adam
     for segmentation), or
   - a LightningModule class following the harness's contract (a subclass of the task's evaluation class,
-    e.g. ``lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
+    e.g. ``matcv.lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
 Every fold of the *official* fold manifest (``leaderboard/official/``) is run through the harness
 (``prepare_benchmark`` / ``execute_run``), and the submission folder
 ``leaderboard/submissions/<task>/<name>/`` gets ``metadata.json`` and ``predictions/fold-<k>.npz`` (the test
 predictions, ``item_ids`` + ``pred_<i>`` arrays, no pickles). ``make leaderboard`` then validates it
-without running any of its code and scores it from the predictions (``leaderboard.submissions``).
+without running any of its code and scores it from the predictions (``matcv.leaderboard.submissions``).
 
-``python -m benchmarks.submit --refresh-official`` (re)creates the official fold manifests of the built-in
+``python -m matcv.benchmarks.submission.submit --refresh-official`` (re)creates the official fold manifests of the built-in
 generated datasets and their index ``leaderboard/official/manifests.json``.
 """
 
@@ -32,27 +32,32 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.config import ConfigError, RunSpec, TaskConfig
-from datamodules.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
+from matcv.datamodules.core.config import ConfigError, RunSpec, TaskConfig
+from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
+from matcv.datamodules.core.submission_format import (
+    NAME_PATTERN,
+    OFFICIAL_DIR,
+    OFFICIAL_FORMAT,
+    SCHEMA,
+    STAGING_PREFIX,
+    SUBMISSIONS_DIR,
+    SubmissionError,
+    check_name,
+    read_official_index,
+)
 
-SCHEMA = "matcv-submission/1"
-OFFICIAL_FORMAT = "matcv-official-manifests/1"
-OFFICIAL_DIR = Path(__file__).resolve().parents[1] / "leaderboard" / "official"
-SUBMISSIONS_DIR = Path("leaderboard/submissions")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-STAGING_PREFIX = ".staging-"  # half-written submission folders; the validator skips them
 # Hyper-parameters the harness applies itself (lr / weight_decay also reach a LightningModule class whose __init__
 # takes them); every other one is passed to the factory / class.
 TRAINING_KEYS = {"lr", "weight_decay", "max_epochs", "batch_size"}
-# task -> module defining its submission ``ADAPTER`` (benchmarks.submission_models); the scorers that read the
-# predictions are listed in leaderboard.scorers.SCORER_MODULES.
+# task -> module defining its submission ``ADAPTER`` (matcv.benchmarks.submission.models); the scorers that read the
+# predictions are listed in matcv.leaderboard.scorers.SCORER_MODULES.
 SUBMISSION_ADAPTERS = {
-    "segmentation": "benchmarks.submission_adapters.segmentation",
-    "rating": "benchmarks.submission_adapters.rating",
-    "ordinal": "benchmarks.submission_adapters.rating",
-    "localization": "benchmarks.submission_adapters.localization",
-    "microstructure": "benchmarks.submission_adapters.microstructure",
-    "alloygan": "benchmarks.submission_adapters.alloygan",
+    "segmentation": "matcv.benchmarks.submission.adapters.segmentation",
+    "rating": "matcv.benchmarks.submission.adapters.rating",
+    "ordinal": "matcv.benchmarks.submission.adapters.rating",
+    "localization": "matcv.benchmarks.submission.adapters.localization",
+    "microstructure": "matcv.benchmarks.submission.adapters.microstructure",
+    "alloygan": "matcv.benchmarks.submission.adapters.alloygan",
 }
 # Profiles published by ``--refresh-official``: the built-in generated data (the 600 paper panels at 512 px take
 # ~1.5 min on a 2-core CPU, localization ``paper``/``paper-c50`` about an hour each of 51³ solves) and the
@@ -75,27 +80,7 @@ NOT_YET_PUBLISHED = {
 }
 
 
-class SubmissionError(ValueError):
-    """A submission that cannot be made (bad name, unsupported task, no official manifest, failed fold)."""
-
-
-def check_name(name: str, what: str = "submission name") -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SubmissionError(f"{what} {name!r} is not allowed: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
-                              f"starting with a letter or digit")
-    return name
-
-
 # ---------------------------------------------------------------- official manifests
-
-def read_official_index(official_dir: str | Path = OFFICIAL_DIR) -> dict:
-    path = Path(official_dir) / "manifests.json"
-    if not path.is_file():
-        return {"format": OFFICIAL_FORMAT, "benchmarks": {}}
-    index = json.loads(path.read_text())
-    if index.get("format") != OFFICIAL_FORMAT or not isinstance(index.get("benchmarks"), dict):
-        raise SubmissionError(f"{path}: expected format {OFFICIAL_FORMAT!r}")
-    return index
 
 
 def official_entry(task: str, profile: str, dataset: str | None = None,
@@ -116,7 +101,7 @@ def publish_official(config_ref: str | Path, profile: str, official_dir: str | P
                      work_dir: str | Path | None = None, progress: bool = False) -> dict:
     """Create the fold manifest of (task YAML, profile) with the harness and publish it under ``official_dir``:
     ``<task>/<dataset>/<profile>/fold_manifest.json`` plus its entry (sha256) in ``manifests.json``."""
-    from benchmarks.runner import prepare_benchmark
+    from matcv.benchmarks.harness.runner import prepare_benchmark
 
     config = TaskConfig.load(config_ref)
     official_dir = Path(official_dir)
@@ -166,9 +151,9 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
            submissions_dir: str | Path = SUBMISSIONS_DIR, work_dir: str | Path = "runs/submissions",
            accelerator: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
     """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder."""
-    from benchmarks.provenance import git_state, hardware, package_versions
-    from benchmarks.runner import execute_run, prepare_benchmark
-    from benchmarks.submission_models import RECORDER, model_class
+    from matcv.benchmarks.harness.provenance import git_state, hardware, package_versions
+    from matcv.benchmarks.harness.runner import execute_run, prepare_benchmark
+    from matcv.benchmarks.submission.models import RECORDER, model_class
 
     check_name(name)
     hyperparameters = dict(hyperparameters or {})
@@ -292,7 +277,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.submit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m matcv.benchmarks.submission.submit", description=__doc__.split("\n")[0])
     parser.add_argument("--refresh-official", action="store_true",
                         help="(re)create the official fold manifests of the built-in generated data")
     parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR)

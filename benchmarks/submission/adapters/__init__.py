@@ -1,0 +1,1 @@
+"""Per-task pieces of ``matcv submit``: see ``matcv.benchmarks.submission.models``."""

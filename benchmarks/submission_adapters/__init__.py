@@ -1,1 +1,0 @@
-"""Per-task pieces of ``matcv submit``: see ``benchmarks.submission_models``."""
