@@ -7,16 +7,20 @@ PROFILE ?= quick
 DATA ?=
 ARGS ?=
 STAMP := $(VENV)/.installed
+# The tasks are the task YAMLs (a named dataset's is <task>-<dataset>.yaml): nothing to keep in step by hand.
+TASKS := $(sort $(basename $(notdir $(wildcard benchmarks/configs/*.yaml))))
 
 .PHONY: install bench data leaderboard submit browser test test-slow clean help
 
 help:
 	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root|superalloy] [ARGS='--models unet']"
+	@echo "                  TASK: $(TASKS)"
 	@echo "make test         fast test suite (tiny generated data)"
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
 	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write index.html"
-	@echo "make submit TASK=segmentation|rating|ordinal|localization|microstructure|alloygan MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ... --dataset ...']"
+	@echo "make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ... --dataset ...']"
+	@echo "                  TASK: a task whose YAML has a submission block (\`$(BIN)/matcv submit --help\` lists them)"
 	@echo "make browser      install Debian's chromium (headless screenshot test of the HTML leaderboard)"
 
 # The virtual environment is (re)built when pyproject.toml changes. torch/torchvision come from the

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks
+from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks, named_datasets
 
 EPILOG = """examples:
   matcv bench --task segmentation                      quick profile on the built-in synthetic panels
-  matcv bench --task segmentation --profile paper      the seed's protocol (512 px, 10 folds; use a GPU)
+  matcv bench --task segmentation --profile paper      Yin 2024's protocol (512 px, 10 folds; use a GPU)
   matcv bench --task segmentation --data-root ~/panels your photos: ~/panels/manifest.csv with
                                                        image_path,mask_path,rating,panel_id
   matcv bench --task segmentation --data superalloy    the NASA superalloy micrographs (real data; grouped CV,
@@ -179,7 +179,7 @@ def run_and_report(task: str | Path, profile: str = "quick", leaderboard_dir: st
 
     benchmark = run_benchmark(task, profile, **run_options)
     for done in (benchmark, *benchmark.companions):
-        tables = write_benchmark_tables(done.folder, leaderboard_dir)
+        tables = write_benchmark_tables(done.folder, leaderboard_dir, done.config)
         if tables:
             log_leaderboard_to_wandb(done, tables[0].with_suffix(".csv"))
         for markdown in tables if print_tables else []:
@@ -192,16 +192,15 @@ def resolve_data_argument(task: str, data: str | None, data_root: Path | None) -
     is a data root. Returns (task or YAML to run, data root)."""
     if data is None:
         return task, data_root
-    named = f"{task}-{data}"
-    if named in available_tasks():
+    named = named_datasets(task).get(data)
+    if named is not None:
         return named, data_root
     if Path(data).is_dir():
         if data_root is not None:
             raise ConfigError(f"--data {data} is a folder and --data-root {data_root} another: give one")
         return task, Path(data)
-    datasets = [name.removeprefix(f"{task}-") for name in available_tasks() if name.startswith(f"{task}-")]
     raise ConfigError(f"--data {data!r} is neither a folder nor a named dataset of task {task!r} "
-                      f"(named datasets: {', '.join(datasets) or 'none'})")
+                      f"(named datasets: {', '.join(named_datasets(task)) or 'none'})")
 
 
 def _generate(args) -> int:

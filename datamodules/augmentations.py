@@ -1,16 +1,16 @@
-"""The nine augmentations of the corrosion-rating study (Table 1 of seed 000; SCIENCE.md §1), in albumentations.
+"""The nine augmentations of the corrosion-rating study (Yin 2024, Part II, Table 1), in albumentations.
 
-The seed used torchvision; albumentations is the project's standard because it moves a mask with the
-image. Each factory below maps the seed's torchvision parameters onto albumentations 2.x arguments, with
+Yin 2024 used torchvision; albumentations is the project's standard because it moves a mask with the
+image. Each factory below maps Yin 2024's torchvision parameters onto albumentations 2.x arguments, with
 a comment where the semantics differ. Every transform keeps an ``image_size`` x ``image_size`` input at
 that size, moves an optional ``mask`` with nearest interpolation, and never changes mask values by colour.
 
-Fill for geometric transforms: constant 0 (image and mask). It is the seed's choice (torchvision's
+Fill for geometric transforms: constant 0 (image and mask). It is Yin 2024's choice (torchvision's
 default fill, and "Padding Mode Constant" for the crop), and reflection would mirror scribe lines and
 corrosion into the border: phantom scribes whose creep the rating would then have to explain.
 
-Pixel parameters (blur kernel 11 / sigma 5, crop padding 4) are the seed's, in pixels, as stated; they
-are relatively stronger on images smaller than the seed's 512 px photos.
+Pixel parameters (blur kernel 11 / sigma 5, crop padding 4) are Yin 2024's, in pixels, as stated; they
+are relatively stronger on images smaller than Yin 2024's 512 px photos.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TABLE1_AUGMENTATIONS: tuple[str, ...] = (
     "random_resized_crop", "rotation", "vflip", "random_crop",
 )
 
-# Seed 000, Table 1: RandomPerspective(distortion_scale=0.25).
+# Yin 2024, Part II, Table 1: RandomPerspective(distortion_scale=0.25).
 PERSPECTIVE_DISTORTION_SCALE = 0.25
 # torchvision moves each corner inward by U[0, distortion_scale/2] of the side (mean distortion_scale/4);
 # A.Perspective by |N(0, scale)| of the side. Same mean offset: scale = (d/4)·sqrt(pi/2) ≈ 0.078.
@@ -57,7 +57,7 @@ def _hflip(image_size: int) -> A.BasicTransform:
 def _random_erasing(image_size: int) -> A.BasicTransform:
     # RandomErasing(p=.25, scale=(0, .05), ratio=(.3, 3.3), value=0). A.Erasing takes the same area and
     # aspect ranges (A.CoarseDropout sizes holes by height/width, not area). Differences: the aspect is
-    # drawn uniformly, not log-uniformly, and directly within what fits instead of by retries; the seed's
+    # drawn uniformly, not log-uniformly, and directly within what fits instead of by retries; Yin 2024's
     # "Max Attempt 5" is moot anyway (<= 5 % of the area with aspect <= 3.3 always fits at once). Black
     # fill on uint8, before standardisation. The mask is kept (fill_mask=None): the corrosion is still
     # there under the occluder, as a classification label stays unchanged.
@@ -108,7 +108,7 @@ assert tuple(_FACTORIES) == TABLE1_AUGMENTATIONS
 
 
 def augmentation_transform(name: str, image_size: int) -> A.BasicTransform | A.BaseCompose:
-    """One Table 1 augmentation with the seed's probability and parameters."""
+    """One Table 1 augmentation with Yin 2024's probability and parameters."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown augmentation {name!r}; valid names: {', '.join(TABLE1_AUGMENTATIONS)} "
                          f"(or 'combination' / 'none' for build_augmentation)")

@@ -2,7 +2,8 @@
 
 ``prepare_data`` only generates (the synthetic panels, once, into the cache); ``setup`` reads the
 manifest, checks the fold manifest against the data and for group leaks, and loads the fold's images.
-Images are standardised with statistics of the fold's *training* partition only (SCIENCE.md §0).
+Images are standardised with statistics of the fold's *training* partition only, so nothing of the
+validation or test photos leaks into the inputs.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import albumentations as A
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
-from matcv.datamodules.folds import FoldManifestError, check_matches_data, read_fold_manifest
+from matcv.datamodules.base import BenchmarkDataModule
+from matcv.datamodules.folds import FoldManifestError
 from matcv.datamodules.manifest import (
     ManifestError,
     ManifestSpec,
@@ -105,7 +106,9 @@ class PanelPhotos(Dataset):
         return sample
 
 
-class CorrosionPanelsDataModule(L.LightningDataModule):
+class CorrosionPanelsDataModule(BenchmarkDataModule):
+    seeded_shuffle = False  # (see BenchmarkDataModule) this task's published runs shuffle from the global RNG
+
     def __init__(
         self,
         fold_manifest_path: str | Path,
@@ -120,17 +123,12 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
         augmentation: str | None = None,
         seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
+                         num_workers=num_workers)
         self.save_hyperparameters()
         self.spec = manifest_spec(target)
-        self.data_root: Path | None = Path(data_root) if data_root is not None else None
-        self.fold_manifest_path, self.fold = Path(fold_manifest_path), fold
-        self.generator, self.target = generator, target
-        self.image_size, self.batch_size, self.num_workers, self.augment = image_size, batch_size, num_workers, augment
-        self.seed, self.augmentation = seed, augmentation
-        self.datasets: dict[str, PanelPhotos] = {}
-        self.item_evaluator: PanelItemEvaluator | None = None  # per-test-item extras for segmentation models
-        self._native_sizes: dict[str, tuple[int, int]] = {}
+        self.target, self.image_size, self.augment, self.augmentation = target, image_size, augment, augmentation
+        self.native_sizes: dict[str, tuple[int, int]] = {}
 
     @staticmethod
     def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
@@ -161,34 +159,25 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
             raise ManifestError(f"{Path(data_root) / 'manifest.csv'}: {len(problems)} bad file(s):\n  " + "\n  ".join(problems))
         return _index(table, spec)
 
-    def prepare_data(self) -> None:
-        self.data_root = resolve_data_root(self.data_root, self.generator)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        if self.data_root is None:
-            self.prepare_data()
+    def build_datasets(self) -> None:
         table = load_manifest(self.data_root, self.spec)
-        fold_manifest, _ = read_fold_manifest(self.fold_manifest_path)  # raises on any group leak
-        # Folds are checked against the column they were grouped by: the specimen group, or (for the
-        # leakage report's deliberately leaky photo-level folds) the photo itself.
-        group_column = fold_manifest.get("group_column") or self.spec.group_column
-        if group_column not in table.columns:
-            raise FoldManifestError(f"{self.fold_manifest_path} groups by {group_column!r}, which the data's "
-                                    f"manifest does not have")
-        check_matches_data(fold_manifest, dict(zip(table["image_path"], table[group_column])),
-                           source=str(self.fold_manifest_path))
-        if not 0 <= self.fold < len(fold_manifest["folds"]):
-            raise ValueError(f"fold {self.fold} does not exist in {self.fold_manifest_path} "
-                             f"({len(fold_manifest['folds'])} folds)")
+
+        def groups(column: str | None) -> dict:
+            # Folds are checked against the column they were grouped by: the specimen group, or any other
+            # column of a user's manifest.
+            column = column or self.spec.group_column
+            if column not in table.columns:
+                raise FoldManifestError(f"{self.fold_manifest_path} groups by {column!r}, which the data's "
+                                        f"manifest does not have")
+            return dict(zip(table["image_path"], table[column]))
+
+        folds = self.fold_items(groups)
         by_item = {record.image_path: record for record in table.itertuples(index=False)}
-        loaded = {p: self._load([by_item[i] for i in fold_manifest["folds"][self.fold][p]])
-                  for p in ("train", "val", "test")}
+        loaded = {p: self._load([by_item[i] for i in folds[p]]) for p in ("train", "val", "test")}
         train_pixels = loaded["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
         mean, std = train_pixels.mean(0), train_pixels.std(0) + 1e-6
         augment = None
-        if self.augment and self.augmentation:  # named augmentations (Table 1 of seed 000), or "combination"
+        if self.augment and self.augmentation:  # named augmentations (build_augmentation), or "combination"
             augment = build_augmentation(self.augmentation, self.image_size, self.seed)
         elif self.augment:  # flips keep a scribe a straight line along the panel's axis; seeded for determinism
             augment = OneStreamCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], self.image_size, self.seed)
@@ -197,14 +186,14 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
                                                    augment if partition == "train" else None)
         if self.target == "mask":
             self.item_evaluator = PanelItemEvaluator.for_items(table, self.datasets["test"].item_ids, self.data_root,
-                                                               self._native_sizes, self.image_size)
+                                                               self.native_sizes, self.image_size)
 
     def _load(self, records: list) -> tuple:
         size = self.image_size
         images, masks, ratings = [], [], []
         for record in records:
             image = read_image(self.data_root, record)
-            self._native_sizes[record.image_path] = image.shape[:2]
+            self.native_sizes[record.image_path] = image.shape[:2]
             if self.target == "mask":
                 mask = read_mask(self.data_root, record, image.shape[:2])
                 if mask.shape != (size, size):  # area-weighted, like the generator's camera
@@ -215,16 +204,3 @@ class CorrosionPanelsDataModule(L.LightningDataModule):
             images.append(resize_photo(image, size))
         return (np.stack(images), np.stack(masks) if masks else None,
                 np.array(ratings) if ratings else None, [r.image_path for r in records])
-
-    def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -167,15 +167,24 @@ def check_matches_data(manifest: Mapping, groups_by_item: Mapping[str, str], sou
 PER_ITEM_GROUP_COLUMNS = ("image_path", "item_id")
 
 
-def load_fold(path: str | Path, fold: int, groups_by_item: Mapping[str, str],
+def load_fold(path: str | Path, fold: int,
+              groups_by_item: Mapping[str, str] | Callable[[str | None], Mapping[str, str]],
               source: str | None = None) -> dict[str, list[str]]:
     """The item ids of fold ``fold``'s train, val and test parts, after every check a DataModule's setup needs:
     no group in two parts (``read_fold_manifest``), the manifest's items and groups are the data's
-    (``check_matches_data``; against the items themselves for item-level folds) and the fold exists."""
+    (``check_matches_data``; against the items themselves for item-level folds) and the fold exists.
+
+    ``groups_by_item`` may be a function of the manifest's ``group_column``, for data whose table offers several
+    group columns (a user's corrosion manifest): the folds are then checked against the column they were
+    grouped by.
+    """
     manifest, _ = read_fold_manifest(path)
-    if manifest.get("group_column") in PER_ITEM_GROUP_COLUMNS:
+    column = manifest.get("group_column")
+    if callable(groups_by_item):
+        groups_by_item = groups_by_item(column)
+    if column in PER_ITEM_GROUP_COLUMNS:
         groups_by_item = {item: item for item in groups_by_item}
     check_matches_data(manifest, groups_by_item, source=source or str(path))
     if not 0 <= fold < len(manifest["folds"]):
         raise FoldManifestError(f"fold {fold} does not exist in {path} ({len(manifest['folds'])} folds)")
-    return {part: list(manifest["folds"][fold][part]) for part in ("train", "val", "test")}
+    return {part: list(manifest["folds"][fold][part]) for part in PARTITIONS}

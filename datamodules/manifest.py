@@ -9,6 +9,7 @@ header = row 1) and the file, and all problems of a manifest are reported togeth
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +33,19 @@ class ManifestSpec:
     rating_range: tuple[int, int] = (0, 10)  # ASTM D1654 ratings
 
 
-def _raise_all(problems: list[str], where: Path) -> None:
+def raise_problems(problems: Sequence[str], where: str | Path, what: str | None = None) -> None:
+    """One ManifestError listing every problem found in ``where`` (the first ``MAX_LISTED_PROBLEMS``, then how
+    many more), or nothing when there are none.
+
+    Readers collect problems instead of stopping at the first, so a user fixes a whole data folder in one pass
+    rather than one file per run. ``what`` names the data in the message ("... problem(s) in the UHCSDB data").
+    """
     if not problems:
         return
-    shown = problems[:MAX_LISTED_PROBLEMS]
+    shown = list(problems[:MAX_LISTED_PROBLEMS])
     more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-    raise ManifestError(f"{where}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
+    about = f" in the {what}" if what else ""
+    raise ManifestError(f"{where}: {len(problems)} problem(s){about}:\n  " + "\n  ".join(shown) + more)
 
 
 def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) -> pd.DataFrame:
@@ -95,7 +103,7 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
                 problems.append(f"{label}: rating {shown} is not an integer in {lo}..{hi}")
     duplicated = table["image_path"][table["image_path"].duplicated()].dropna().unique()
     problems += [f"image_path {name} listed more than once" for name in duplicated]
-    _raise_all(problems, path)
+    raise_problems(problems, path)
     if spec.require_rating:
         table["rating"] = [_as_rating(r, lo, hi) for r in table["rating"]]
     elif "rating" in table:

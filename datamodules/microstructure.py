@@ -1,4 +1,4 @@
-"""Microstructure image sources for the autoencoder / GAN task (issue 5; SCIENCE.md §2, seed 002 §2, §5–8).
+"""Microstructure image sources for the autoencoder / GAN task.
 
 Built-in sources, generated on first use and cached under ``default_cache_dir()/microstructure/<hash>``
 (the hash covers every generator setting and ``GENERATOR_VERSION``, so changed settings regenerate):
@@ -11,7 +11,7 @@ Built-in sources, generated on first use and cached under ``default_cache_dir()/
 * ``potts``: Potts-model normal grain growth (``matcv.datamodules.synthetic.potts``; 8-neighbour lattice, potts/neigh moves,
   Metropolis at temperature kT), one grain-boundary image per simulation after ``mc_steps`` Monte Carlo steps.
 
-Groups are generator settings, never single images (SCIENCE.md §0): a model is tested on settings it never
+Groups are generator settings, never single images: a model is tested on settings it never
 saw. For the Gaussian fields the setting is the sigma pair *up to transposition*: a field with sigma (2, 8)
 is a field with (8, 2) turned by 90 degrees, so the two orientations are one family and stay on one side
 of every split (the same reasoning as the 3-D localization's symmetry classes). For Potts the setting is
@@ -26,37 +26,35 @@ generated sources, which also says how to read the images (``image_kind``, ``per
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from matcv.datamodules.core.atomic_io import atomic_write_text, save_png, sha256_bytes
-from matcv.datamodules.folds import load_fold
-from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
-from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure, periodic_gaussian_filter
+from matcv.datamodules.core.atomic_io import atomic_write_csv, atomic_write_text, save_png, sha256_bytes
+from matcv.datamodules.core.cache import default_cache_dir
+from matcv.datamodules.manifest import ManifestError, raise_problems
 from matcv.datamodules.microstructure_images import (
+    GENERATOR_NAME,
     IMAGE_KINDS,
-    MicrostructureImageDataModule,
+    MANIFEST_NAME,
+    ManifestImageDataModule,
     MicrostructureImages,
     labels_of,
+    load_images,
+    read_settings,
     to_unit_range,
 )
-from matcv.datamodules.core.cache import default_cache_dir
+from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure, periodic_gaussian_filter
 
 GENERATOR_VERSION = 1  # bump when generation changes, so cached datasets are regenerated
 SOURCES = ("gaussian-smooth", "gaussian-binary", "potts")
-MANIFEST_NAME = "manifest.csv"
-GENERATOR_NAME = "generator.json"
 IMAGE_KIND_OF_SOURCE = {"gaussian-smooth": "grey", "gaussian-binary": "binary", "potts": "grain-boundary"}
 SMOOTH_Z_RANGE = 3.0  # standardised field z in [-3, 3] fills the grey range; |z| > 3 (0.3 % of pixels) clips
 
@@ -216,11 +214,7 @@ def generate_microstructure_dataset(config: MicrostructureGeneratorConfig, out_d
                      "stratum": stratum_of(planned.setting), "source": config.source, **{k: f"{v:g}" for k, v in planned.setting.items()},
                      **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in truth.items()}})
     atomic_write_text(settings_path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(manifest_path, buffer.getvalue())  # last: its presence means the folder is complete
+    atomic_write_csv(manifest_path, rows)  # last: its presence means the folder is complete
     return out
 
 
@@ -254,46 +248,11 @@ def read_manifest(root: Path) -> pd.DataFrame:
             problems.append(f"line {row}: empty group for {record.image_path!r}")
     duplicated = table["image_path"][table["image_path"].duplicated()].unique().tolist()
     problems += [f"image_path {p!r} is listed more than once" for p in duplicated]
-    if problems:
-        raise ManifestError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:MAX_LISTED_PROBLEMS]))
+    raise_problems(problems, path)
     return table
 
 
-def read_settings(root: Path) -> dict:
-    path = root / GENERATOR_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def load_grey(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return None
-    if image.ndim == 3:  # a colour copy of a grey micrograph: the grey level is what the models see
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if image.dtype == np.uint16:  # 16-bit micrographs: the top 8 bits
-        image = (image >> 8).astype(np.uint8)
-    return image if image.dtype == np.uint8 else None
-
-
-def load_images(root: Path, paths: list[str], progress: bool = False) -> np.ndarray:
-    """(N, H, W) uint8; one ManifestError naming every unreadable file or one whose size differs."""
-    images, problems = [], []
-    for relative in tqdm(paths, desc="reading microstructures", unit="image", disable=not progress):
-        image = load_grey(root / relative)
-        if image is None:
-            problems.append(f"{root / relative}: missing or not a readable 8/16-bit image")
-        elif images and image.shape != images[0].shape:
-            problems.append(f"{root / relative}: {image.shape[1]}x{image.shape[0]} px, but the first image is "
-                            f"{images[0].shape[1]}x{images[0].shape[0]}: all images of a source must share a size")
-        else:
-            images.append(image)
-    if problems:
-        raise ManifestError(f"{len(problems)} bad microstructure image(s) in {root}:\n  "
-                            + "\n  ".join(problems[:MAX_LISTED_PROBLEMS]))
-    return np.stack(images) if images else np.zeros((0, 1, 1), np.uint8)
-
-
-def _index(table: pd.DataFrame) -> dict:
+def index_table(table: pd.DataFrame) -> dict:
     items = table["image_path"].tolist()
     # Optional ``stratum`` column: what folds balance. Not the group or label: one group per stratum cannot
     # be balanced across folds.
@@ -301,64 +260,37 @@ def _index(table: pd.DataFrame) -> dict:
     return {"items": items, "groups": table["group"].tolist(), "strata": strata, "files": items}
 
 
-class MicrostructureDataModule(MicrostructureImageDataModule):
+class MicrostructureDataModule(ManifestImageDataModule):
     """One fold of a generated (or user-supplied, manifest-layout) microstructure image source.
 
     ``image_kind`` / ``periodic`` default to what ``generator.json`` says, else "grey" / False (a user's
     micrographs are not periodic). Labels for the FID-domain extractor index the training part's labels.
     """
 
+    read_manifest = staticmethod(read_manifest)
+    index_table = staticmethod(index_table)
+
     def __init__(self, fold_manifest_path: str | Path, fold: int, data_root: str | Path | None = None,
                  generator: dict | None = None, batch_size: int = 16, num_workers: int = 0, seed: int = 0,
                  image_kind: str | None = None, periodic: bool | None = None):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
+                         num_workers=num_workers)
         if image_kind is not None and image_kind not in IMAGE_KINDS:
             raise ValueError(f"image_kind must be one of {IMAGE_KINDS}, got {image_kind!r}")
         self.save_hyperparameters()
-        self.fold_manifest_path, self.fold = Path(fold_manifest_path), fold
-        self.data_root: Path | None = Path(data_root) if data_root is not None else None
-        self.generator = generator
-        self._image_kind, self._periodic = image_kind, periodic
-        self.label_names: list[str] = []
-
-    # The harness's static hooks.
+        self.requested_image_kind, self.requested_periodic = image_kind, periodic
 
     @staticmethod
     def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
         return resolve_data_root(data_root, generator, progress)
 
-    @staticmethod
-    def dataset_name(data_root: str | Path) -> str:
-        """The source's name for a generated dataset ("gaussian-binary", ...), else the folder's name."""
-        return read_settings(Path(data_root)).get("source") or Path(data_root).resolve().name
-
-    @staticmethod
-    def index_dataset(data_root: str | Path, **_unused) -> dict:
-        return _index(read_manifest(Path(data_root)))
-
-    @staticmethod
-    def check_dataset(data_root: str | Path, progress: bool = True, **_unused) -> dict:
-        """``index_dataset`` after reading every image: one ManifestError listing every bad file."""
-        root = Path(data_root)
-        table = read_manifest(root)
-        load_images(root, table["image_path"].tolist(), progress)
-        return _index(table)
-
-    # Lightning.
-
-    def prepare_data(self) -> None:
-        self.data_root = resolve_data_root(self.data_root, self.generator)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        if self.data_root is None:
-            self.prepare_data()
+    def build_datasets(self) -> None:
         settings = read_settings(self.data_root)
-        self.image_kind = self._image_kind or settings.get("image_kind", "grey")
-        self.periodic = bool(self._periodic if self._periodic is not None else settings.get("periodic", False))
+        self.image_kind = self.requested_image_kind or settings.get("image_kind", "grey")
+        periodic = self.requested_periodic
+        self.periodic = bool(periodic if periodic is not None else settings.get("periodic", False))
         table = read_manifest(self.data_root)
-        folds = load_fold(self.fold_manifest_path, self.fold, dict(zip(table["image_path"], table["group"])))
+        folds = self.fold_items(dict(zip(table["image_path"], table["group"])))
         label_of = dict(zip(table["image_path"], table["label"]))
         _, self.label_names = labels_of([label_of[i] for i in folds["train"]])
         for partition in ("train", "val", "test"):

@@ -1,4 +1,4 @@
-"""What every microstructure-image source hands to the autoencoder / GAN task (issue 5).
+"""What every microstructure-image source hands to the autoencoder / GAN task.
 
 A source (Gaussian random fields, Potts grain growth, UHCSDB micrographs) is a LightningDataModule whose
 ``datasets[p]`` (p in train/val/test) are ``MicrostructureImages``: one-channel float images in [-1, 1]
@@ -14,14 +14,21 @@ After ``setup`` the datamodule also tells the task how to read its images:
 
 from __future__ import annotations
 
-import lightning as L
+import json
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from matcv.datamodules.loaders import SeededFoldLoaders
+from matcv.datamodules.base import BenchmarkDataModule
+from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
 
 IMAGE_KINDS = ("grey", "binary", "grain-boundary")
+MANIFEST_NAME = "manifest.csv"
+GENERATOR_NAME = "generator.json"
 
 
 def to_unit_range(images_uint8: np.ndarray) -> np.ndarray:
@@ -65,19 +72,84 @@ def labels_of(keys: list[str], known: list[str] | None = None) -> tuple[np.ndarr
     return np.array([index.get(key, -1) for key in keys], np.int64), known
 
 
-class MicrostructureImageDataModule(SeededFoldLoaders, L.LightningDataModule):
-    """Seeded loaders over ``datasets`` (``SeededFoldLoaders``); subclasses fill ``datasets``, ``image_kind``,
-    ``periodic`` and ``num_labels`` in ``setup``."""
+def read_settings(root: str | Path) -> dict:
+    """The generator settings of a generated source (``generator.json``), {} for a user's folder."""
+    path = Path(root) / GENERATOR_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_grey(path: Path) -> np.ndarray | None:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    if image.ndim == 3:  # a colour copy of a grey micrograph: the grey level is what the models see
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if image.dtype == np.uint16:  # 16-bit micrographs: the top 8 bits
+        image = (image >> 8).astype(np.uint8)
+    return image if image.dtype == np.uint8 else None
+
+
+def load_images(root: Path, paths: list[str], progress: bool = False) -> np.ndarray:
+    """(N, H, W) uint8; one ManifestError naming every unreadable file or one whose size differs."""
+    images, problems = [], []
+    for relative in tqdm(paths, desc="reading microstructures", unit="image", disable=not progress):
+        image = load_grey(root / relative)
+        if image is None:
+            problems.append(f"{root / relative}: missing or not a readable 8/16-bit image")
+        elif images and image.shape != images[0].shape:
+            problems.append(f"{root / relative}: {image.shape[1]}x{image.shape[0]} px, but the first image is "
+                            f"{images[0].shape[1]}x{images[0].shape[0]}: all images of a source must share a size")
+        else:
+            images.append(image)
+    if problems:
+        raise ManifestError(f"{len(problems)} bad microstructure image(s) in {root}:\n  "
+                            + "\n  ".join(problems[:MAX_LISTED_PROBLEMS]))
+    return np.stack(images) if images else np.zeros((0, 1, 1), np.uint8)
+
+
+class MicrostructureImageDataModule(BenchmarkDataModule):
+    """Seeded loaders over ``datasets`` (``BenchmarkDataModule``); subclasses fill ``datasets``, ``image_kind``,
+    ``periodic``, ``num_labels`` and ``label_names`` in ``build_datasets``."""
 
     image_kind: str = "grey"
     periodic: bool = False
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 0, seed: int = 0):
-        super().__init__()
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.datasets: dict[str, MicrostructureImages] = {}
+    def __init__(self, fold_manifest_path: str | Path, fold: int, data_root: str | Path | None = None,
+                 seed: int = 0, *, generator: dict | None = None, batch_size: int = 16, num_workers: int = 0):
+        super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
+                         num_workers=num_workers)
         self.num_labels = 0
+        self.label_names: list[str] = []
 
     @property
     def image_shape(self) -> tuple[int, int]:
         return tuple(self.datasets["train"].images.shape[-2:])
+
+
+class ManifestImageDataModule(MicrostructureImageDataModule):
+    """A source laid out as ``manifest.csv`` + same-size grey images (+ ``generator.json`` when generated).
+
+    The harness's hooks follow from two functions a subclass names: ``read_manifest(root) -> table`` (checks
+    the rows, one error for all) and ``index_table(table) -> dict`` (``index_dataset``'s answer).
+    """
+
+    read_manifest = None  # staticmethod(root: Path) -> pd.DataFrame with image_path and group columns
+    index_table = None  # staticmethod(table: pd.DataFrame) -> dict (items, groups, strata, files)
+
+    @classmethod
+    def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
+        """The source's name for a generated dataset ("gaussian-binary", "alloy-micrographs"), else the base's."""
+        return read_settings(data_root).get("source") or super().dataset_name(data_root, generated)
+
+    @classmethod
+    def index_dataset(cls, data_root: str | Path, **_unused) -> dict:
+        return cls.index_table(cls.read_manifest(Path(data_root)))
+
+    @classmethod
+    def check_dataset(cls, data_root: str | Path, progress: bool = True, **_unused) -> dict:
+        """``index_dataset`` after reading every image: one ManifestError listing every bad file."""
+        root = Path(data_root)
+        table = cls.read_manifest(root)
+        load_images(root, table["image_path"].tolist(), progress)
+        return cls.index_table(table)
+

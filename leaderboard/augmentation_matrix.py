@@ -32,7 +32,7 @@ def write_augmentation_matrix(records_path: Path, out_dir: str | Path, metric: s
     example = records[0]
     stem = Path(out_dir) / f"{example['task']}__{example['dataset']}__{example['profile']}__augmentations"
     lines = [f"# Augmentation study: {example['task']} on {example['dataset']}, profile {example['profile']}", "",
-             f"{metric}, mean ± std over grouped folds (as Table 1 of seed 000); — = not run yet.", "",
+             f"{metric}, mean ± std over grouped folds (as in Yin 2024, Part II, Table 1); — = not run yet.", "",
              "| model | " + " | ".join(augmentations) + " |", "|---|" + "---|" * len(augmentations)]
     flat = []
     for model, row in matrix.iterrows():

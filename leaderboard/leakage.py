@@ -1,7 +1,7 @@
 """The leakage report: one model scored on photo-level random folds and on panel-grouped folds.
 
 Photos of one panel are near-duplicates; random photo-level folds put some of them in training and the
-others in test, so the score measures recognising a panel rather than rating a new one (seed 003 §41:
+others in test, so the score measures recognising a panel rather than rating a new one (Pelz, Unit 4, slide 41:
 R² 0.95 with a random patch split, 0.72 with a specimen split). The report shows both and the inflation.
 """
 

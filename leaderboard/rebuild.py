@@ -5,7 +5,7 @@ augmentation-study profile, its matrix; for a profile with companion profiles, t
 beside its grouped benchmark instead of a leaderboard of its own.
 
 Then every submission under ``leaderboard/submissions/`` is validated without running its code and scored
-from its predictions (``matcv.leaderboard.submissions``): rejected ones are printed with the reason, accepted
+from its predictions (``matcv.leaderboard.submission``): rejected ones are printed with the reason, accepted
 ones get ``<task>__<dataset>__<profile>__submissions.md/.csv`` beside the built-in models run on the same
 official folds; finally the static page ``index.html`` (``matcv.leaderboard.html``) is written.
 """
@@ -14,23 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks
+from matcv.datamodules.core.config import ConfigError, TaskConfig
 from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, RunRecords
 from matcv.leaderboard.augmentation_matrix import write_augmentation_matrix
 from matcv.leaderboard.build import write_leaderboard
 from matcv.leaderboard.html import write_html
 from matcv.leaderboard.leakage import write_leakage_report
 from matcv.leaderboard.profile_summary import write_profile_summary
-from matcv.leaderboard.submissions import OFFICIAL_DIR, validate_all, write_submission_boards
-
-
-def task_config_for(task: str, dataset: str) -> TaskConfig:
-    """The YAML a benchmark folder was made with: ``<task>-<dataset>.yaml`` for a named real dataset
-    (e.g. segmentation-superalloy for nasa-superalloy), else the task's own."""
-    for name in (f"{task}-{dataset}", f"{task}-{dataset.split('-')[-1]}"):
-        if name in available_tasks():
-            return TaskConfig.load(name)
-    return TaskConfig.load(task)
+from matcv.leaderboard.submission import OFFICIAL_DIR, validate_all, write_submission_boards
 
 
 def companion_records(folder: Path, profile: str) -> Path | None:
@@ -78,16 +69,18 @@ def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> 
     return written
 
 
-def write_benchmark_tables(folder: str | Path, out_dir: str | Path) -> list[Path]:
+def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: TaskConfig | None = None) -> list[Path]:
     """Every table of one benchmark folder ``<runs>/<task>/<dataset>/<profile>/`` (returned, Markdown): its
     leaderboard; the augmentation matrix of a study profile; the leakage report when the photo-level-fold
     sibling exists; the side-by-side table of its companion profiles when they have been run. ``matcv bench``
-    and ``matcv leaderboard`` both write through here."""
+    and ``matcv leaderboard`` both write through here. ``config``: the task YAML the runs were made with (``matcv
+    bench`` passes it, so a YAML of the user's own keeps its metric directions and study); by default the
+    built-in YAML of the folder's task and dataset."""
     folder = Path(folder)
     records_path = folder / "records.jsonl"
     task, profile = folder.parents[1].name, folder.name
     try:
-        config = task_config_for(task, folder.parent.name)
+        config = config or TaskConfig.for_dataset(task, folder.parent.name)
         metrics = config.metrics
         study = config.profile(profile).get("augmentation_study")
         comparison = config.raw.get("comparison")

@@ -1,4 +1,4 @@
-"""AlloyGAN and the standard cGAN (seed 000 Part IV; SCIENCE.md §3), scored on alloys never seen in training.
+"""AlloyGAN and the standard cGAN (Yin 2024, Part IV), scored on alloys never seen in training.
 
 One LightningModule, ``ConditionalGANTask``, with ``prior="alloygan"`` (the chemistry prior w of Table 7 applied
 before one min-max scale over all element features, eq. 9) or ``prior="cgan"`` (every raw condition min-max
@@ -13,7 +13,7 @@ conditions (seeded), so generated and real sets have the same conditions.
 * ``fid_domain`` / ``kid_domain``: torch-fidelity in the feature space of a CNN trained on the *training* alloys
   to tell their conditions apart (``matcv.lightning_modules.domain_features``; not Inception FID), over all test
   images ("overall", Table 8) and per test alloy (``fid_domain_alloywise`` mean and ``_std`` across alloys).
-* the three domain metrics of seed 000 §5.6.5, measured on the images (``matcv.datamodules.measurements.alloy_measure``): the Si
+* the three domain metrics of Yin 2024, §5.6.5, measured on the images (``matcv.datamodules.measurements.alloy_measure``): the Si
   area fraction against Si wt% (Spearman ρ, slope, error against the generator's expected fraction), the
   secondary arm spacing against cooling rate (λ2 = k·CR^(−n): fitted n, R², and the share of images where λ2 is
   measurable at all), and the Sr/P effect (log2 change of
@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -35,9 +34,10 @@ from matcv.datamodules.core.atomic_io import save_figure
 from matcv.datamodules.microstructure_images import to_uint8
 from matcv.lightning_modules.alloygan_metrics import alloy_wise, domain_metrics
 from matcv.lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
+from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.domain_features import fid_kid_domain
-from matcv.lightning_modules.microstructure import fold_domain_extractor, seeded_samples
 from matcv.lightning_modules.microstructure_metrics import phase_indicator, s2_distance
+from matcv.lightning_modules.microstructure_scoring import fold_domain_extractor, seeded_samples
 
 DOMAIN_METRICS = ("si_spearman", "si_slope", "si_fraction_mae", "lambda2_n", "lambda2_k", "lambda2_r2",
                   "srp_count_log2_ratio", "srp_size_log2_ratio")
@@ -113,7 +113,7 @@ def score_generated(generated: torch.Tensor, real: torch.Tensor, conditions: np.
     return summary, table, details
 
 
-class AlloyEvaluation(L.LightningModule):
+class AlloyEvaluation(BenchmarkModule):
     """Test-time scoring shared by the GANs and the real-image ceiling (module doc).
 
     A subclass implements ``generate_for(conditions, generator) -> images`` (raw conditions (N, 8)).
@@ -121,8 +121,6 @@ class AlloyEvaluation(L.LightningModule):
 
     monitor = "val_s2_distance"
     mode = "min"
-    requires_training = True
-    ddp_find_unused_parameters = False
     compares_to_real = True  # False: the images scored are the real ones (no FID against themselves)
 
     def __init__(self, sample_seed: int = 0, extractor_epochs: int = 15) -> None:
@@ -138,7 +136,7 @@ class AlloyEvaluation(L.LightningModule):
 
     def prepare_from_training_data(self, datamodule) -> None:
         datamodule.setup("fit")
-        self.fold_seed = int(getattr(datamodule, "seed", 0))
+        self.fold_seed = int(datamodule.seed)
         self.extractor_path = str(fold_domain_extractor(datamodule, self.extractor_epochs))
 
     def generate_for(self, conditions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -170,7 +168,7 @@ class AlloyEvaluation(L.LightningModule):
         self._examples = (real, generated, alloys, raw)
 
     def _expected_fractions(self, item_ids: list[str]) -> np.ndarray | None:
-        return expected_fractions(getattr(self.trainer, "datamodule", None), item_ids)
+        return expected_fractions(self.trainer.datamodule, item_ids)
 
     def test_summary(self) -> dict[str, float]:
         return dict(self._summary)
@@ -282,7 +280,7 @@ class RealHeldOutImages(AlloyEvaluation):
         self.save_hyperparameters()
 
     def prepare_from_training_data(self, datamodule) -> None:
-        self.fold_seed = int(getattr(datamodule, "seed", 0))  # no extractor: nothing is compared by FID
+        self.fold_seed = int(datamodule.seed)  # no extractor: nothing is compared by FID
 
     def fit_baseline(self, datamodule) -> None:
         """Nothing to fit: the scored images are the test images themselves."""

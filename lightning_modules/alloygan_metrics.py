@@ -1,5 +1,4 @@
-"""AlloyGAN domain-science metrics over a SET of images (generated or real), seed 000 §5.6.5 / §5.7,
-SCIENCE.md §3.
+"""AlloyGAN domain-science metrics over a SET of images (generated or real; Yin 2024, §5.6.5 / §5.7).
 
 Inputs are per-image measurements already taken (by ``matcv.datamodules.measurements.alloy_measure``, which this module does
 not import): ``si_area_fraction``, ``lambda2_px`` (secondary dendrite arm spacing, may be NaN),

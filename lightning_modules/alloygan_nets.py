@@ -1,4 +1,4 @@
-"""AlloyGAN (seed 000, Part IV, §5.6; SCIENCE.md §3): condition encoder with the chemistry prior, and the
+"""AlloyGAN (Yin 2024, §5.6): condition encoder with the chemistry prior, and the
 conditional DCGAN-style generator / discriminator (plain ``nn.Module``s, no Lightning).
 
 Condition vector per image, raw order ``CONDITION_COLUMNS`` = (Si, Fe, Cu, Mn, Mg, Ni in wt%, cooling rate
@@ -12,7 +12,7 @@ features, extrapolation to unseen alloys).
 
 Generator: z (N, nz) concatenated with y (N, 8) → (N, nz + 8, 1, 1) → ConvTranspose(k4, s1, p0) to 4×4 →
 ConvTranspose(k4, s2, p1)-BN-LeakyReLU(0.2) up-blocks → ConvTranspose(k4, s2, p1) to ``channels`` → Tanh,
-64×64 or 128×128 (the seed uses 128×128, nc = 1). Deviation from the DCGAN tutorial (ReLU in G): the seed
+64×64 or 128×128 (Yin 2024 uses 128×128, nc = 1). Deviation from the DCGAN tutorial (ReLU in G): Yin 2024
 says G's transposed-conv layers "include batch normalization and leaky ReLU activation functions", so G
 uses LeakyReLU(0.2) as well.
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from matcv.lightning_modules.microstructure_nets import _dcgan_depth, dcgan_discriminator_layers, dcgan_weights_init
+from matcv.lightning_modules.microstructure_nets import dcgan_depth, dcgan_discriminator_layers, dcgan_weights_init
 
 __all__ = [
     "CHEMICAL_COLUMNS",
@@ -69,7 +69,7 @@ class ConditionEncoder(nn.Module):
     """Raw conditions (N, 8) in ``CONDITION_COLUMNS`` order → normalised conditions y (N, 8), same order.
 
     ``mode="alloygan"`` (eq. 9): the chemical block is first weighted, w ⊙ I1 with w = ``CHEMISTRY_PRIOR``,
-    and then min-max normalised with ONE min and ONE max taken over the whole weighted block (the seed: "The
+    and then min-max normalised with ONE min and ONE max taken over the whole weighted block (Yin 2024: "The
     features were then normalized with a unified scale from 0 to 1"). The unified scale is essential: a
     per-feature min-max would divide each element's column by its own w·(max − min) and cancel w exactly,
     making AlloyGAN identical to the cGAN. With one scale, Si (large wt% × the largest factor) keeps its
@@ -157,7 +157,7 @@ class ConditionalGenerator(nn.Module):
     def __init__(self, nz: int = 100, n_conditions: int = N_CONDITIONS, ngf: int = 64, image_size: int = 128,
                  channels: int = 1) -> None:
         super().__init__()
-        depth = _dcgan_depth(image_size)
+        depth = dcgan_depth(image_size)
         self.nz, self.n_conditions, self.image_size, self.channels = nz, n_conditions, image_size, channels
         width = ngf * 2 ** depth
         layers = [nn.ConvTranspose2d(nz + n_conditions, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width),

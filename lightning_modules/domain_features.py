@@ -2,7 +2,8 @@
 
 Why not Inception FID: torch-fidelity downloads its Inception-v3 weights at first use, and this project runs
 offline; Inception features of ImageNet photos are also a poor description of grey SEM micrographs or Potts
-grain maps. Following SCIENCE.md §5 (and seed 000), a small CNN (``DomainFeatureNet``) is trained on the
+grain maps. As Yin 2024 did for its FID (Part IV, Table 8: Inception fine-tuned on the training alloys;
+details in docs/tasks/microstructure.md), a small CNN (``DomainFeatureNet``) is trained on the
 task's *train split* to predict the items' integer labels (generator setting, microconstituent, ...); its
 globally pooled features replace Inception's pool3 features. The metrics are named ``fid_domain`` /
 ``kid_domain`` so nobody compares them with published Inception FIDs.

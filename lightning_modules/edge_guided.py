@@ -1,4 +1,4 @@
-"""DeepSC-Edge (seed 000, Part III, Table 3): UNet, ET-UNet, Guided and S-Guided ET-UNet, each ± FTL.
+"""DeepSC-Edge (Yin 2024, Part III, Table 3): UNet, ET-UNet, Guided and S-Guided ET-UNet, each ± FTL.
 
 One LightningModule, configured by ``variant`` and ``overlap``:
 
@@ -12,7 +12,7 @@ One LightningModule, configured by ``variant`` and ``overlap``:
 ``overlap="ftl"`` replaces Dice by the Focal Tversky loss in every term (eqs. 7-8). Multi-class masks
 (``num_classes > 1``) use cross-entropy + multi-class Dice/FTL, and edges of every class boundary.
 
-Note on the seed's θ = 3: L_seg = BCE + Dice stays below ~2 from the first step, so the soft weight is 1
+Note on Yin 2024's θ = 3: L_seg = BCE + Dice stays below ~2 from the first step, so the soft weight is 1
 throughout and S-Guided trains exactly like Guided with γ = 1 (same seed: same numbers). The weight is
 logged (``train_guidance_weight``) so this can be seen rather than assumed.
 """

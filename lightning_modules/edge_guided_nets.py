@@ -1,6 +1,6 @@
 """ET-UNet: a UNet (smp) with ET-Net's Edge Guidance Module and Weighted Aggregation Module.
 
-ET-Net (Zhang et al., MICCAI 2019), as seed 000's Figure 10 puts it onto UNet:
+ET-Net (Zhang et al., MICCAI 2019), as Yin 2024, Figure 10, puts it onto UNet:
 * **EGM** on the two earliest encoder stages after the stem (1/4 and 1/8 resolution): each goes through a
   1x1 + 3x3 conv, the coarser is upsampled, both are concatenated; one 1x1 branch predicts the edge map
   Ŷ_edge (supervised by the Canny edges of the mask, eq. 3), another gives edge-attention features.

@@ -1,4 +1,4 @@
-"""The losses of DeepSC-Edge (seed 000, Part III, equations 1-8) and the edge maps they compare.
+"""The losses of DeepSC-Edge (Yin 2024, Part III, eq. 1–8) and the edge maps they compare.
 
 * ``canny_edge_targets``: Y_edge, kornia's deterministic Canny on the ground-truth mask (every class
   boundary of a multi-class mask, OR-ed into one map).
@@ -28,7 +28,7 @@ from torch import nn
 # boundary is a strong edge and the result does not depend on them.
 CANNY_KERNEL, CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 5, 1.0, 0.1, 0.2
 
-# Seed 000, §4.4: the best settings found by its grid search. β: Table 5's ablation peaks at β = 1.5
+# Yin 2024, §4.4: the best settings found by its grid search. β: Table 5's ablation peaks at β = 1.5
 # for α = 0.9 on three of the four models (Guided ET-UNet + FTL 0.8768, the value of Table 4).
 DEFAULT_LAMBDA, DEFAULT_GAMMA, DEFAULT_THETA = 0.5, 1.0, 3.0
 DEFAULT_FTL_ALPHA, DEFAULT_FTL_BETA = 0.90, 1.5

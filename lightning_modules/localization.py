@@ -1,6 +1,6 @@
 """3-D localization tasks: predict the local strain field ε11 (normalised by the applied macroscopic strain,
-mean ≈ 1) of a periodic two-phase composite from its voxel microstructure (SCIENCE.md §4; seed 002 §4;
-Yang et al., Acta Mater. 166 (2019) 335).
+mean ≈ 1) of a periodic two-phase composite from its voxel microstructure (Yang et al., Acta Mater. 166
+(2019) 335).
 
 ``LocalizationEvaluation`` owns what every model of the task shares, so a trained network and the MKS
 baseline are scored by the same code:
@@ -13,14 +13,15 @@ baseline are scored by the same code:
 
 Models (all see the phases as m − 0.5, Yang et al.'s fixed centring: data-independent, so nothing leaks,
 and zero padding inside a window then means "neither phase"):
-  * ``CPNetTask`` — the Sandia report's CPNet (seed 002 §4.3; 902,183 parameters for strideGap 7):
+  * ``CPNetTask`` — the Sandia report's CPNet (902,183 parameters for strideGap 7):
     an 11³ window → the strideGap³ block at its centre, swept over the periodic volume.
   * ``WindowCNNTask`` — Yang et al. 2019: an 11³ periodic window → the strain of its focal voxel, with the
     layer sizes of the authors' released code (NU-CUCIS/Deep_learning_localization).
   * ``UNet3DTask`` — a small fully convolutional 3-D U-Net with circular padding: the whole field at once.
   * ``MKSTask`` — first-order MKS (lightning_modules/mks.py), fitted in closed form, not by a Trainer.
 
-Every volume is periodic: windows are cut with wrap-around (``periodic_windows``), never zero-filled.
+Every volume is periodic: windows are cut with wrap-around (``periodic_windows``), never zero-filled. The
+networks are in ``localization_nets``, the test figure in ``localization_figures``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from matcv.datamodules.core.atomic_io import save_figure
+from matcv.lightning_modules.base import BenchmarkModule
+from matcv.lightning_modules.localization_figures import mid_slice, save_localization_examples
 from matcv.lightning_modules.localization_metrics import (
     PooledRegressionStats,
     mase,
@@ -44,6 +44,7 @@ from matcv.lightning_modules.localization_metrics import (
     per_volume_mase,
     r2_all_voxels,
 )
+from matcv.lightning_modules.localization_nets import CPNet, PeriodicUNet3D, YangWindowCNN
 from matcv.lightning_modules.mks import FirstOrderMKS
 
 PHASE_CENTRE = 0.5  # networks see m − 0.5 ∈ {−0.5, 0.5} (Yang et al.'s input scaling)
@@ -128,7 +129,7 @@ def predict_by_voxels(volumes: torch.Tensor, voxel_predictor: Callable[[torch.Te
 # Shared evaluation
 # --------------------------------------------------------------------------------------------------
 
-class LocalizationEvaluation(L.LightningModule):
+class LocalizationEvaluation(BenchmarkModule):
     """Standardisation, validation/test scoring and the test figure shared by all localization models.
 
     A subclass implements ``predict_normalized(microstructure) -> (B, 1, N, N, N)`` in standardised
@@ -137,9 +138,7 @@ class LocalizationEvaluation(L.LightningModule):
 
     monitor = "val_mase"  # checkpoint selection: grouped validation split only, never test
     mode = "min"
-    requires_training = True
     n_figure_examples = 3
-    ddp_find_unused_parameters = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,8 +171,8 @@ class LocalizationEvaluation(L.LightningModule):
     def on_fit_start(self) -> None:
         # Safety net for callers other than the harness: never train against unset statistics.
         if not bool(self.normalization_fitted):
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is not None and hasattr(datamodule, "datasets"):
+            datamodule = self.trainer.datamodule  # None when fitted on bare dataloaders
+            if datamodule is not None:
                 self.prepare_from_training_data(datamodule)
             else:
                 warnings.warn(f"{type(self).__name__}: no training statistics; targets are not standardised")
@@ -267,42 +266,7 @@ class LocalizationEvaluation(L.LightningModule):
             [f"{i}  MASE {scores[i]['mase']:.2f} %" for i in items])
 
 
-def mid_slice(volume) -> np.ndarray:
-    """The plane through the middle of the last axis: it contains axis 0 (the loading direction x1)."""
-    volume = np.asarray(volume)
-    return np.array(volume[:, :, volume.shape[2] // 2], dtype=np.float32)
-
-
-def save_localization_examples(path: str | Path, phases: list[np.ndarray], truths: list[np.ndarray],
-                               predictions: list[np.ndarray], titles: list[str]) -> Path:
-    """One row per volume; true and predicted ε11 share one colour scale over all rows, the error a
-    symmetric diverging one, so rows and columns compare at a glance. Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    low = min(float(np.min(a)) for a in truths + predictions)
-    high = max(float(np.max(a)) for a in truths + predictions)
-    errors = [p - t for p, t in zip(predictions, truths)]
-    bound = max(float(np.max(np.abs(e))) for e in errors) or 1.0
-    rows = len(phases)
-    figure, axes = plt.subplots(rows, 4, figsize=(12, 2.8 * rows), squeeze=False)
-    for row in range(rows):
-        panels = [(phases[row], "gray", 0.0, 1.0, titles[row] + "\nphases (1 = stiff); x1 down, x3 = N/2"),
-                  (truths[row], "viridis", low, high, "true ε11 / applied"),
-                  (predictions[row], "viridis", low, high, "predicted ε11 / applied"),
-                  (errors[row], "RdBu_r", -bound, bound, "predicted − true")]
-        for axis, (picture, cmap, vmin, vmax, label) in zip(axes[row], panels):
-            image = axis.imshow(picture, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-            figure.colorbar(image, ax=axis, fraction=0.046, pad=0.03)
-            axis.set_title(label, fontsize=7)
-            axis.axis("off")
-    figure.tight_layout()
-    return save_figure(path, figure, dpi=100)
-
-
-class _TrainedLocalizationTask(LocalizationEvaluation):
+class TrainedLocalizationTask(LocalizationEvaluation):
     """A network trained by Lightning: Adam, MSE in standardised units; ``training_loss(batch)``."""
 
     def training_loss(self, batch: dict) -> torch.Tensor:
@@ -319,43 +283,10 @@ class _TrainedLocalizationTask(LocalizationEvaluation):
 
 
 # --------------------------------------------------------------------------------------------------
-# CPNet (seed 002 §4.3)
+# CPNet
 # --------------------------------------------------------------------------------------------------
 
-class CPNet(nn.Module):
-    """The Sandia report's CPNet, layer for layer (seed 002 §4.3, torchsummary table, 902,183 parameters
-    for strideGap 7): an 11³ window → the strideGap³ block at its centre.
-
-    The table fixes each layer's output shape and parameter count; what it leaves open is chosen as the
-    simplest fit: the "keeping" MaxPool3d layers are kernel 3 / stride 1 / padding 1, the 6 → 5 one kernel 2
-    / stride 1; the strided convolutions are kernel 3 / stride 2 / padding 1 (11 → 6, 5 → 3). The flatten
-    between the features and the dense head is a view in ``forward`` (torchsummary lists no layer for it).
-    """
-
-    def __init__(self, stride_gap: int = 7, window_size: int = 11) -> None:
-        super().__init__()
-        self.stride_gap, self.window_size = stride_gap, window_size
-        self.features = nn.Sequential(
-            nn.Conv3d(1, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.MaxPool3d(3, stride=1, padding=1),
-            nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.BatchNorm3d(16), nn.ReLU(),
-            nn.MaxPool3d(3, stride=1, padding=1),
-            nn.Conv3d(16, 32, 3, padding=1), nn.BatchNorm3d(32), nn.ReLU(), nn.MaxPool3d(2, stride=1),
-            nn.Conv3d(32, 64, 3, stride=2, padding=1), nn.BatchNorm3d(64), nn.ReLU(),
-            nn.MaxPool3d(3, stride=1, padding=1),
-        )
-        with torch.no_grad():
-            n_features = self.features.eval()(torch.zeros(1, 1, window_size, window_size, window_size)).numel()
-        self.features.train()
-        block = stride_gap ** 3
-        self.head = nn.Sequential(nn.Linear(n_features, block), nn.ReLU(), nn.Linear(block, block), nn.ReLU(),
-                                  nn.Linear(block, block))
-
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """(M, 1, 11, 11, 11) → (M, strideGap³), the block in row-major (x, y, z) order."""
-        return self.head(self.features(windows).flatten(1))
-
-
-class CPNetTask(_TrainedLocalizationTask):
+class CPNetTask(TrainedLocalizationTask):
     """CPNet trained on the blocks of the training volumes, swept over whole periodic volumes to predict.
 
     Training: each volume of a batch is tiled by strideGap³ blocks on a grid shifted by a random offset
@@ -398,53 +329,7 @@ class CPNetTask(_TrainedLocalizationTask):
 # Yang et al. 2019 local-window CNN
 # --------------------------------------------------------------------------------------------------
 
-class YangWindowCNN(nn.Module):
-    """Yang et al. 2019's focal-voxel CNN, with the layer sizes of the authors' released scripts
-    (github.com/NU-CUCIS/Deep_learning_localization, ``contrast10_localization.py`` /
-    ``contrast50_localization.py``): on the 11³ window,
-        conv 3×3 valid, 128 filters, ReLU → conv 3×3 valid, 256 filters, ReLU → flatten (7·7·256)
-        → dense 2048 ReLU → dense 1024 ReLU → dense 1,
-    Glorot-normal weights, zero biases. The released code ("2DCNN") treats the window's last axis as the 11
-    input channels of 2-D convolutions (Keras channels-last), which is ``conv_dims=2`` (28.1 M parameters);
-    ``conv_dims=3`` uses true 3-D convolutions of the same widths (one input channel; the dense layer then
-    has 256·7³ inputs, ≈ 182 M parameters — only practical with smaller widths).
-    """
-
-    def __init__(self, window_size: int = 11, conv_channels: Sequence[int] = (128, 256),
-                 hidden_units: Sequence[int] = (2048, 1024), conv_dims: int = 2) -> None:
-        super().__init__()
-        if conv_dims not in (2, 3):
-            raise ValueError(f"conv_dims must be 2 (slices as channels, as released) or 3, got {conv_dims}")
-        self.conv_dims = conv_dims
-        conv = nn.Conv2d if conv_dims == 2 else nn.Conv3d
-        channels = window_size if conv_dims == 2 else 1
-        layers: list[nn.Module] = []
-        for width in conv_channels:
-            layers += [conv(channels, width, 3), nn.ReLU()]
-            channels = width
-        self.features = nn.Sequential(*layers)
-        side = window_size - 2 * len(conv_channels)
-        if side < 1:
-            raise ValueError(f"{len(conv_channels)} valid 3×3 convolutions do not fit an {window_size} window")
-        dense: list[nn.Module] = []
-        width = channels * side ** conv_dims
-        for units in hidden_units:
-            dense += [nn.Linear(width, units), nn.ReLU()]
-            width = units
-        dense.append(nn.Linear(width, 1))
-        self.head = nn.Sequential(*dense)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
-                nn.init.xavier_normal_(module.weight)
-                nn.init.zeros_(module.bias)
-
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """(M, 1, S, S, S) → (M,) strain of each window's centre voxel."""
-        x = windows[:, 0].permute(0, 3, 1, 2) if self.conv_dims == 2 else windows  # last axis → channels
-        return self.head(self.features(x).flatten(1)).squeeze(1)
-
-
-class WindowCNNTask(_TrainedLocalizationTask):
+class WindowCNNTask(TrainedLocalizationTask):
     """Yang et al. 2019: a periodic 11³ window around each focal voxel → that voxel's strain.
 
     Training draws ``voxels_per_volume`` random focal voxels from every volume of a batch (so an epoch
@@ -484,66 +369,7 @@ class WindowCNNTask(_TrainedLocalizationTask):
 # Periodic 3-D U-Net
 # --------------------------------------------------------------------------------------------------
 
-def _periodic_conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, 3, padding=1, padding_mode="circular", bias=False),
-        nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True),
-        nn.Conv3d(out_channels, out_channels, 3, padding=1, padding_mode="circular", bias=False),
-        nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True),
-    )
-
-
-class PeriodicUNet3D(nn.Module):
-    """A small 3-D U-Net (``depth`` poolings, ``base_channels`` doubling per level) with circular padding in
-    every convolution, so the field is treated as periodic.
-
-    Grid sizes that 2^depth does not divide (21 → 24, 51 → 52 for depth 2) are padded circularly (half on
-    each side) and the output is cropped back. The padded volume is then treated as periodic with period
-    24, so voxels within a receptive field of the seam see ≤ 3 duplicated planes instead of their exact
-    periodic neighbours: a small, documented approximation (exact when N is a multiple of 2^depth). The
-    alternatives were worse here: a stride-free dilated net is not a U-Net, and a margin covering the whole
-    receptive field would cost ~20× the compute at 21³.
-    """
-
-    def __init__(self, in_channels: int = 1, base_channels: int = 16, depth: int = 2) -> None:
-        super().__init__()
-        self.depth = depth
-        widths = [base_channels * 2 ** level for level in range(depth + 1)]
-        self.encoders = nn.ModuleList()
-        channels = in_channels
-        for width in widths[:-1]:
-            self.encoders.append(_periodic_conv_block(channels, width))
-            channels = width
-        self.bottleneck = _periodic_conv_block(channels, widths[-1])
-        self.upsamplers = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for level in reversed(range(depth)):
-            self.upsamplers.append(nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2))
-            self.decoders.append(_periodic_conv_block(2 * widths[level], widths[level]))
-        self.head = nn.Conv3d(widths[0], 1, 1)
-
-    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
-        shape = volumes.shape[-3:]
-        multiple = 2 ** self.depth
-        extra = [(-n) % multiple for n in shape]
-        padding: list[int] = []
-        for more in reversed(extra):  # F.pad takes the last axis first
-            padding += [more // 2, more - more // 2]
-        x = F.pad(volumes, padding, mode="circular") if any(extra) else volumes
-        skips = []
-        for encoder in self.encoders:
-            x = encoder(x)
-            skips.append(x)
-            x = F.max_pool3d(x, 2)
-        x = self.bottleneck(x)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
-            x = decoder(torch.cat([upsample(x), skip], dim=1))
-        x = self.head(x)
-        starts = [more // 2 for more in extra]
-        return x[..., starts[0]:starts[0] + shape[0], starts[1]:starts[1] + shape[1], starts[2]:starts[2] + shape[2]]
-
-
-class UNet3DTask(_TrainedLocalizationTask):
+class UNet3DTask(TrainedLocalizationTask):
     """The whole strain field from the whole microstructure in one pass (periodic 3-D U-Net)."""
 
     def __init__(self, base_channels: int = 16, depth: int = 2, lr: float = 1e-3, weight_decay: float = 0.0) -> None:

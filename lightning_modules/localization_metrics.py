@@ -1,11 +1,11 @@
-"""Scores of a predicted local strain field against the true one (3-D localization task, SCIENCE.md §4).
+"""Scores of a predicted local strain field against the true one (3-D localization task; Tran, Rodgers & Wildey 2020, §4).
 
 * ``mase`` — Yang et al. 2019 (Acta Mater. 166, 335): mean over the voxels of one volume of |ε̂ − ε|,
   divided by that volume's mean true strain, in percent. The task's headline number is the mean of it
   over test volumes (their code: ``mean(mase) * 100``).
 * ``r2_all_voxels`` — coefficient of determination 1 − SS_res / SS_tot over *all* voxels pooled. It
   penalises bias and scale errors, so it is the stricter number.
-* ``squared_pearson_r2`` — the Sandia report's R² (seed 002 §4.5, eq. 1): the squared Pearson correlation.
+* ``squared_pearson_r2`` — the Sandia report's R² (Tran et al. 2020, §4.5, eq. 1): the squared Pearson correlation.
   It is blind to any affine error (a prediction 2ε̂ + 5 scores the same), which is why it is named apart.
   The report estimated it on a Monte-Carlo subsample; here it is exact over all voxels.
 * ``per_phase_mae`` — MAE inside each phase: high-contrast errors concentrate in the compliant matrix

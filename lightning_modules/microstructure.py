@@ -1,4 +1,4 @@
-"""Microstructure autoencoders and GANs (issue 5; SCIENCE.md §2, seed 002 §5–10), scored on held-out groups.
+"""Microstructure autoencoders and GANs, scored on held-out groups.
 
 ``GenerativeEvaluation`` owns what every model of the task shares, so an autoencoder, a VAE, DCGAN and the
 real-image reference are scored by the same code:
@@ -7,7 +7,7 @@ real-image reference are scored by the same code:
   (data range 2);
 * per fold, on ``n_samples`` generated images against the fold's real held-out (test) images:
   - ``s2_distance``: RMS difference of the mean two-point statistics S2 (FFT autocorrelation of the phase
-    indicator / grey level) — the physically meaningful comparison of seed 002;
+    indicator / grey level) — the physically meaningful comparison;
   - ``vf_error``: |volume fraction generated − real| of the phase indicator (phase 1 / boundary pixels /
     grey level);
   - ``grain_size_distance``: Wasserstein-1 distance of log10 grain areas (decades), grain-boundary sources
@@ -20,7 +20,9 @@ real-image reference are scored by the same code:
 * ``save_test_figure``: real | reconstructed | generated images, S2 of real vs generated, and (Potts) the
   grain-size distributions; ``samples.png`` (an 8×8 grid of generated images) beside it.
 
-Generation is seeded (``sample_seed`` + fold), so a model's scores repeat exactly on the same CPU.
+Generation is seeded (``sample_seed`` + fold), so a model's scores repeat exactly on the same CPU. The scoring
+functions are in ``microstructure_scoring`` (the leaderboard rescoring submissions calls them too), the figures
+in ``microstructure_figures``.
 """
 
 from __future__ import annotations
@@ -28,25 +30,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import structural_similarity_index_measure
 
-from matcv.datamodules.core.atomic_io import save_figure, save_png
-from matcv.datamodules.microstructure_images import to_uint8
-from matcv.datamodules.core.cache import default_cache_dir
-from matcv.lightning_modules.domain_features import cached_domain_extractor, fid_kid_domain, inception_fid
-from matcv.lightning_modules.microstructure_metrics import (
-    diversity_ratio,
-    grain_areas_from_boundaries,
-    grain_size_distance,
-    phase_indicator,
-    s2_distance,
-    two_point_statistics,
-    volume_fraction_error,
-)
+from matcv.datamodules.core.atomic_io import save_png
+from matcv.lightning_modules.base import BenchmarkModule
+from matcv.lightning_modules.microstructure_figures import save_generation_figure, tile
+from matcv.lightning_modules.microstructure_metrics import diversity_ratio, phase_indicator, s2_distance
 from matcv.lightning_modules.microstructure_nets import (
     ConvVAE,
     DCGANDiscriminator,
@@ -55,67 +45,16 @@ from matcv.lightning_modules.microstructure_nets import (
     dcgan_weights_init,
     vae_loss,
 )
-
-DATA_RANGE = 2.0  # images live in [-1, 1]
-RECONSTRUCTION_METRICS = ("mse", "psnr", "ssim")
-SAMPLE_METRICS = ("s2_distance", "vf_error", "grain_size_distance", "diversity", "fid_domain", "kid_domain")
-
-
-@torch.no_grad()
-def seeded_samples(module: torch.nn.Module, draw, seed: int) -> torch.Tensor:
-    """``draw(generator)``'s images with the module in eval mode (BatchNorm's running statistics, the same output
-    for the same seed), as float CPU tensors clipped to [-1, 1]; the module's train/eval mode is restored."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    was_training = module.training
-    module.eval()
-    try:
-        return draw(generator).detach().float().cpu().clamp(-1, 1)
-    finally:
-        module.train(was_training)
+from matcv.lightning_modules.microstructure_scoring import (
+    RECONSTRUCTION_METRICS,
+    fold_domain_extractor,
+    reconstruction_scores,
+    sample_scores,
+    seeded_samples,
+)
 
 
-def reconstruction_scores(reconstructed: torch.Tensor, original: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per image: MSE, PSNR (dB, data range 2) and SSIM (torchmetrics, Gaussian window 11, data range 2)."""
-    mse = ((reconstructed - original) ** 2).flatten(1).mean(1)
-    psnr = 10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(1e-12))
-    ssim = structural_similarity_index_measure(reconstructed, original, data_range=DATA_RANGE, reduction="none")
-    return {"mse": mse.cpu().numpy(), "psnr": psnr.cpu().numpy(), "ssim": ssim.reshape(-1).cpu().numpy()}
-
-
-def fold_domain_extractor(datamodule, epochs: int) -> Path:
-    """The fold's FID-domain feature extractor: trained on the set-up datamodule's *training* part (images and
-    labels) with the fold's run seed, cached under the matcv cache (``cached_domain_extractor``), so every model
-    of a fold, and the leaderboard's rescoring of a submission, use the same file."""
-    train = datamodule.datasets["train"]
-    return cached_domain_extractor(train.images, train.labels, datamodule.num_labels,
-                                   seed=int(getattr(datamodule, "seed", 0)),
-                                   cache_dir=default_cache_dir() / "domain-extractors", epochs=epochs)
-
-
-def sample_scores(generated: torch.Tensor, real: torch.Tensor, image_kind: str, periodic: bool,
-                  extractor_path: str | Path | None = None,
-                  inception_weights_path: str | None = None) -> dict[str, float]:
-    """Every fold-level sample metric of the module doc: generated vs real held-out images, both (N, 1, H, W) in
-    [-1, 1]; FID/KID-domain NaN without an extractor."""
-    fake_indicator, real_indicator = phase_indicator(generated, image_kind), phase_indicator(real, image_kind)
-    scores = {
-        "s2_distance": s2_distance(fake_indicator, real_indicator, periodic=periodic),
-        "vf_error": volume_fraction_error(fake_indicator, real_indicator),
-        "grain_size_distance": (grain_size_distance(fake_indicator, real_indicator, periodic=periodic)
-                                if image_kind == "grain-boundary" else math.nan),
-        "diversity": diversity_ratio(generated, real),
-        "n_generated": float(len(generated)),
-    }
-    if extractor_path is not None:
-        scores.update(fid_kid_domain(generated, real, extractor_path))
-    else:
-        scores.update({"fid_domain": math.nan, "kid_domain": math.nan})
-    if inception_weights_path:
-        scores.update(inception_fid(generated, real, inception_weights_path))
-    return {name: float(value) for name, value in scores.items()}
-
-
-class GenerativeEvaluation(L.LightningModule):
+class GenerativeEvaluation(BenchmarkModule):
     """Test scoring, sampling metrics and figures shared by all microstructure models (module doc).
 
     A subclass implements ``generate(n, generator)`` and, if it reconstructs, ``reconstruct(images)``.
@@ -123,9 +62,7 @@ class GenerativeEvaluation(L.LightningModule):
 
     monitor = "val_mse"
     mode = "min"
-    requires_training = True
     reconstructs = True
-    ddp_find_unused_parameters = False
 
     def __init__(self, n_samples: int | None = None, sample_seed: int = 0, extractor_epochs: int = 15,
                  inception_weights_path: str | None = None) -> None:
@@ -150,7 +87,7 @@ class GenerativeEvaluation(L.LightningModule):
         self.image_kind, self.periodic = datamodule.image_kind, bool(datamodule.periodic)
         self.image_shape = tuple(int(s) for s in datamodule.image_shape)
         self.check_image_shape(self.image_shape)
-        self.fold_seed = int(getattr(datamodule, "seed", 0))
+        self.fold_seed = int(datamodule.seed)
         if datamodule.num_labels >= 2:  # one class gives the extractor nothing to learn
             self.extractor_path = str(fold_domain_extractor(datamodule, self.extractor_epochs))
 
@@ -223,84 +160,14 @@ class GenerativeEvaluation(L.LightningModule):
         return ", ".join(parts)
 
 
-def tile(images: torch.Tensor, columns: int = 8, gap: int = 2) -> np.ndarray:
-    """(N, 1, H, W) in [-1, 1] -> one uint8 grid image, white gaps between tiles."""
-    pictures = to_uint8(images[:, 0])
-    n, h, w = pictures.shape
-    rows = max(1, math.ceil(n / columns))
-    grid = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 255, np.uint8)
-    for k in range(n):
-        r, c = divmod(k, columns)
-        grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = pictures[k]
-    return grid
-
-
-def _mean_s2_profiles(indicator: torch.Tensor, periodic: bool) -> tuple[np.ndarray, np.ndarray]:
-    """S2 along x and along y through r = 0 of the set's mean S2 map, from r = 0 outwards."""
-    s2 = two_point_statistics(indicator, periodic=periodic).mean(0).cpu().numpy()
-    cy, cx = s2.shape[0] // 2, s2.shape[1] // 2
-    return s2[cy, cx:], s2[cy:, cx]
-
-
-def save_generation_figure(path: Path, real: torch.Tensor, reconstructed: torch.Tensor | None,
-                           generated: torch.Tensor, image_kind: str, periodic: bool, title: str,
-                           n_shown: int = 6) -> Path:
-    """Rows of real / reconstructed / generated images, then S2 (and grain sizes) of real vs generated."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    rows = [("real (held-out)", real[:n_shown])]
-    if reconstructed is not None:
-        rows.append(("reconstructed", reconstructed[:n_shown]))
-    rows.append(("generated", generated[:n_shown]))
-    plots = 2 if image_kind == "grain-boundary" else 1
-    figure = plt.figure(figsize=(2.0 * n_shown, 2.1 * len(rows) + 3.0))
-    grid = figure.add_gridspec(len(rows) + 1, max(n_shown, 2 * plots), height_ratios=[1] * len(rows) + [1.5])
-    for r, (label, images) in enumerate(rows):
-        for c in range(n_shown):
-            axis = figure.add_subplot(grid[r, c])
-            if c < len(images):
-                axis.imshow(images[c, 0].numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if c == 0:
-                axis.set_ylabel(label, fontsize=8)
-    width = max(n_shown, 2 * plots) // plots
-    real_ind, fake_ind = phase_indicator(real, image_kind), phase_indicator(generated, image_kind)
-    axis = figure.add_subplot(grid[len(rows), 0:width])
-    for name, indicator, style in (("real", real_ind, "-"), ("generated", fake_ind, "--")):
-        along_x, along_y = _mean_s2_profiles(indicator, periodic)
-        axis.plot(along_x, "C0" + style, label=f"{name}, along x")
-        axis.plot(along_y, "C1" + style, label=f"{name}, along y")
-    axis.set_xlabel("shift r (px)")
-    axis.set_ylabel("S2(r)")
-    axis.set_title("two-point statistics (mean over images)", fontsize=9)
-    axis.legend(fontsize=7)
-    if image_kind == "grain-boundary":
-        axis = figure.add_subplot(grid[len(rows), width:2 * width])
-        for name, indicator in (("real", real_ind), ("generated", fake_ind)):
-            areas = np.concatenate([grain_areas_from_boundaries(b.numpy() > 0.5, periodic) for b in indicator]
-                                   or [np.zeros(0)])
-            if len(areas):
-                axis.hist(np.log10(areas), bins=30, alpha=0.5, density=True, label=f"{name} ({len(areas)} grains)")
-        axis.set_xlabel("log10 grain area (px)")
-        axis.set_title("grain-size distribution", fontsize=9)
-        axis.legend(fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return save_figure(path, figure, dpi=90)
-
-
 # --------------------------------------------------------------------------------------------------
 # The models
 # --------------------------------------------------------------------------------------------------
 
 class AutoencoderTask(GenerativeEvaluation):
-    """One of the seed's convolutional autoencoders (layer tables of §5–9), MSE loss, Adam.
+    """One of the convolutional autoencoders of Tran, Rodgers & Wildey 2020 (SAND2020-10580; layer tables of §5–9), MSE loss, Adam.
 
-    Sampling "from the latent space" (seed §5, §7): the encoder's outputs on the training part are fitted
+    Sampling "from the latent space" (Tran et al. 2020, §5, §7): the encoder's outputs on the training part are fitted
     by an independent Gaussian per latent element, and samples drawn from it (clamped at 0: the latent is
     a ReLU/max-pool output, never negative) are decoded. Fitted at test time from the training part only.
     """
@@ -317,7 +184,7 @@ class AutoencoderTask(GenerativeEvaluation):
 
         expected = tuple(SEED_AUTOENCODERS[self.hparams.architecture][2])
         if tuple(shape) != expected:
-            raise ValueError(f"the seed's {self.hparams.architecture!r} autoencoder takes {expected[0]}x{expected[1]} "
+            raise ValueError(f"the Sandia report's {self.hparams.architecture!r} autoencoder takes {expected[0]}x{expected[1]} "
                              f"images, the data has {shape[0]}x{shape[1]}: choose another architecture")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -405,7 +272,7 @@ class VAETask(GenerativeEvaluation):
 
 
 class DCGANTask(GenerativeEvaluation):
-    """DCGAN (Radford et al. 2016; seed 002 §10): BCE-with-logits adversarial losses, one Adam per network
+    """DCGAN (Radford et al. 2016; Tran et al. 2020, §10): BCE-with-logits adversarial losses, one Adam per network
     (lr 2e-4, beta1 0.5), manual optimisation (one discriminator step, then one generator step per batch).
 
     The checkpoint is selected on ``val_s2_distance``: S2 of a fixed set of samples against the validation

@@ -1,7 +1,7 @@
-"""Physical scores of *generated* microstructure images against *real* held-out ones (issue 5, SCIENCE.md §2).
+"""Physical scores of *generated* microstructure images against *real* held-out ones (Tran, Rodgers & Wildey 2020, §2, §5–10).
 
 Pixel losses and Inception-style feature distances say little about whether a generator has learnt a
-microstructure. Seed 002 compares samples with the quantities a materials scientist would measure, so this
+microstructure. Tran et al. 2020 compare samples with the quantities a materials scientist would measure, so this
 module provides them as pure functions (numpy / torch / scipy, no Lightning):
 
 * ``phase_indicator`` — the field the statistics are taken of, following the datamodule's ``image_kind``:
@@ -14,15 +14,15 @@ module provides them as pure functions (numpy / torch / scipy, no Lightning):
   for a 0/1 indicator; S2 at long range tends to vf².
 * ``s2_distance`` — RMS difference between the *mean* S2 maps of the two sets over the central window of
   shifts (default: up to a quarter of the smaller side, where the estimate is well sampled). This is the
-  physically meaningful comparison of seed 002: it checks volume fraction, feature size and anisotropy.
+  physically meaningful comparison of Tran et al. 2020 (§2, §5–10): it checks volume fraction, feature size and anisotropy.
 * ``volume_fraction`` / ``volume_fraction_error`` — the first-order statistic on its own.
 * ``grain_areas_from_boundaries`` / ``grain_size_distance`` — for grain-boundary images (Potts grain growth):
   grains are the 4-connected regions between boundary pixels, merged across the wrap when periodic; the
   distance is the Wasserstein-1 distance between the pooled log10 grain-area distributions, in decades
   (log scale because grain sizes are roughly log-normal and span orders of magnitude).
 * ``diversity_ratio`` — mean pairwise L2 distance among generated samples over the same among real images:
-  about 1 when the generator is as diverse as the data, towards 0 under mode collapse (seed 002 saw it
-  with DCGAN on UHCSDB), a failure S2 of the *mean* map cannot see.
+  about 1 when the generator is as diverse as the data, towards 0 under mode collapse (Tran et al. 2020 saw it
+  with DCGAN on UHCSDB, §10), a failure S2 of the *mean* map cannot see.
 
 Images follow ``matcv.datamodules.microstructure_images``: tensors (N, 1, H, W) float in [-1, 1]. Indicators
 are (N, H, W). Numerics are done in float64; results are Python floats or float64 tensors.

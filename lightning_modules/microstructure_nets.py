@@ -1,7 +1,7 @@
 """Networks (plain ``nn.Module``s, no Lightning) for the microstructure autoencoder and GAN tasks.
 
-Source: Sandia report SAND2020-10580 (Tran, Rodgers, Wildey, "Reification of latent microstructures",
-seed 002), §5–10. The report gives each autoencoder only as a ``torchsummary`` table (layer type, output
+Source: Sandia report SAND2020-10580 (Tran, Rodgers & Wildey 2020, "Reification of latent microstructures",
+§5–10). The report gives each autoencoder only as a ``torchsummary`` table (layer type, output
 shape, parameter count); the kernel size k, stride s and padding p of every layer were solved so that
 *every* output shape and *every* per-layer parameter count of the tables is reproduced exactly (checked
 layer by layer in ``tests/test_microstructure_nets.py``):
@@ -355,7 +355,7 @@ class ConvVAE(nn.Module):
 
 # --- DCGAN (Radford et al. 2016; PyTorch DCGAN tutorial layout) -----------------------------------------
 
-def _dcgan_depth(image_size: int) -> int:
+def dcgan_depth(image_size: int) -> int:
     """Number of stride-2 stages between 4×4 and image_size (3 for 64, 4 for 128)."""
     if image_size not in (64, 128):
         raise ValueError(f"DCGAN image_size must be 64 or 128, got {image_size}")
@@ -385,7 +385,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, nz: int = 100, ngf: int = 64, image_size: int = 64, channels: int = 1) -> None:
         super().__init__()
-        depth = _dcgan_depth(image_size)
+        depth = dcgan_depth(image_size)
         self.nz, self.image_size, self.channels = nz, image_size, channels
         width = ngf * 2 ** depth
         layers = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
@@ -411,7 +411,7 @@ def dcgan_discriminator_layers(in_channels: int, ndf: int, image_size: int) -> n
     one logit. Shared by ``DCGANDiscriminator`` and AlloyGAN's conditional one (image + condition planes)."""
     width = ndf
     layers = [nn.Conv2d(in_channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
-    for _ in range(_dcgan_depth(image_size)):
+    for _ in range(dcgan_depth(image_size)):
         layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
                    nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, inplace=True)]
         width *= 2

@@ -1,5 +1,5 @@
 """First-order MKS (materials knowledge system; Kalidindi et al., pymks's ``LocalizationModel``): the
-simple, physics-shaped baseline of the 3-D localization task (SCIENCE.md §0 and §4).
+simple, physics-shaped baseline of the 3-D localization task (Pelz, Unit 4, §5; Tran, Rodgers & Wildey 2020, §4).
 
 The first-order localization linkage writes the local response as a periodic convolution of the phase
 indicator fields m_h with influence coefficients α_h,

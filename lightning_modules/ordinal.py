@@ -1,4 +1,4 @@
-"""Output heads, losses and decoding for ordinal ratings (ASTM D1654 ratings 5–9, seed 000 Part II).
+"""Output heads, losses and decoding for ordinal ratings (ASTM D1654 ratings 5–9, Yin 2024, Part II).
 
 A rating of 6 predicted as 5 is a smaller mistake than 6 predicted as 9, and plain cross-entropy does not
 know that. Three heads are compared on the same backbone:

@@ -2,7 +2,7 @@
 
 Ratings are ordinal (ASTM D1654, 5..9 here), so the same backbone is benchmarked with a plain
 cross-entropy head and with two ordinal heads (``matcv.lightning_modules.ordinal``); the leaderboard then
-answers the seed's "ordinal vs cross-entropy" question. Backbones start from random weights unless a
+answers Yin 2024's (Part II, Table 2) "ordinal vs cross-entropy" question. Backbones start from random weights unless a
 local weights file is given (nothing is downloaded).
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import timm
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
+from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
 from matcv.lightning_modules.rating_metrics import (
     confusion,
@@ -25,13 +25,12 @@ from matcv.lightning_modules.rating_metrics import (
 from matcv.lightning_modules.segmentation import load_encoder_weights
 
 
-class RatingEvaluation(L.LightningModule):
+class RatingEvaluation(BenchmarkModule):
     """Test scoring shared by every rating model, trained or not: one record per test photo, fold-level
     metrics (accuracy, macro-F1, QWK, MAE, within-1) and the fold's confusion matrix."""
 
     monitor = "val_qwk"  # quadratic-weighted kappa on the grouped validation split
     mode = "max"
-    requires_training = True
 
     def __init__(self, ratings: Sequence[int] = (5, 6, 7, 8, 9)) -> None:
         super().__init__()
@@ -106,6 +105,11 @@ class RatingTask(RatingEvaluation):
         lookup = torch.full((max(self.ratings) + 1,), -1, dtype=torch.long)  # rating -> class index, -1 = unknown
         lookup[torch.tensor(self.ratings)] = torch.arange(self.num_classes)
         self.register_buffer("index_of_rating", lookup, persistent=False)
+
+    def set_input_normalization_from(self, datamodule) -> None:
+        """The training part's channel mean and std and the image size (the harness calls this before fitting)."""
+        train = datamodule.datasets["train"]
+        self.set_input_normalization(train.mean, train.std, datamodule.image_size)
 
     def set_input_normalization(self, mean, std, image_size: int) -> None:
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))

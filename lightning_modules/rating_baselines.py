@@ -1,4 +1,4 @@
-"""Baselines that stay on the rating leaderboard (SCIENCE.md §0: "use the simplest model that survives
+"""Baselines that stay on the rating leaderboard (Pelz, Unit 4, §5: "use the simplest model that survives
 grouped CV").
 
 * ``HandCraftedRatingBaseline`` — colour statistics of the scribe band and an estimate of its width, fed to a

@@ -1,7 +1,7 @@
 """Fold-level scores of predicted vs true corrosion ratings, and a confusion-matrix figure.
 
-Ratings are ordinal (SCIENCE.md §1): accuracy alone hides whether a miss is one grade off or four, and
-a rare rating can vanish in it (§0). So every rating model reports accuracy, macro-F1 (each rating
+Ratings are ordinal (Yin 2024, Part II): accuracy alone hides whether a miss is one grade off or four, and
+a rare rating can vanish in it. So every rating model reports accuracy, macro-F1 (each rating
 counts equally), quadratic-weighted kappa (agreement beyond chance, penalising far misses more), MAE in
 rating units and accuracy within ±1 rating. Inputs are the ratings themselves (e.g. 5..9), not class
 indices; ``labels`` fixes the rating scale, so folds missing a rating still give comparable K×K outputs.

@@ -1,4 +1,4 @@
-"""Segmentation tasks: smp architectures trained with BCE + Dice (seed 000, eq. 1), and their shared scoring.
+"""Segmentation tasks: smp architectures trained with BCE + Dice, and their shared scoring.
 
 ``SegmentationEvaluation`` owns what every segmentation model shares — per-image Dice and IoU on
 validation and test (smp.metrics, threshold 0.5) and the list of per-image test scores the harness
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.edge_losses import RegionLoss
 from matcv.lightning_modules.segmentation_figures import (
     save_class_map_examples,
@@ -40,7 +40,7 @@ def per_image_class_dice_iou(logits: torch.Tensor, target: torch.Tensor) -> tupl
     return dice, iou
 
 
-class SegmentationEvaluation(L.LightningModule):
+class SegmentationEvaluation(BenchmarkModule):
     """Validation/test scoring shared by all segmentation models, binary (``num_classes == 1``: a
     (B, 1, H, W) logit map, sigmoid) or multi-class (``num_classes > 1``: (B, C, H, W), softmax).
 
@@ -52,9 +52,7 @@ class SegmentationEvaluation(L.LightningModule):
 
     monitor = "val_dice"  # checkpoint selection: grouped validation split only, never test
     mode = "max"
-    requires_training = True
     n_figure_examples = 6
-    ddp_find_unused_parameters = False  # what this model needs from a DDP Trainer
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None) -> None:
         super().__init__()
@@ -100,8 +98,9 @@ class SegmentationEvaluation(L.LightningModule):
         self.test_examples: dict[str, np.ndarray] = {}  # item id -> probability / class map, for the figure
 
     def _item_evaluator(self):
-        trainer = self._trainer
-        return getattr(getattr(trainer, "datamodule", None), "item_evaluator", None) if trainer else None
+        # Tested outside a Trainer, or on bare dataloaders, there is no DataModule to ask.
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        return datamodule.item_evaluator if datamodule is not None else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
@@ -141,7 +140,7 @@ class SegmentationEvaluation(L.LightningModule):
 
 class SmpSegmentationTask(SegmentationEvaluation):
     """Any smp architecture (``unet``, ``unetplusplus``, ``fpn``, ...) with any smp/timm encoder by name,
-    trained with BCE + Dice (eq. 1 of seed 000), or cross-entropy + Dice for ``num_classes > 1``.
+    trained with BCE + Dice, or cross-entropy + Dice for ``num_classes > 1``.
 
     Encoders start from random weights (``encoder_weights=None``): nothing is downloaded. A local
     weights file for the encoder (a plain state dict, loaded with ``weights_only=True``) may be given.

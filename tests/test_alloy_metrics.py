@@ -1,4 +1,4 @@
-"""AlloyGAN domain metrics on synthetic measurements whose answers are known (seed 000 §5.6.5)."""
+"""AlloyGAN domain metrics on synthetic measurements whose answers are known (Yin 2024, §5.6.5)."""
 
 from __future__ import annotations
 

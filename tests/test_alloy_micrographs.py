@@ -1,4 +1,4 @@
-"""Synthetic Al–Si micrographs (issue 6): physics by construction, the domain measurements, the data module."""
+"""Synthetic Al–Si micrographs: physics by construction, the domain measurements, the data module."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ import torch
 from scipy.stats import spearmanr
 
 from matcv.datamodules.measurements.alloy_measure import secondary_arm_spacing, si_area_fraction, si_particle_stats
-from matcv.datamodules.alloy_micrographs import (
-    AlloyGeneratorConfig,
-    AlloyMicrographDataModule,
-    generate_alloy_dataset,
-    phase_fractions,
-    read_manifest,
-)
+from matcv.datamodules.alloy_micrographs import AlloyMicrographDataModule, read_manifest
 from matcv.datamodules.measurements.alloys import ALLOYS, CONDITION_COLUMNS, MODIFIABLE, alloy_by_name, table6_conditions
 from matcv.datamodules.core.atomic_io import save_png
 from matcv.datamodules.folds import make_fold_manifest, write_fold_manifest
 from matcv.datamodules.manifest import ManifestError
-from matcv.datamodules.microstructure import load_grey
+from matcv.datamodules.microstructure_images import load_grey
+from matcv.datamodules.synthetic.alloy_micrographs import AlloyGeneratorConfig, generate_alloy_dataset, phase_fractions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
@@ -55,7 +50,7 @@ def test_alloy_table():
 
 
 def test_lever_rule():
-    assert phase_fractions(7.0)["eutectic"] == pytest.approx(0.4886, abs=1e-4)  # SCIENCE.md: A356 ≈ 0.49
+    assert phase_fractions(7.0)["eutectic"] == pytest.approx(0.4886, abs=1e-4)  # lever rule: (7 − 1.65)/(12.6 − 1.65) ≈ 0.49 (docs/tasks/alloygan.md)
     assert phase_fractions(7.0)["si_expected"] == pytest.approx(0.127 * 0.4886, abs=1e-4)
     hyper = phase_fractions(22.0)
     assert hyper["primary_si"] == pytest.approx((22 - 12.6) / 87.4)
@@ -140,7 +135,7 @@ def test_determinism_cache_and_settings(tmp_path, monkeypatch):
     assert other != first
     with pytest.raises(FileExistsError):
         generate_alloy_dataset(AlloyGeneratorConfig(images_per_condition=2), copy, progress=False)
-    assert AlloyMicrographDataModule.dataset_name(first) == "alloy-micrographs"
+    assert AlloyMicrographDataModule.dataset_name(first, generated=True) == "alloy-micrographs"
 
 
 def _user_root(tmp_path, rows: list[dict]):
@@ -163,7 +158,7 @@ def test_user_manifest(tmp_path):
     assert table["group"].tolist() == ["Si7-Fe0.5-Cu0.25-Mn0.35-Mg0.3-Ni0", "Si9.5-Fe0.5-Cu0.25-Mn0.35-Mg0.3-Ni0"]
     index = AlloyMicrographDataModule.check_dataset(root, progress=False)
     assert index["items"] == ["img0.png", "img1.png"] and index["strata"] is None
-    assert AlloyMicrographDataModule.dataset_name(root) == "user"
+    assert AlloyMicrographDataModule.dataset_name(root, generated=False) == "user"
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -1,5 +1,5 @@
 """AlloyGAN condition encoder (eq. 9 with the Table 7 prior) on the Table 6 alloys worked by hand, and the
-conditional generator / discriminator shapes and conditioning (seed 000 §5.6)."""
+conditional generator / discriminator shapes and conditioning (Yin 2024, §5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ASTM D1654 rating table and creep measurement (datamodules/measurements/astm.py; SCIENCE.md §1)."""
+"""ASTM D1654 rating table and creep measurement (datamodules/measurements/astm.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from matcv.datamodules.measurements import astm
 
-# The table of SCIENCE.md §1, written out independently of the module: (upper-inclusive edge, rating).
+# The ASTM D1654 table (as in docs/data.md), written out independently of the module: (upper-inclusive edge, rating).
 TABLE = [(0.0, 10), (0.5, 9), (1.0, 8), (2.0, 7), (3.0, 6), (5.0, 5), (7.0, 4), (10.0, 3), (13.0, 2), (16.0, 1)]
 # The rating of the bin that starts just above each edge.
 NEXT_RATING = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]

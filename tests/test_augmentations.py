@@ -1,6 +1,6 @@
-"""The Table 1 augmentations of seed 000 (datamodules/augmentations.py; SCIENCE.md §1).
+"""The Table 1 augmentations of Yin 2024, Part II (datamodules/augmentations.py).
 
-Parameters are written out here from the seed, independently of the module. Each transform is forced to
+Parameters are written out here from Yin 2024, independently of the module. Each transform is forced to
 apply by setting p = 1 on the built pipeline's transforms (albumentations 2.x has no always_apply).
 """
 
@@ -178,7 +178,7 @@ def test_transforms_draw_independently_also_after_worker_reseed():
             assert outcomes[key] / 800 == pytest.approx(p, abs=0.06), outcomes
 
 
-# --- parameters of seed 000, Table 1 ------------------------------------------------------------------
+# --- parameters of Yin 2024, Part II, Table 1 ---------------------------------------------------------
 
 def test_parameters_match_seed_table_1():
     t = {name: augmentation_transform(name, SIZE) for name in NAMES}

@@ -70,7 +70,7 @@ def test_superalloy_config_lists_all_eight_models_and_its_protocols():
 
 
 @pytest.mark.skipif(not SHARED_SUPERALLOY.is_dir(),
-                    reason=f"the NASA superalloy data is not at {SHARED_SUPERALLOY} (a user's clone has no ../shared)")
+                    reason="the shared test data (…/data/nasa-pretrained-microscopy-models) is absent")
 def test_superalloy_grouped_official_and_ood_protocols_end_to_end(tmp_path):
     config = yaml.safe_load((CONFIG_DIR / "segmentation-superalloy.yaml").read_text())
     tiny = {"crop_size": 64, "crops_per_image": 2, "batch_size": 4}

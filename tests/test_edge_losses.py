@@ -1,4 +1,4 @@
-"""DeepSC-Edge losses (seed 000, eqs. 1-8) pinned on hand-computed cases, and the edge maps they use."""
+"""DeepSC-Edge losses (Yin 2024, Part III, eq. 1–8) pinned on hand-computed cases, and the edge maps they use."""
 
 from __future__ import annotations
 

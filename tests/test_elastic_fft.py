@@ -55,7 +55,7 @@ def test_matches_finite_element_strain_sample(scheme):
     mase = mase_percent(strain_11, fe_strain)
     assert mase.max() <= 1.0, mase  # measured 0.047–0.056 %
     np.testing.assert_allclose(strain_11.mean(axis=(1, 2, 3)), 1.0, atol=1e-10)
-    # Known discretisation gap (SCIENCE.md §4): the stiff voxel itself is ≈ 40 % below the trilinear FE value.
+    # Known discretisation gap (docs/tasks/localization.md): the stiff voxel itself is ≈ 40 % below the trilinear FE value.
     stiff_fft = strain_11[phases == 1]
     stiff_fe = fe_strain[phases == 1]
     assert np.all(stiff_fft < stiff_fe) and np.all(stiff_fft > 0.4 * stiff_fe)

@@ -199,14 +199,15 @@ def test_cli_data_and_leaderboard_commands(finished_benchmark, capsys):
 
 
 def test_fold_metrics_prefer_the_models_summary_and_average_items_otherwise():
-    from matcv.benchmarks.harness.runner import fold_metrics
+    from matcv.benchmarks.harness.run import fold_metrics
+    from matcv.lightning_modules.base import BenchmarkModule
 
-    class Model:
+    class Model(BenchmarkModule):
         def test_summary(self):
             return {"kappa": 0.25}
 
     items = [{"item_id": "a", "dice": 0.5, "kappa": 9.0}, {"item_id": "b", "dice": 1.0, "kappa": 9.0}]
     assert fold_metrics(Model(), items, ["dice", "kappa"]) == {"dice": 0.75, "kappa": 0.25}
-    assert fold_metrics(object(), items, ["dice"]) == {"dice": 0.75}
+    assert fold_metrics(BenchmarkModule(), items, ["dice"]) == {"dice": 0.75}
     with pytest.raises(KeyError, match="'mae'"):
         fold_metrics(Model(), items, ["mae"])

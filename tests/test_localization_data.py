@@ -23,20 +23,18 @@ from matcv.datamodules.folds import (
     make_fold_manifest,
     write_fold_manifest,
 )
-from matcv.datamodules.localization import (
-    MANIFEST_COLUMNS,
-    N_X1_SYMMETRIES,
-    LocalizationDataModule,
-    LocalizationGeneratorConfig,
-    apply_x1_symmetry,
-    generate_localization_dataset,
-    plan_volumes,
-    symmetry_class,
-)
+from matcv.datamodules.localization import N_X1_SYMMETRIES, LocalizationDataModule, apply_x1_symmetry
 from matcv.datamodules.manifest import ManifestError
 from matcv.datamodules.synthetic.gaussian_fields import (
     gaussian_microstructure,
     periodic_gaussian_filter,
+)
+from matcv.datamodules.synthetic.localization import (
+    MANIFEST_COLUMNS,
+    LocalizationGeneratorConfig,
+    generate_localization_dataset,
+    plan_volumes,
+    symmetry_class,
 )
 
 SHARED_LOCALIZATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "mks-localization"
@@ -372,7 +370,7 @@ def test_rln_loader_reports_bad_files_clearly(tmp_path):
 
 
 def test_generation_killed_half_way_resumes_from_the_solved_batches(tmp_path, monkeypatch):
-    import matcv.datamodules.localization as localization
+    import matcv.datamodules.synthetic.localization as localization
 
     monkeypatch.setattr(localization, "SOLVE_BATCH", 3)
     config = LocalizationGeneratorConfig(**TINY, solver_scheme="cg")

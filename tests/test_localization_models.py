@@ -13,13 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from matcv.lightning_modules.localization import (
-    CPNet,
     CPNetTask,
     MKSTask,
-    PeriodicUNet3D,
     UNet3DTask,
     WindowCNNTask,
-    YangWindowCNN,
     periodic_windows,
     predict_by_blocks,
     predict_by_voxels,
@@ -32,6 +29,7 @@ from matcv.lightning_modules.localization_metrics import (
     r2_all_voxels,
     squared_pearson_r2,
 )
+from matcv.lightning_modules.localization_nets import CPNet, PeriodicUNet3D, YangWindowCNN
 from matcv.lightning_modules.mks import FirstOrderMKS
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -77,7 +75,7 @@ def test_per_phase_mae_and_an_absent_phase():
 
 # ---------------------------------------------------------------------------------------------- CPNet
 
-CPNET_TABLE = [  # seed 002 §4.3, torchsummary of CPNet (strideGap 7)
+CPNET_TABLE = [  # Tran, Rodgers & Wildey 2020, §4.3, torchsummary of CPNet (strideGap 7)
     ("Conv3d", (8, 11, 11, 11), 224), ("BatchNorm3d", (8, 11, 11, 11), 16), ("ReLU", (8, 11, 11, 11), 0),
     ("MaxPool3d", (8, 11, 11, 11), 0),
     ("Conv3d", (16, 6, 6, 6), 3472), ("BatchNorm3d", (16, 6, 6, 6), 32), ("ReLU", (16, 6, 6, 6), 0),

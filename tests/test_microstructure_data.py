@@ -126,7 +126,7 @@ def test_datamodule_serves_grouped_folds_with_training_labels(tmp_path):
         assert (dm.datasets["test"].labels == -1).all()  # held-out settings: labels the extractor never saw
         batch = next(iter(dm.train_dataloader()))
         assert set(batch) == {"image", "item_id", "label"}
-    assert MicrostructureDataModule.dataset_name(root) == "gaussian-binary"
+    assert MicrostructureDataModule.dataset_name(root, generated=True) == "gaussian-binary"
 
 
 def test_user_manifest_layout_and_its_errors(tmp_path):
@@ -140,7 +140,7 @@ def test_user_manifest_layout_and_its_errors(tmp_path):
     index = MicrostructureDataModule.check_dataset(root, progress=False)
     assert index["groups"] == ["specimen0", "specimen0", "specimen1", "specimen1", "specimen2", "specimen2"]
     assert index["strata"] is None
-    assert MicrostructureDataModule.dataset_name(root) == "mine"
+    assert MicrostructureDataModule.dataset_name(root, generated=False) == "mine"
 
     save_png(root / "img1.png", np.zeros((30, 24), np.uint8))  # another size
     (root / "img2.png").write_bytes(b"not a png")

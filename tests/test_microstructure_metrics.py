@@ -1,5 +1,5 @@
 """Physical sample metrics (S2, volume fraction, grain sizes, diversity) against hand-computed values, and
-FID/KID-domain through torch-fidelity with a tiny extractor trained here (issue 5)."""
+FID/KID-domain through torch-fidelity with a tiny extractor trained here."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The microstructure AE / VAE / DCGAN networks against the Sandia report's torchsummary tables (seed 002
-§5–9.4), the VAE loss's closed form, and the PyTorch DCGAN tutorial's parameter counts."""
+"""The microstructure AE / VAE / DCGAN networks against the Sandia report's torchsummary tables (Tran, Rodgers &
+Wildey 2020, §5–9.4), the VAE loss's closed form, and the PyTorch DCGAN tutorial's parameter counts."""
 
 from __future__ import annotations
 

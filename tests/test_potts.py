@@ -158,9 +158,9 @@ def test_proposal_distribution_over_the_eight_slots(move, expected):
 # --- 3. normal grain growth ----------------------------------------------------------------------------------------
 
 def test_mean_grain_area_grows_linearly():
-    # 160^2 at kT 0.5 to t = 400 MCS (SPPARKS move rule) keeps ~290 grains (>= 200, SCIENCE.md's stopping rule;
+    # 160^2 at kT 0.5 to t = 400 MCS (SPPARKS move rule) keeps ~290 grains (>= 200, the stopping rule of docs/tasks/microstructure.md;
     # 128^2 would end at ~180), in about 2 s. Seeds 0-3 on 128^2 gave slopes 0.196-0.231 sites/MCS and
-    # intercepts 8-11 (SCIENCE.md: 0.19 t + 12 on 256^2), R^2 >= 0.993, and log-log slopes 0.69-0.74 over
+    # intercepts 8-11 (docs/tasks/microstructure.md: 0.19 t + 12 on 256^2), R^2 >= 0.993, and log-log slopes 0.69-0.74 over
     # t = 25..400: below the asymptotic 1 because the intercept (~10 sites, the quench's grain size) still
     # matters early on (for A = 0.2 t + 10 the local exponent rises from 0.33 at t = 25 to 0.89 at t = 400).
     times = [25, 50, 100, 200, 300, 400]

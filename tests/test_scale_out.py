@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from matcv.benchmarks.harness import runner
+from matcv.benchmarks.harness import run, runner
+from matcv.benchmarks.harness.prepare import Benchmark, prepare_benchmark
+from matcv.benchmarks.harness.run import RunSettings
 from matcv.benchmarks.cli import main as matcv_main
 from matcv.datamodules.core.config import TaskConfig
 from matcv.datamodules.core.records import RunClaims, RunRecords
@@ -51,8 +53,8 @@ def tiny_bench(tmp_path_factory):
     return config, tmp
 
 
-def _fresh_bench(config: TaskConfig, output: Path) -> runner.Benchmark:
-    return runner.prepare_benchmark(config, "quick", None, output, progress=False)
+def _fresh_bench(config: TaskConfig, output: Path) -> Benchmark:
+    return prepare_benchmark(config, "quick", None, output, progress=False)
 
 
 def test_benchmark_pickles_as_paths_and_reopens_its_records(tiny_bench, tmp_path):
@@ -143,8 +145,9 @@ def test_concurrent_run_alls_never_run_one_key_twice(tiny_bench, tmp_path, monke
         return {"key": key, "model": spec.model, "fold": spec.fold, "status": "ok", "metrics": {"dice": 0.5},
                 "durations": {"total_s": 0.1}}
 
-    monkeypatch.setattr(runner, "execute_run", slow_fake_execute)
-    loops = [threading.Thread(target=runner._run_all, args=(bench, runs, "cpu", 1, False, False)) for _ in range(3)]
+    monkeypatch.setattr(run, "execute_run", slow_fake_execute)
+    settings = RunSettings(accelerator="cpu", progress=False)
+    loops = [threading.Thread(target=runner.run_all, args=(bench, runs, settings)) for _ in range(3)]
     for loop in loops:
         loop.start()
     for loop in loops:
@@ -163,7 +166,7 @@ def test_parallel_runs_record_every_run_once_and_a_failure_stays_its_own(tiny_be
     task = tiny_task_config(tmp_path, models=models)
     runs = TaskConfig.load(task).runs("quick", ["predict-nothing", "no-such-model", "predict-everything"], [0])
     bench = _fresh_bench(TaskConfig.load(task), tmp_path / "runs")
-    runner._run_all(bench, runs, "cpu", 1, False, False, parallel_runs=2)
+    runner.run_all(bench, runs, RunSettings(accelerator="cpu", progress=False, parallel_runs=2))
     records = {r["model"]: r for r in bench.records.load()}
     assert len(bench.records.load()) == 3
     assert records["predict-nothing"]["status"] == records["predict-everything"]["status"] == "ok"
@@ -172,7 +175,7 @@ def test_parallel_runs_record_every_run_once_and_a_failure_stays_its_own(tiny_be
     first = capsys.readouterr().out
     assert "3 to do, 2 at once" in first and first.count("[matcv] run ") == 3
 
-    runner._run_all(bench, runs, "cpu", 1, False, False, parallel_runs=2)
+    runner.run_all(bench, runs, RunSettings(accelerator="cpu", progress=False, parallel_runs=2))
     assert "3 already recorded, 0 to do" in capsys.readouterr().out
     assert len(bench.records.load()) == 3
 
@@ -208,7 +211,7 @@ def test_a_crashed_worker_is_recorded_failed_and_replaced(tiny_bench, tmp_path, 
     config = TaskConfig.load(task)
     bench = _fresh_bench(config, tmp_path / "runs")
     runs = config.runs("quick", ["crashing", "predict-nothing", "predict-everything"], [0, 1])
-    runner._run_all(bench, runs, "cpu", 1, False, False, parallel_runs=2)
+    runner.run_all(bench, runs, RunSettings(accelerator="cpu", progress=False, parallel_runs=2))
     records = bench.records.load()
     assert len(records) == len({r["key"] for r in records}) == 6
     for record in records:
@@ -223,7 +226,7 @@ def test_a_crashed_worker_is_recorded_failed_and_replaced(tiny_bench, tmp_path, 
 def test_two_matcv_bench_processes_on_one_folder_split_the_runs(tiny_bench, tmp_path):
     """Two real `matcv bench` started together (sequential loops): every run recorded exactly once."""
     task = tiny_task_config(tmp_path, models=dict(BASELINES))
-    runner.prepare_benchmark(TaskConfig.load(task), "quick", None, tmp_path / "runs", progress=False)  # manifest
+    prepare_benchmark(TaskConfig.load(task), "quick", None, tmp_path / "runs", progress=False)  # manifest
     command = [sys.executable, "-m", "matcv.benchmarks.cli", "bench", "--task", str(task), "--output",
                str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "board"), "--no-progress",
                "--accelerator", "cpu"]

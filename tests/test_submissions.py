@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from matcv.benchmarks.submission.submit import (
     submit,
 )
 from matcv.datamodules.core.atomic_io import sha256_file
-from matcv.leaderboard.submissions import validate_all, validate_submission
+from matcv.leaderboard.submission import validate_all, validate_submission
 from tests.conftest import tiny_task_config
 from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
@@ -280,13 +281,56 @@ def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_
 
 
 def test_every_builtin_profile_has_an_official_manifest_or_a_stated_reason():
-    import yaml
-
-    from matcv.benchmarks.submission.submit import NOT_YET_PUBLISHED
+    """Each task YAML declares, per profile, an official fold manifest (``official``) or why it has none
+    (``unpublished``); the declared manifests are committed, and every committed one is declared."""
+    from matcv.datamodules.core.config import TaskConfig, available_tasks
 
     published = {(e["config"], e["profile"]) for e in read_official_index(OFFICIAL_DIR)["benchmarks"].values()}
-    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
-    missing = [f"{path.stem}/{profile}" for path in sorted(configs.glob("*.yaml"))
-               for profile in yaml.safe_load(path.read_text())["profiles"]
-               if (path.stem, profile) not in published and path.stem not in NOT_YET_PUBLISHED]
-    assert not missing, f"no official fold manifest for {missing}: publish them (matcv.benchmarks.submission.submit.publish_official)"
+    declared, undeclared = set(), []
+    for name in available_tasks():
+        config = TaskConfig.load(name)
+        declared |= {(name, profile) for profile in config.official_profiles}
+        undeclared += [f"{name}/{profile}" for profile in config.raw["profiles"]
+                       if profile not in config.official_profiles and profile not in config.unpublished_profiles]
+        assert all(config.unpublished_profiles[p] == "smoke-test profile" for p in config.smoke_profiles), name
+    assert not undeclared, f"profiles neither under 'official' nor under 'unpublished' in their YAML: {undeclared}"
+    missing = sorted(declared - published)
+    assert not missing, (f"no official fold manifest for {missing}: publish them "
+                         f"(matcv.benchmarks.submission.submit.publish_official)")
+    assert not published - declared, f"official manifests of profiles no YAML declares: {sorted(published - declared)}"
+
+
+def test_task_yaml_declarations_are_checked_when_loaded(tmp_path, monkeypatch):
+    import yaml
+
+    from matcv.datamodules.core import config as config_module
+    from matcv.datamodules.core.config import ConfigError, TaskConfig
+
+    config = yaml.safe_load(tiny_task_config(tmp_path).read_text())
+    config["profiles"]["other"] = dict(config["profiles"]["quick"])
+    # Profile names are checked in the built-in YAMLs (trimmed copies elsewhere keep stale ones): stand in for them.
+    monkeypatch.setattr(config_module, "CONFIG_DIR", tmp_path)
+    bad = {"official": (["quick", "other", "nope"], "key 'official' names unknown profile(s) ['nope']"),
+           "unpublished": ({"quick": ""}, "key 'unpublished.quick' must state the reason"),
+           "submission": ({"adapter": "x.y"}, "key 'submission' must be a mapping with exactly the keys"),
+           "undeclared": (None, "profile(s) ['other'] are neither under 'official' nor under 'unpublished'")}
+    for key, (value, message) in bad.items():
+        path = tmp_path / f"bad-{key}.yaml"
+        path.write_text(yaml.safe_dump({**config, key: value} if value is not None else {**config, "official": ["quick"]}))
+        with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+            TaskConfig.load(f"bad-{key}")
+        assert str(path) in str(raised.value)
+
+
+def test_named_dataset_rule_is_read_in_one_place():
+    from matcv.datamodules.core.config import TaskConfig, named_dataset_config, named_datasets
+
+    assert named_datasets("segmentation") == {"superalloy": "segmentation-superalloy"}
+    assert named_dataset_config("segmentation", "nasa-superalloy") == "segmentation-superalloy"
+    assert named_dataset_config("segmentation", "/data/x-superalloy") is None
+    assert TaskConfig.for_dataset("segmentation", "nasa-superalloy").name == "segmentation-superalloy"
+    assert TaskConfig.for_dataset("segmentation", "corrosion-panels-abc").name == "segmentation"
+    # every official benchmark's config resolves to the YAML it was published with
+    for entry in read_official_index(OFFICIAL_DIR)["benchmarks"].values():
+        config = TaskConfig.load(entry["config"])
+        assert config.task == entry["task"] and entry["profile"] in config.official_profiles

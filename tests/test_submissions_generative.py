@@ -22,7 +22,7 @@ from matcv.datamodules.core.config import CONFIG_DIR
 from matcv.benchmarks.submission.submit import SubmissionError, publish_official, submit
 from matcv.leaderboard.rebuild import write_all_leaderboards
 from matcv.leaderboard.scorers import scorer_for
-from matcv.leaderboard.submissions import validate_submission
+from matcv.leaderboard.submission import validate_submission
 from tests.submission_tampering import edit_metadata, rewrite_npz
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,7 +14,7 @@ import yaml
 
 from matcv.datamodules.core.config import CONFIG_DIR
 from matcv.benchmarks.submission.submit import SubmissionError, publish_official, submit
-from matcv.leaderboard.submissions import validate_submission
+from matcv.leaderboard.submission import validate_submission
 from tests.submission_tampering import edit_metadata, rewrite_npz, tamper_and_rebuild
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

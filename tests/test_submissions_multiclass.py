@@ -16,7 +16,7 @@ import yaml
 
 from matcv.benchmarks.submission.submit import publish_official, submit
 from matcv.leaderboard.rebuild import write_all_leaderboards
-from matcv.leaderboard.submissions import validate_submission
+from matcv.leaderboard.submission import validate_submission
 from tests.submission_tampering import copy_submission, rewrite_npz
 from tests.test_superalloy import make_layout
 

@@ -21,7 +21,7 @@ from matcv.benchmarks.submission.submit import SubmissionError, publish_official
 from matcv.leaderboard.rebuild import write_all_leaderboards
 from matcv.leaderboard.scorers import FoldTruth, Rejected, scorer_for
 from matcv.leaderboard.scorers.rating import RATINGS, check_rating
-from matcv.leaderboard.submissions import validate_submission
+from matcv.leaderboard.submission import validate_submission
 from tests.conftest import tiny_rating_config
 from tests.submission_tampering import edit_metadata, rewrite_npz
 

@@ -3,7 +3,7 @@
 The micrographs themselves are not in the project (they are ~300 MB at NIST / the Materials Data Facility), so
 the image tests write synthetic grey stand-ins of the real size (645x522 with a white 38-px banner) for a
 subset of real metadata rows, in a folder laid out like the release. Everything that reads rows of the real
-metadata skips when shared/data/uhcsdb is absent.
+metadata skips when the shared test data (…/data/uhcsdb) is absent.
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def test_real_metadata_release_groups_and_median():
     assert len(selection.micrographs) == 848  # release rows with a magnification
     assert len(selection.skipped) == 113
     assert all(reason == "no magnification in the metadata" for _, reason in selection.skipped)
-    assert "micrographs/micrograph762.tif" in dict(selection.skipped)  # the seed's example of a row without one
-    # The median magnification of the 848 usable release rows is 1473X (of spheroidite alone 1964X, the seed's).
+    assert "micrographs/micrograph762.tif" in dict(selection.skipped)  # the Sandia report's example of a row without one (Tran, Rodgers & Wildey 2020)
+    # The median magnification of the 848 usable release rows is 1473X (of spheroidite alone 1964X, the report's).
     assert selection.target_magnification == 1473.0
     spheroidite = select_micrographs(rows, ["spheroidite"])
     assert len(spheroidite.micrographs) == 346 and spheroidite.target_magnification == 1964.0
@@ -216,7 +216,7 @@ def test_index_of_standin_release(release):
         assert {groups[f"micrographs/{paths[i]}"] for i in ids} == {f"sample-{key}"}
     assert [groups[f"micrographs/{paths[i]}"] for i in ORPHANS] == [f"orphan-{i}" for i in ORPHANS]
     assert "network" in index["strata"] and "martensite" in index["strata"]
-    assert UHCSDBDataModule.dataset_name(release) == "uhcsdb"
+    assert UHCSDBDataModule.dataset_name(release, generated=False) == "uhcsdb"
 
 
 def _paths(root: Path, ids, as_dict: bool = False):

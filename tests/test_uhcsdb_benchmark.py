@@ -19,7 +19,7 @@ def test_uhcsdb_yaml_trains_the_seed_autoencoder_on_48x64_patches(tmp_path):
     write_release(root, ALL_ROWS)
     config = yaml.safe_load((CONFIG_DIR / "microstructure-uhcsdb.yaml").read_text())
     quick = config["profiles"]["quick"]
-    # The stand-ins span every release class (the YAML keeps spheroidite only, as the seed did).
+    # The stand-ins span every release class (the YAML keeps spheroidite only, as Tran, Rodgers & Wildey 2020 did).
     config["datamodule"]["args"].update(constituents=None, target_magnification=1964.0)
     quick.update(trainer={"max_epochs": 1}, models=["seed-ae", "train-images"], companion_profiles=[],
                  datamodule={"patch_size": [48, 64], "max_crops_per_micrograph": 4, "batch_size": 16})

@@ -8,36 +8,36 @@ A worker that dies (segfault, out-of-memory kill) gets its run recorded as faile
 go on.
 
 ``--launcher slurm|local`` (``launch_runs``): one submitit job per pending model x fold, each calling
-``run_job`` (a top-level function with picklable arguments: the ``Benchmark`` pickles as paths and the
+``workers.run_job`` (a top-level function with picklable arguments: the ``Benchmark`` pickles as paths and the
 config's dict). ``local`` is submitit's ``LocalExecutor`` (real subprocesses on this machine, at most K at
 once); ``slurm`` submits a job array (``--parallel-runs K`` caps how many run at once). This process waits
 for the jobs, prints a line per finished job, and the caller writes the leaderboard as usual.
 
-Every path goes through ``runner.run_claimed``: claim (``records.RunClaims``), re-check the records, run,
+Every path goes through ``run.run_claimed``: claim (``records.RunClaims``), re-check the records, run,
 append. Records stay append-only under their lock, so concurrent writers never tear or lose a line, and no
 key is run twice at the same time whoever started the processes (a re-submitted job, a second ``matcv bench``).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import queue
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
 
-# No torch (nor the runner, which imports it) at module level: a spawned worker imports this module before
-# ``_worker_main`` sets CUDA_VISIBLE_DEVICES, and CUDA reads it once, when torch first touches the driver.
+import submitit
+import torch
+
+from matcv.benchmarks.harness.prepare import Benchmark
+from matcv.benchmarks.harness.run import LAUNCHERS, RunSettings, failed_record, run_outcome
+from matcv.benchmarks.harness.workers import run_job, worker_main
 from matcv.datamodules.core.config import RunSpec
 from matcv.datamodules.core.records import RunClaims
-from matcv.datamodules.core.atomic_io import sha256_file
 
-if TYPE_CHECKING:
-    from matcv.benchmarks.harness.runner import Benchmark
-
-LAUNCHERS = ("none", "local", "slurm")
 Pending = list[tuple[int, RunSpec, str]]  # (run number, spec, key)
 
 
@@ -52,8 +52,6 @@ def available_cpus() -> int:
 def _uses_gpus(accelerator: str) -> bool:
     if accelerator == "cpu":
         return False
-    import torch
-
     return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
@@ -67,8 +65,6 @@ def worker_settings(accelerator: str, devices: int, workers: int) -> tuple[list[
     slower than the same work done one run after the other.
     """
     if _uses_gpus(accelerator):
-        import torch
-
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = [x.strip() for x in visible.split(",") if x.strip()] if visible else \
             [str(i) for i in range(torch.cuda.device_count())]
@@ -82,39 +78,13 @@ def worker_settings(accelerator: str, devices: int, workers: int) -> tuple[list[
     return [{"OMP_NUM_THREADS": str(threads)} for _ in range(workers)], threads
 
 
-def _worker_main(env: dict, threads: int, inbox, results, parent_pid: int) -> None:
-    """One worker process: environment first (before torch initialises CUDA), then run what the parent sends."""
-    os.environ.update(env)
-    import torch
-
-    from matcv.benchmarks.harness import runner
-
-    torch.set_num_threads(threads)
-    while True:
-        try:
-            item = inbox.get(timeout=5.0)
-        except queue.Empty:
-            if os.getppid() != parent_pid:  # the parent died: take no more runs (claims keep re-runs safe)
-                return
-            continue
-        if item is None:
-            return
-        number, bench, spec, key, accelerator, devices, retry_failed = item
-        try:
-            outcome = runner.run_claimed(bench, spec, key, accelerator, devices, False, retry_failed)
-        except Exception as error:  # e.g. the records could not be written: report it, keep the worker
-            outcome = {"outcome": "ran", "status": "failed", "metrics": {}, "total_s": 0.0,
-                       "error": f"worker error, no record written: {type(error).__name__}: {error}"}
-        results.put((number, outcome))
-
-
-def run_parallel(bench: Benchmark, pending: Pending, accelerator: str, devices: int, retry_failed: bool,
-                 parallel_runs: int) -> Iterator[tuple[int, RunSpec, dict]]:
-    """Run ``pending`` in ``parallel_runs`` worker processes; yield (number, spec, outcome) as runs finish."""
+def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings) -> Iterator[tuple[int, RunSpec, dict]]:
+    """Run ``pending`` in ``settings.parallel_runs`` worker processes; yield (number, spec, outcome) as runs
+    finish."""
     if not pending:
         return
-    import multiprocessing as mp
-
+    accelerator, devices, retry_failed = settings.accelerator, settings.devices, settings.retry_failed
+    parallel_runs = settings.parallel_runs
     n_workers = min(parallel_runs, len(pending))
     envs, threads = worker_settings(accelerator, devices, n_workers)
     ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA context or Lightning state copied from here
@@ -125,7 +95,7 @@ def run_parallel(bench: Benchmark, pending: Pending, accelerator: str, devices: 
 
     def start(slot: int) -> None:
         inbox = ctx.Queue()
-        process = ctx.Process(target=_worker_main, args=(envs[slot], threads, inbox, results, os.getpid()),
+        process = ctx.Process(target=worker_main, args=(envs[slot], threads, inbox, results, os.getpid()),
                               name=f"matcv-run-worker-{slot}")
         process.start()
         workers[slot] = (process, inbox)
@@ -173,52 +143,26 @@ def run_parallel(bench: Benchmark, pending: Pending, accelerator: str, devices: 
 def _record_lost_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, error: str,
                      started: float) -> dict:
     """A run whose process died: record it as failed - unless it got its record out, or someone runs it now."""
-    from matcv.benchmarks.harness import runner
-
     with RunClaims(bench.folder).claim(key) as held:
         if not held:
             return {"outcome": "claimed"}
         for record in reversed(bench.records.load()):
             if record["key"] == key and (record.get("status") == "ok" or record.get("started_at", "") >= _iso(started - 1)):
-                return runner.run_outcome(record)
-        record = runner.failed_record(bench, spec, key, accelerator, devices, error, started)
+                return run_outcome(record)
+        record = failed_record(bench, spec, key, accelerator, devices, error, started)
         bench.records.append(record)
-        return runner.run_outcome(record)
+        return run_outcome(record)
 
 
 def _iso(seconds: float) -> str:
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 # --- submitit: one job per model x fold --------------------------------------------------------------------------
 
-def run_job(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, retry_failed: bool,
-            threads: int | None = None) -> dict:
-    """A submitit job: one run, with the claim + record logic. Arguments are plain picklable values (the
-    Benchmark travels as paths and the config's dict; its records are re-opened from their path here)."""
-    if threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        import torch
-
-        torch.set_num_threads(threads)
-    from matcv.benchmarks.harness import runner
-
-    if sha256_file(bench.fold_manifest_path) != bench.fold_manifest_sha256:
-        raise RuntimeError(f"{bench.fold_manifest_path} changed since the job was submitted")
-    if "SLURM_NTASKS" in os.environ:
-        # One Slurm task per job: DDP (--devices N) spawns its processes itself. Naming the job "interactive"
-        # is Lightning's documented way to keep it from taking the allocation for an srun-launched world.
-        os.environ["SLURM_JOB_NAME"] = "interactive"
-    return runner.run_claimed(bench, spec, key, accelerator, devices, False, retry_failed)
-
-
 def make_executor(bench: Benchmark, launcher: str, options: dict, accelerator: str, devices: int,
                   parallel_runs: int):
     """A submitit executor writing to ``<benchmark folder>/slurm``, parameters from the CLI's --slurm-* options."""
-    import submitit
-
     if launcher not in ("local", "slurm"):
         raise ValueError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
     try:
@@ -241,15 +185,17 @@ def make_executor(bench: Benchmark, launcher: str, options: dict, accelerator: s
     return executor
 
 
-def launch_runs(bench: Benchmark, pending: Pending, accelerator: str, devices: int, retry_failed: bool,
-                launcher: str, options: dict, parallel_runs: int,
+def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings,
                 poll_s: float | None = None) -> Iterator[tuple[int, RunSpec, dict]]:
-    """Submit one job per pending run and wait for them; yield (number, spec, outcome) as jobs finish.
+    """Submit one job per pending run (``settings.launcher``) and wait for them; yield (number, spec, outcome) as
+    jobs finish.
 
     Nothing pending, nothing submitted (a re-run of a finished benchmark submits no job).
     """
     if not pending:
         return
+    accelerator, devices, retry_failed = settings.accelerator, settings.devices, settings.retry_failed
+    launcher, options, parallel_runs = settings.launcher, settings.launcher_options, settings.parallel_runs
     executor = make_executor(bench, launcher, options, accelerator, devices, parallel_runs)
     local = launcher == "local"
     # Local jobs share this machine: at most K at once, cores split between them like --parallel-runs.

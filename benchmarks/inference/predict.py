@@ -1,6 +1,6 @@
 """Rate new photos with a trained rating checkpoint: ``matcv predict --task rating --checkpoint C DIR``.
 
-The "get results by uploading" use of the MOSS platform (seed 000): every image in a folder gets a
+The "get results by uploading" use of the MOSS platform (Yin 2024, Part I): every image in a folder gets a
 predicted ASTM rating and the model's confidence; an unreadable file gets its error in the CSV and the
 others are still rated. The checkpoint is loaded weights-only (a checkpoint from elsewhere cannot run code).
 """

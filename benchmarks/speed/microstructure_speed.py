@@ -1,4 +1,4 @@
-"""Speed of the microstructure generators of the autoencoder task (SCIENCE.md §2) on this machine.
+"""Speed of the microstructure generators of the autoencoder task (Tran, Rodgers & Wildey 2020, §2, §5–10) on this machine.
 
     python -m matcv.benchmarks.speed.microstructure_speed                     # Potts 128² and 256², fields 128²
     python -m matcv.benchmarks.speed.microstructure_speed --sizes 256 --steps 100 --threads 1

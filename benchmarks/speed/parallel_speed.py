@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from matcv.datamodules.core.config import TaskConfig
     from matcv.benchmarks.cli import run_and_report
-    from matcv.benchmarks.harness.runner import prepare_benchmark
+    from matcv.benchmarks.harness.prepare import prepare_benchmark
     from matcv.benchmarks.harness.scale_out import available_cpus
     from tests.conftest import tiny_task_config
 

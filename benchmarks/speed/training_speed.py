@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in config.model_names(args.profile):
         resolved = config.resolve(args.profile, name)["model"]
         model = import_object(resolved["class"])(**resolved["args"])
-        if not getattr(model, "requires_training", True):
+        if not model.requires_training:
             continue
         torch.manual_seed(0)
         rate = training_images_per_second(model, size, batch, steps=args.steps)

@@ -1,14 +1,16 @@
 """What ``matcv submit`` runs (kept apart so that the CLI does not import torch to parse arguments): the model
 class for a submitted reference, and the recording of its test predictions.
 
-Per task an adapter module (``benchmarks/submission_adapters/<task>.py``, listed in
-``matcv.benchmarks.submission.submit.SUBMISSION_ADAPTERS``) defines ``ADAPTER``:
+``submit.py`` imports this module (lazily), never the other way round. Per task an adapter module
+(``benchmarks/submission/adapters/<task>.py``, named by the task YAML's ``submission.adapter``) defines
+``ADAPTER``:
   * ``evaluation_base``: the class a submitted LightningModule must subclass (the harness's scoring contract);
   * ``recording_mixin``: a ``RecordsSubmission`` subclass whose ``submission_arrays()`` returns the arrays of
     the fold's ``.npz`` (``item_ids`` + ``pred_<i>``, and whatever else the task's scorer reads), in the exact
     form ``leaderboard/scorers/<task>.py`` scores;
-  * ``factory_model``: the LightningModule that trains the ``nn.Module`` a factory returns (None where a task
-    has no single-network form, e.g. GANs: there only LightningModule classes are accepted).
+  * ``factory_model``: the LightningModule that trains the ``nn.Module`` a factory returns: the task's
+    ``matcv.lightning_modules.factory_tasks`` class with the recording mixin (None where a task has no
+    single-network form, e.g. GANs: there only LightningModule classes are accepted).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from matcv.datamodules.core.config import import_object
-from matcv.benchmarks.submission.submit import SUBMISSION_ADAPTERS, TRAINING_KEYS, SubmissionError
+from matcv.datamodules.core.config import SubmissionModules, import_object, submission_modules
+from matcv.datamodules.core.submission_format import TRAINING_KEYS, SubmissionError
 
 
 class PredictionRecorder(Callback):
@@ -42,16 +44,20 @@ class PredictionRecorder(Callback):
 RECORDER = PredictionRecorder()  # one submission at a time per process
 
 
-class RecordsSubmission:
-    """Mixin: attach ``RECORDER``; a task's subclass defines ``submission_arrays()``."""
-
-    def submission_arrays(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{type(self).__name__} must define submission_arrays()")
+class RecordsOwnArrays:
+    """Mixin for a task whose evaluation class defines ``submission_arrays()`` itself: attach ``RECORDER``."""
 
     def configure_callbacks(self):
         own = super().configure_callbacks()
         own = list(own) if isinstance(own, (list, tuple)) else ([own] if own else [])
         return own + [RECORDER]
+
+
+class RecordsSubmission(RecordsOwnArrays):
+    """Mixin of an adapter module: attach ``RECORDER``; the task's subclass defines ``submission_arrays()``."""
+
+    def submission_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} must define submission_arrays()")
 
 
 def prediction_arrays(item_ids: list[str], predictions: list[np.ndarray], dtype) -> dict[str, np.ndarray]:
@@ -70,10 +76,22 @@ class TaskAdapter:
 
 
 def adapter_for(task: str) -> TaskAdapter:
-    if task not in SUBMISSION_ADAPTERS:
+    """The ``ADAPTER`` of the module the task's YAML declares under ``submission.adapter``; for a task that
+    names its ``submission.evaluation_base`` instead, an adapter accepting subclasses of that class, which
+    record their own ``submission_arrays()``."""
+    modules = submission_modules()
+    if task not in modules:
         raise SubmissionError(f"submissions for task {task!r} are not supported "
-                              f"(supported: {', '.join(SUBMISSION_ADAPTERS)})")
-    return importlib.import_module(SUBMISSION_ADAPTERS[task]).ADAPTER
+                              f"(supported: {', '.join(modules)})")
+    return adapter_from(modules[task])
+
+
+def adapter_from(modules: SubmissionModules) -> TaskAdapter:
+    if modules.adapter is not None:
+        return importlib.import_module(modules.adapter).ADAPTER
+    return TaskAdapter(evaluation_base=modules.evaluation_base, recording_mixin=f"{__name__}.RecordsOwnArrays",
+                       factory_model=None,
+                       factory_contract=f"a {modules.evaluation_base} subclass (LightningModule classes only)")
 
 
 def model_class(task: str, reference: str, hyperparameters: dict) -> tuple[str, dict, str]:
@@ -106,13 +124,3 @@ def model_class(task: str, reference: str, hyperparameters: dict) -> tuple[str, 
                 **{k: hyperparameters[k] for k in ("lr", "weight_decay") if k in hyperparameters}}
         return adapter.factory_model, args, "factory"
     raise SubmissionError(f"{reference} is neither a factory (callable) nor a LightningModule class")
-
-
-def build_factory_network(factory: str, factory_args: dict | None):
-    """The ``nn.Module`` a submitted factory returns (checked to be one)."""
-    from torch import nn
-
-    net = import_object(factory)(**(factory_args or {}))
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"{factory} returned {type(net).__name__}, expected a torch.nn.Module")
-    return net

@@ -2,18 +2,19 @@
 
 The model is a reference ``package.module:name`` to either
   - a factory returning an ``nn.Module`` (for segmentation: images (B, 3, H, W) -> logits (B, 1, H, W)),
-    trained by the task's adapter (``benchmarks/submission_adapters/<task>.py``, e.g. BCE + Dice and Adam
-    for segmentation), or
+    trained by the task's factory task (``matcv.lightning_modules.factory_tasks``, e.g. BCE + Dice and Adam
+    for segmentation) with the recording of the task's adapter (the module its YAML names under
+    ``submission.adapter``), or
   - a LightningModule class following the harness's contract (a subclass of the task's evaluation class,
     e.g. ``matcv.lightning_modules.segmentation.SegmentationEvaluation``), instantiated with the hyper-parameters.
 Every fold of the *official* fold manifest (``leaderboard/official/``) is run through the harness
 (``prepare_benchmark`` / ``execute_run``), and the submission folder
 ``leaderboard/submissions/<task>/<name>/`` gets ``metadata.json`` and ``predictions/fold-<k>.npz`` (the test
 predictions, ``item_ids`` + ``pred_<i>`` arrays, no pickles). ``make leaderboard`` then validates it
-without running any of its code and scores it from the predictions (``matcv.leaderboard.submissions``).
+without running any of its code and scores it from the predictions (``matcv.leaderboard.submission``).
 
-``python -m matcv.benchmarks.submission.submit --refresh-official`` (re)creates the official fold manifests of the built-in
-generated datasets and their index ``leaderboard/official/manifests.json``.
+``python -m matcv.benchmarks.submission.submit --refresh-official`` (re)creates the official fold manifests of the
+profiles every task YAML lists under ``official`` and their index ``leaderboard/official/manifests.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,12 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from matcv.datamodules.core.config import ConfigError, RunSpec, TaskConfig
+from matcv.datamodules.core.config import ConfigError, RunSpec, TaskConfig, available_tasks, submission_modules
 from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
 from matcv.datamodules.core.submission_format import (
-    NAME_PATTERN,
     OFFICIAL_DIR,
-    OFFICIAL_FORMAT,
     SCHEMA,
     STAGING_PREFIX,
     SUBMISSIONS_DIR,
@@ -45,39 +43,6 @@ from matcv.datamodules.core.submission_format import (
     check_name,
     read_official_index,
 )
-
-# Hyper-parameters the harness applies itself (lr / weight_decay also reach a LightningModule class whose __init__
-# takes them); every other one is passed to the factory / class.
-TRAINING_KEYS = {"lr", "weight_decay", "max_epochs", "batch_size"}
-# task -> module defining its submission ``ADAPTER`` (matcv.benchmarks.submission.models); the scorers that read the
-# predictions are listed in matcv.leaderboard.scorers.SCORER_MODULES.
-SUBMISSION_ADAPTERS = {
-    "segmentation": "matcv.benchmarks.submission.adapters.segmentation",
-    "rating": "matcv.benchmarks.submission.adapters.rating",
-    "ordinal": "matcv.benchmarks.submission.adapters.rating",
-    "localization": "matcv.benchmarks.submission.adapters.localization",
-    "microstructure": "matcv.benchmarks.submission.adapters.microstructure",
-    "alloygan": "matcv.benchmarks.submission.adapters.alloygan",
-}
-# Profiles published by ``--refresh-official``: the built-in generated data (the 600 paper panels at 512 px take
-# ~1.5 min on a 2-core CPU, localization ``paper``/``paper-c50`` about an hour each of 51³ solves) and the
-# real datasets found here. UHCSDB, whose micrographs are not on this machine, is listed as not yet published in
-# leaderboard/official/README.md.
-OFFICIAL_PROFILES = {
-    "segmentation": ["quick", "paper"],
-    "rating": ["quick", "augmentation-study", "paper"],
-    "ordinal": ["quick", "paper"],
-    "localization": ["quick", "quick-c50", "paper", "paper-c50"],
-    "microstructure": ["quick", "quick-smooth", "quick-potts"],  # quick-potts: ~1 min of Potts simulation here
-    "alloygan": ["quick", "paper"],
-    # Real data: the NASA superalloy copy in ../shared/data (or $MATCV_SUPERALLOY_ROOT); skipped where absent.
-    "segmentation-superalloy": ["quick", "official", "ood", "paper", "official-paper", "ood-paper"],
-}
-# Built-in profiles without an official manifest yet, and why (tests/test_submissions.py checks that every
-# profile of every task YAML is either published or listed here).
-NOT_YET_PUBLISHED = {
-    "microstructure-uhcsdb": "the UHCSDB micrographs are not distributed with matcv (only their metadata is here)",
-}
 
 
 # ---------------------------------------------------------------- official manifests
@@ -101,7 +66,7 @@ def publish_official(config_ref: str | Path, profile: str, official_dir: str | P
                      work_dir: str | Path | None = None, progress: bool = False) -> dict:
     """Create the fold manifest of (task YAML, profile) with the harness and publish it under ``official_dir``:
     ``<task>/<dataset>/<profile>/fold_manifest.json`` plus its entry (sha256) in ``manifests.json``."""
-    from matcv.benchmarks.harness.runner import prepare_benchmark
+    from matcv.benchmarks.harness.prepare import prepare_benchmark
 
     config = TaskConfig.load(config_ref)
     official_dir = Path(official_dir)
@@ -121,9 +86,15 @@ def publish_official(config_ref: str | Path, profile: str, official_dir: str | P
     return entry
 
 
+def official_profiles() -> dict[str, list[str]]:
+    """YAML name -> the profiles its ``official`` key publishes (the built-in generated data, and the real data
+    that is found here: ``refresh_official`` skips, with a message, what it cannot prepare)."""
+    return {name: TaskConfig.load(name).official_profiles for name in available_tasks()}
+
+
 def refresh_official(official_dir: str | Path = OFFICIAL_DIR, profiles: dict | None = None) -> list[dict]:
     entries = []
-    for task, names in (profiles or OFFICIAL_PROFILES).items():
+    for task, names in (profiles or official_profiles()).items():
         for profile in names:
             started = time.time()
             try:
@@ -152,7 +123,8 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
            accelerator: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
     """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder."""
     from matcv.benchmarks.harness.provenance import git_state, hardware, package_versions
-    from matcv.benchmarks.harness.runner import execute_run, prepare_benchmark
+    from matcv.benchmarks.harness.prepare import prepare_benchmark
+    from matcv.benchmarks.harness.run import execute_run
     from matcv.benchmarks.submission.models import RECORDER, model_class
 
     check_name(name)
@@ -164,9 +136,9 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     final = Path(submissions_dir) / task / name
     if final.exists() and not overwrite:
         raise SubmissionError(f"{final} exists already: choose another --name or pass --overwrite")
-    if task not in SUBMISSION_ADAPTERS:
-        raise SubmissionError(f"submissions for task {task!r} are not supported "
-                              f"(supported: {', '.join(SUBMISSION_ADAPTERS)})")
+    supported = submission_modules()
+    if task not in supported:
+        raise SubmissionError(f"submissions for task {task!r} are not supported (supported: {', '.join(supported)})")
     class_ref, model_args, kind = model_class(task, model, hyperparameters)
 
     config = TaskConfig.load(entry["config"])
@@ -178,17 +150,15 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     if bench.dataset != entry["dataset"]:
         raise SubmissionError(f"the data generated here is {bench.dataset!r}, the official benchmark's "
                               f"{entry['dataset']!r}: is matcv at the same version?")
-    prof = config.profile(profile)
-    trainer = {**prof.get("trainer", {})}
+    # The profile's trainer and data settings, without any built-in model's overrides; the submission's own
+    # max_epochs / batch_size on top.
+    trainer = {**config.profile(profile).get("trainer", {})}
     if "max_epochs" in hyperparameters:
         trainer["max_epochs"] = int(hyperparameters["max_epochs"])
-    dm_args = {**config.raw["datamodule"].get("args", {}), **prof.get("datamodule", {})}
+    dm_args = config.datamodule_args(profile)
     if "batch_size" in hyperparameters:
         dm_args["batch_size"] = int(hyperparameters["batch_size"])
-    run_config = {"task": config.task, "profile": profile,
-                  "model": {"name": name, "class": class_ref, "args": model_args},
-                  "datamodule": {"class": config.raw["datamodule"]["class"], "args": dm_args},
-                  "generator": prof.get("generator"), "trainer": trainer, "seed": prof.get("seed", 0)}
+    run_config = config.run_config(profile, name, class_ref, model_args, trainer, dm_args)
 
     manifest = json.loads(manifest_path.read_text())
     folds, files = [], {}
@@ -240,7 +210,7 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="segmentation", choices=list(SUBMISSION_ADAPTERS),
+    parser.add_argument("--task", default="segmentation", choices=list(submission_modules()),
                         help="task (default: segmentation)")
     parser.add_argument("--model", required=True, metavar="PKG.MODULE:NAME",
                         help="a factory returning an nn.Module, or a LightningModule class")

@@ -1,4 +1,10 @@
-"""Task configurations: one YAML per task lists the datamodule, the models and the profiles.
+"""Task configurations: one YAML per task declares everything the task is.
+
+A task YAML binds one DataModule class to its models (dotted class paths) and profiles, and says how the task
+takes part in the leaderboard: which modules record and rescore submissions (``submission``), which profiles
+have a committed official fold manifest (``official``) and why the others have none (``unpublished``), and
+which profiles are tiny smoke tests (``smoke_test: true``). Every layer reads these declarations from here,
+so adding a task or a named dataset is one YAML, not an edit to lists kept elsewhere.
 
 A run's *resolved* config (task, profile, model class + args, datamodule args, trainer args, seed)
 is what its config hash is computed from, so changing any of them makes the harness run it anew.
@@ -8,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +32,59 @@ class ConfigError(ValueError):
 
 
 def available_tasks() -> list[str]:
+    """The built-in task YAMLs by name (file stem): ``segmentation``, ``segmentation-superalloy``, ..."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def named_datasets(task: str) -> dict[str, str]:
+    """A task's named real datasets: dataset name -> the YAML that runs the task on it.
+
+    ``<task>-<dataset>.yaml`` (e.g. ``segmentation-superalloy``) is the task on a named dataset; this is the only
+    place that file-name rule is read."""
+    prefix = f"{task}-"
+    return {name.removeprefix(prefix): name for name in available_tasks() if name.startswith(prefix)}
+
+
+def named_dataset_config(task: str, dataset: str) -> str | None:
+    """The YAML of ``task`` on the named dataset ``dataset``, or None. A benchmark folder's dataset name may
+    carry a prefix (``nasa-superalloy`` is the ``superalloy`` dataset), so the last dash-separated part matches
+    too; a path (with a separator) is never a dataset name."""
+    if "/" in dataset or "\\" in dataset:
+        return None
+    named = named_datasets(task)
+    return named.get(dataset) or named.get(dataset.split("-")[-1])
+
+
+@dataclass(frozen=True)
+class SubmissionModules:
+    """Where a task's submissions are handled: ``scorer`` defines ``SCORERS`` (the leaderboard side, rescoring
+    the predictions); the harness side, recording a submitted model's test predictions, is either an
+    ``adapter`` module defining ``ADAPTER`` (needed where a task trains factory networks or records through a
+    mixin) or, for a task without one, its ``evaluation_base`` class, which a submitted LightningModule must
+    subclass and whose ``submission_arrays()`` returns the arrays to write. Dotted names: the floor never
+    imports them."""
+
+    adapter: str | None
+    scorer: str
+    evaluation_base: str | None = None
+
+
+def submission_modules() -> dict[str, SubmissionModules]:
+    """Task name -> its submission modules, from the built-in YAMLs that declare a ``submission`` block.
+
+    Submissions are per task, not per YAML: a named dataset's YAML (``task: segmentation`` in
+    ``segmentation-superalloy.yaml``) must declare the same modules as the task's own YAML, or none."""
+    found: dict[str, tuple[SubmissionModules, Path]] = {}
+    for name in available_tasks():
+        config = TaskConfig.load(name)
+        modules = config.submission
+        if modules is None:
+            continue
+        if config.task in found and found[config.task][0] != modules:
+            raise ConfigError(f"{config.source}: key 'submission' differs from {found[config.task][1]}'s for task "
+                              f"{config.task!r}: one task has one submission adapter and one scorer")
+        found.setdefault(config.task, (modules, config.source))
+    return {task: modules for task, (modules, _) in sorted(found.items())}
 
 
 def import_object(reference: str):
@@ -57,6 +116,61 @@ class RunSpec:
         return sha256_bytes(json.dumps(self.config, sort_keys=True).encode())[:16]
 
 
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+SUBMISSION_KEYS = ("adapter", "scorer", "evaluation_base")
+
+
+def _check_declarations(raw: dict, path: Path) -> None:
+    """The leaderboard declarations of a YAML: checked when it is loaded, so that a misspelt profile or module
+    name fails with the file and key named instead of surfacing later as an unsupported task."""
+    profiles = raw["profiles"]
+    if not isinstance(profiles, dict) or not profiles:
+        raise ConfigError(f"{path}: key 'profiles' must map profile names to their settings")
+    for name, profile in profiles.items():
+        if not isinstance(profile, dict):
+            raise ConfigError(f"{path}: profile {name!r} must be a mapping, got {profile!r}")
+        if not isinstance(profile.get("smoke_test", False), bool):
+            raise ConfigError(f"{path}: key 'profiles.{name}.smoke_test' must be true or false")
+    block = raw.get("submission")
+    if block is not None:
+        # scorer, plus exactly one of adapter (a module) or evaluation_base (a class recording its own arrays)
+        if not isinstance(block, dict) or "scorer" not in block or set(block) - set(SUBMISSION_KEYS) \
+                or ("adapter" in block) == ("evaluation_base" in block):
+            raise ConfigError(f"{path}: key 'submission' must be a mapping with 'scorer' (a module) and either "
+                              f"'adapter' (a module) or 'evaluation_base' (a class), got {block!r}")
+        for key in block:
+            if not isinstance(block[key], str) or not _DOTTED.match(block[key]):
+                raise ConfigError(f"{path}: key 'submission.{key}' must be a dotted name, got {block[key]!r}")
+    official = raw.get("official")
+    if official is not None and (not isinstance(official, list) or not all(isinstance(p, str) for p in official)):
+        raise ConfigError(f"{path}: key 'official' must be a list of profile names, got {official!r}")
+    unpublished = raw.get("unpublished")
+    if unpublished is not None:
+        if not isinstance(unpublished, dict):
+            raise ConfigError(f"{path}: key 'unpublished' must map profile names to the reason they have no "
+                              f"official fold manifest, got {unpublished!r}")
+        for name, reason in unpublished.items():
+            if not isinstance(reason, str) or not reason.strip():
+                raise ConfigError(f"{path}: key 'unpublished.{name}' must state the reason (a non-empty text)")
+    official, unpublished = official or [], unpublished or {}
+    both = sorted(set(official) & set(unpublished))
+    if both:
+        raise ConfigError(f"{path}: profile(s) {both} are under both 'official' and 'unpublished'")
+    if path.resolve().parent != CONFIG_DIR.resolve():
+        # A trimmed copy of a built-in YAML (a test's, a user's variant) keeps the declarations of the profiles it
+        # dropped: only the built-in YAMLs are the declarations of record, checked name by name below.
+        return
+    for key, names in (("official", official), ("unpublished", list(unpublished))):
+        unknown = [name for name in names if name not in profiles]
+        if unknown:
+            raise ConfigError(f"{path}: key {key!r} names unknown profile(s) {unknown}; profiles: {', '.join(profiles)}")
+    if official or unpublished:  # once a YAML declares publication, it does so for every profile
+        undeclared = [name for name in profiles if name not in official and name not in unpublished]
+        if undeclared:
+            raise ConfigError(f"{path}: profile(s) {undeclared} are neither under 'official' nor under "
+                              f"'unpublished' (with the reason they have no official fold manifest)")
+
+
 @dataclass
 class TaskConfig:
     raw: dict
@@ -78,7 +192,43 @@ class TaskConfig:
         for name, model in raw["models"].items():
             if "class" not in model:
                 raise ConfigError(f"{path}: model {name!r} has no 'class'")
+        _check_declarations(raw, path)
         return cls(raw=raw, source=path)
+
+    @classmethod
+    def for_dataset(cls, task: str, dataset: str) -> "TaskConfig":
+        """The YAML a benchmark folder ``<task>/<dataset>/`` was made with: the task on that named dataset
+        (``segmentation-superalloy`` for ``nasa-superalloy``), else the task's own YAML."""
+        return cls.load(named_dataset_config(task, dataset) or task)
+
+    @property
+    def name(self) -> str:
+        """The YAML's name (file stem): what ``matcv bench --task`` and the official index's ``config`` give."""
+        return self.source.stem
+
+    @property
+    def submission(self) -> SubmissionModules | None:
+        """The task's submission adapter and scorer modules; None: no submissions for this YAML's task."""
+        block = self.raw.get("submission")
+        return None if block is None else SubmissionModules(block.get("adapter"), block["scorer"],
+                                                           block.get("evaluation_base"))
+
+    @property
+    def official_profiles(self) -> list[str]:
+        """Profiles whose fold manifest is published under leaderboard/official/ (``--refresh-official``)."""
+        return [name for name in self.raw.get("official") or [] if name in self.raw["profiles"]]
+
+    @property
+    def unpublished_profiles(self) -> dict[str, str]:
+        """Profile -> why it has no official fold manifest (e.g. data that matcv cannot distribute)."""
+        return {name: reason for name, reason in (self.raw.get("unpublished") or {}).items()
+                if name in self.raw["profiles"]}
+
+    @property
+    def smoke_profiles(self) -> list[str]:
+        """Profiles marked ``smoke_test: true``: the smallest settings that run every model (tests)."""
+        return [name for name, profile in self.raw["profiles"].items() if profile.get("smoke_test", False)]
+
 
     @property
     def task(self) -> str:
@@ -105,6 +255,10 @@ class TaskConfig:
         """The DataModule's arguments under a profile: the task's, updated by the profile's."""
         return {**self.raw["datamodule"].get("args", {}), **self.profile(profile).get("datamodule", {})}
 
+    def profile_seed(self, profile: str) -> int:
+        """The profile's seed; a fold's run seed is ``run_seed(profile_seed, fold)``."""
+        return self.profile(profile).get("seed", 0)
+
     def model_names(self, profile: str, selected: list[str] | None = None) -> list[str]:
         names = list(self.profile(profile).get("models", self.raw["models"]))
         if selected:
@@ -120,15 +274,23 @@ class TaskConfig:
         # A profile may change arguments of every model of a class (e.g. a lighter decoder on CPU), then per model.
         model_args = {**entry.get("args", {}), **prof.get("class_overrides", {}).get(entry["class"], {}),
                       **prof.get("model_overrides", {}).get(model, {})}
+        # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
+        trainer = {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})}
+        return self.run_config(profile, model, entry["class"], model_args, trainer)
+
+    def run_config(self, profile: str, name: str, model_class: str, model_args: dict, trainer: dict,
+                   datamodule_args: dict | None = None) -> dict:
+        """The resolved config of one model under a profile, in the one shape every run is hashed and recorded
+        in (a configured model's, via ``resolve``, and a submitted model's alike)."""
         return {
             "task": self.task,
             "profile": profile,
-            "model": {"name": model, "class": entry["class"], "args": model_args},
-            "datamodule": {"class": self.raw["datamodule"]["class"], "args": self.datamodule_args(profile)},
-            "generator": prof.get("generator"),
-            # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
-            "trainer": {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})},
-            "seed": prof.get("seed", 0),
+            "model": {"name": name, "class": model_class, "args": model_args},
+            "datamodule": {"class": self.raw["datamodule"]["class"],
+                           "args": self.datamodule_args(profile) if datamodule_args is None else datamodule_args},
+            "generator": self.profile(profile).get("generator"),
+            "trainer": trainer,
+            "seed": self.profile_seed(profile),
         }
 
     def runs(self, profile: str, models: list[str] | None = None, folds: list[int] | None = None) -> list[RunSpec]:
@@ -141,7 +303,7 @@ class TaskConfig:
         if not study:
             return [RunSpec(self.task, profile, m, f, self.resolve(profile, m))
                     for m in self.model_names(profile, models) for f in fold_ids]
-        # An augmentation study (Table 1 of seed 000): every model once per augmentation, named model+augmentation.
+        # An augmentation study (Yin 2024, Table 1): every model once per augmentation, named model+augmentation.
         specs = []
         for model in self.model_names(profile, models):
             for augmentation in study:

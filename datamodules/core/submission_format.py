@@ -17,6 +17,9 @@ OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "leaderboard" / "official"
 SUBMISSIONS_DIR = Path("leaderboard/submissions")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 STAGING_PREFIX = ".staging-"  # half-written submission folders; the validator skips them
+# Hyper-parameters of a submission that the harness applies itself (lr / weight_decay also reach a LightningModule
+# class whose __init__ takes them); every other one is passed to the factory / class.
+TRAINING_KEYS = frozenset({"lr", "weight_decay", "max_epochs", "batch_size"})
 
 
 class SubmissionError(ValueError):

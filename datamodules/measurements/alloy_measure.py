@@ -1,4 +1,4 @@
-"""Domain measurements on one Al–Si micrograph (issue 6; SCIENCE.md §3, seed 000 §5.6.5).
+"""Domain measurements on one Al–Si micrograph (Yin 2024, §5.6.5).
 
 Used twice: to check the synthetic generator against its own ground truth, and as the domain metrics on
 *generated* (GAN) images. So every function takes any plausible grey image — numpy (H, W), float in [-1, 1]
@@ -139,7 +139,7 @@ def secondary_arm_spacing(image) -> float:
 
     The light (α-Al) mask's autocorrelation is read along 36 directions; along each, the first peak after
     the first dip is the distance between neighbouring light arms separated by a dark (interdendritic)
-    gap — the seed's "distance between the neighbourhood white areas separated by a black arm". Secondary
+    gap — Yin 2024's "distance between the neighbourhood white areas separated by a black arm". Secondary
     arms are the finest periodic light structure, and a line at an angle to the arm normal sees a longer
     period (λ2 / cos), while the trunk spacing λ1 is longer still; so λ2 is the *shortest* period among the
     directions whose periodicity is at least 0.3 x the best one. Periodicity = min(prominence of the first

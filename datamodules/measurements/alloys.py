@@ -1,4 +1,4 @@
-"""The Al–Si casting alloys of the AlloyGAN study (issue 6; SCIENCE.md §3, seed 000 Part IV, Table 6).
+"""The Al–Si casting alloys of the AlloyGAN study (Yin 2024, Part IV, Table 6).
 
 Compositions are wt% (balance Al). Every alloy was cast at the four cooling rates; only A356, A369 and
 A393 were also cast with Sr/P modification (Sr for the eutectic Si of hypoeutectic alloys, P for the primary

@@ -1,8 +1,8 @@
 """ASTM D1654 scribe-creep rating: the table, and creep measured at stations along a scribe.
 
 Creep is the distance corrosion extends from the scribe line, per side. With a corroded band of
-width W around a scribe of width w0, creep c = (W - w0) / 2. The non-expert procedure in seed 000
-(Fig. 2) measures the band at 12 stations along the scribe, averages, converts to mm and looks the
+width W around a scribe of width w0, creep c = (W - w0) / 2. The non-expert procedure of Yin 2024
+(Part I, Fig. 2) measures the band at 12 stations along the scribe, averages, converts to mm and looks the
 mean up in the table below.
 """
 

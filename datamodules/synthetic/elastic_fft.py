@@ -1,6 +1,6 @@
 """FFT (Moulinec–Suquet) solver for periodic linear elasticity of two-phase voxel microstructures.
 
-Why: the 3-D localization task (SCIENCE.md §4, Yang et al. Acta Mater. 166 (2019) 335) predicts the local
+Why: the 3-D localization task (Yang et al. Acta Mater. 166 (2019) 335; Tran, Rodgers & Wildey 2020, §4) predicts the local
 strain field ε11 of a two-phase composite under a macroscopic strain. The published finite-element targets
 only come as a tiny sample, so the ground truth for generated microstructures is computed here, batched and
 on CPU or GPU with ``torch.fft``.

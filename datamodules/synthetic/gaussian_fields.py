@@ -1,4 +1,4 @@
-"""Random two-phase microstructures from filtered noise (Yang et al. 2019; seed 002 §2.6, SCIENCE.md §4).
+"""Random two-phase microstructures from filtered noise (Yang et al. 2019; Tran, Rodgers & Wildey 2020, §2.6 and §4).
 
 A microstructure is uniform white noise smoothed by an anisotropic Gaussian (one standard deviation per
 axis, in voxels) and thresholded so that an exact share of the voxels becomes the stiff phase (1) and the

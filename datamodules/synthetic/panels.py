@@ -1,6 +1,6 @@
 """Synthetic photos of scribed, coated steel panels after corrosion testing (the built-in default data).
 
-Physics and procedure follow ../shared/SCIENCE.md §1 and seed 000 Parts I-III:
+Physics and procedure follow Yin 2024, Parts I–III (described in docs/data.md):
 
 * A panel is drawn once, in millimetres, on a fine raster (``panel_mm_per_px``, 0.1 mm by default)
   covering its central 104 x 104 mm. It has one or two vertical scribes of width w0 and length 70 mm.
@@ -22,9 +22,7 @@ Everything is deterministic from ``seed``: panel i uses its own generator ``defa
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -37,7 +35,7 @@ from tqdm.auto import tqdm
 
 from matcv.datamodules.core.cache import default_cache_dir
 from matcv.datamodules.measurements import astm
-from matcv.datamodules.core.atomic_io import atomic_write_text, save_png, sha256_bytes
+from matcv.datamodules.core.atomic_io import atomic_write_csv, atomic_write_text, save_png, sha256_bytes
 
 GENERATOR_VERSION = 4  # bump when the rendering changes, so cached datasets are regenerated
 
@@ -448,9 +446,5 @@ def generate_panels(config: PanelGeneratorConfig, out_dir: str | os.PathLike | N
                 "stain_mask_path": f"stains/{name}",
             })
     atomic_write_text(out / "generator.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(manifest_path, buffer.getvalue())
+    atomic_write_csv(manifest_path, rows, MANIFEST_COLUMNS)
     return out

@@ -1,9 +1,9 @@
-"""Potts-model normal grain growth on a periodic square lattice, vectorised in torch (SCIENCE.md §2).
+"""Potts-model normal grain growth on a periodic square lattice, vectorised in torch (Tran, Rodgers & Wildey 2020, §2.4).
 
 Science (mimicking SPPARKS ``app_style potts/neigh``):
 
 - A 2-D square lattice of H x W sites, periodic in both directions. Every site carries a spin (a grain
-  orientation) in 0..Q-1; Q = 2048 by default, as in the SPPARKS runs of the seed paper, so that two grains
+  orientation) in 0..Q-1; Q = 2048 by default, as in the SPPARKS runs of Tran et al. 2020, so that two grains
   meeting with the same spin (and coalescing) is rare.
 - Neighbourhood: the 8 Moore neighbours (4 orthogonal + 4 diagonal). With 8 neighbours the square lattice's
   boundary energy is much less anisotropic than with 4, so grains come out roughly equiaxed.
@@ -29,8 +29,8 @@ Science (mimicking SPPARKS ``app_style potts/neigh``):
   Energetics and growth law are the same; only the time scale differs. ``"neighbour"`` moves boundaries
   faster per MCS (a site on a flat boundary is offered the other grain's spin with probability 3/8 rather
   than 1/8). Measured on 256^2 at kT 0.5 (seed 1, t <= 400 resp. 2000 MCS): <A> = 0.19 t + 9.6 with
-  ``"spparks"``, which reproduces SCIENCE.md's 0.19 t + 12, and <A> = 1.03 t + 6.8 with ``"neighbour"``.
-  SPPARKS is the default so that "N Monte Carlo steps" means what it means in the seed paper's runs.
+  ``"spparks"``, which reproduces the 0.19 t + 12 of docs/tasks/microstructure.md, and <A> = 1.03 t + 6.8 with ``"neighbour"``.
+  SPPARKS is the default so that "N Monte Carlo steps" means what it means in the runs of Tran et al. 2020.
 - One Monte Carlo step (MCS) = every site attempted once.
 - Normal grain growth: the mean grain area grows about linearly in time, <A> = k t + A0 (parabolic growth of
   the mean radius). Measurements should stop while >= 200 grains remain, before the finite lattice (few big

@@ -32,7 +32,7 @@ def load_truth(entry: dict, official_dir: Path) -> Truth:
     """Per fold: the real test images, their raw conditions, alloys and expected Si fractions in the harness's test
     order, and the fold's domain extractor."""
     from matcv.lightning_modules.alloygan import AlloyEvaluation, expected_fractions
-    from matcv.lightning_modules.microstructure import fold_domain_extractor
+    from matcv.lightning_modules.microstructure_scoring import fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, AlloyEvaluation, uses_extractor=lambda cls: cls.compares_to_real)
     folds, data_sha256 = official_datamodules(entry, official_dir)

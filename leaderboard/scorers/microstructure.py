@@ -83,7 +83,8 @@ def image_problem(array: np.ndarray, shape: tuple[int, ...]) -> str | None:
 def load_truth(entry: dict, official_dir: Path) -> Truth:
     """Per fold: the real test images in the harness's test order, how the source's images are read (image kind,
     periodic), and the fold's domain extractor."""
-    from matcv.lightning_modules.microstructure import GenerativeEvaluation, fold_domain_extractor
+    from matcv.lightning_modules.microstructure import GenerativeEvaluation
+    from matcv.lightning_modules.microstructure_scoring import fold_domain_extractor
 
     epochs = builtin_extractor_epochs(entry, GenerativeEvaluation)
     folds, data_sha256 = official_datamodules(entry, official_dir)
@@ -122,7 +123,7 @@ def _samples(arrays: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarra
 def score_fold(arrays: dict[str, np.ndarray], item_ids: list[str], truth: FoldTruth):
     import torch
 
-    from matcv.lightning_modules.microstructure import reconstruction_scores, sample_scores
+    from matcv.lightning_modules.microstructure_scoring import reconstruction_scores, sample_scores
 
     context = truth.context
     shape = context["image_shape"]

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, build_factory_network, prediction_arrays
-from matcv.lightning_modules.localization import PHASE_CENTRE, _TrainedLocalizationTask
+from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, prediction_arrays
+from matcv.lightning_modules.factory_tasks import FactoryLocalizationTask
 
 
 class RecordsTestFields(RecordsSubmission):
@@ -53,29 +52,9 @@ class RecordsTestFields(RecordsSubmission):
         return prediction_arrays(self._submitted_ids, self._submitted_fields, np.float32)
 
 
-class ExternalLocalizationModel(RecordsTestFields, _TrainedLocalizationTask):
-    """Trains the ``nn.Module`` an external factory builds, as ``UNet3DTask`` trains its U-Net: the phases
-    centred (m − PHASE_CENTRE, in {−0.5, 0.5}), MSE against the strain standardised with training-fold
-    statistics, Adam; predictions are turned back into physical units by ``LocalizationEvaluation.forward``."""
-
-    def __init__(self, factory: str, factory_args: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = build_factory_network(factory, factory_args)
-
-    def predict_normalized(self, microstructure: torch.Tensor) -> torch.Tensor:
-        field = self.net(microstructure - PHASE_CENTRE)
-        expected = tuple(microstructure.shape)
-        if not torch.is_tensor(field) or tuple(field.shape) != expected:
-            raise ValueError(f"{self.hparams.factory} must map centred phases {expected} to the standardised "
-                             f"strain field {expected}, got "
-                             f"{tuple(field.shape) if torch.is_tensor(field) else type(field).__name__}")
-        return field
-
-    def training_loss(self, batch: dict) -> torch.Tensor:
-        predicted = self.predict_normalized(batch["microstructure"])
-        return F.mse_loss(predicted, self.normalize_strain(batch["strain"]))
+class ExternalLocalizationModel(RecordsTestFields, FactoryLocalizationTask):
+    """A submitted factory's network, trained as the built-in ``FactoryLocalizationTask`` trains one, with the
+    strain fields it predicted at test recorded."""
 
 
 ADAPTER = TaskAdapter(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from matcv.benchmarks.submission.models import RecordsSubmission, TaskAdapter, prediction_arrays
-from matcv.lightning_modules.microstructure import reconstruction_scores
+from matcv.lightning_modules.microstructure_scoring import reconstruction_scores
 
 
 class RecordsGeneratedImages(RecordsSubmission):

@@ -1,0 +1,254 @@
+"""One model x fold run, start to record: train on the fold's train part, select on its validation part, test
+the selected checkpoint on its test part, and write what happened (ok or failed) as one record.
+
+What a run asks of the model is declared by ``matcv.lightning_modules.base.BenchmarkModule`` (its docstring
+gives the order of the calls); what it asks of the DataModule by ``matcv.datamodules.base.BenchmarkDataModule``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from matcv.benchmarks.harness.prepare import Benchmark
+from matcv.benchmarks.harness.provenance import provenance
+from matcv.benchmarks.harness.wandb_logging import finish_run, run_logger, wandb_mode
+from matcv.datamodules.core.atomic_io import sha256_bytes
+from matcv.datamodules.core.config import RunSpec, import_object, run_seed
+from matcv.datamodules.core.records import FAILED, OK, RunClaims
+from matcv.lightning_modules.base import BenchmarkModule
+
+LAUNCHERS = ("none", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the runs of a benchmark are executed; none of it changes a run's result, so none of it is in the
+    run's key.
+
+    ``devices`` > 1 trains each run with Lightning DDP (spawn; gloo on CPU). ``parallel_runs`` K runs K
+    model x fold runs at once in worker processes; ``launcher`` "local" or "slurm" submits one submitit job
+    per run instead (at most K at once), with ``launcher_options`` (partition, time_min, gpus_per_node,
+    cpus_per_task). See ``matcv.benchmarks.harness.scale_out``.
+    """
+
+    accelerator: str = "auto"
+    devices: int = 1
+    retry_failed: bool = False
+    progress: bool = True
+    parallel_runs: int = 1
+    launcher: str = "none"
+    launcher_options: dict = field(default_factory=dict)
+    log_wandb: bool = True  # W&B dashboards (False = ``--no-wandb``)
+
+    def __post_init__(self) -> None:
+        if self.parallel_runs < 1 or self.launcher not in LAUNCHERS:
+            raise ValueError(f"--parallel-runs must be >= 1 (got {self.parallel_runs}) and --launcher none, local "
+                             f"or slurm (got {self.launcher!r})")
+
+
+def run_claimed(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool,
+                retry_failed: bool) -> dict:
+    """Claim the run's key, re-check the records, run it and append its record; the outcome, for progress lines.
+
+    ``outcome`` is "ran", "claimed" (another process or thread holds the claim: this one skips it) or
+    "recorded" (finished by another process between planning and claiming). Every scale-out path runs
+    its runs through here, the sequential loop included, so two ``matcv bench`` on one folder are safe too.
+    """
+    with RunClaims(bench.folder).claim(key) as held:
+        if not held:
+            return {"outcome": "claimed"}
+        if key in bench.records.finished_keys(include_failed=not retry_failed):
+            return {"outcome": "recorded"}
+        record = execute_run(bench, spec, key, accelerator, devices, progress)
+        bench.records.append(record)
+        return run_outcome(record)
+
+
+def run_outcome(record: dict, outcome: str = "ran") -> dict:
+    """What a progress line needs of a record (small: it crosses process boundaries)."""
+    return {"outcome": outcome, "status": record["status"], "metrics": record.get("metrics", {}),
+            "error": record.get("error", ""), "total_s": record["durations"]["total_s"]}
+
+
+def failed_record(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, error: str,
+                  started: float) -> dict:
+    """The record of a run whose process died without writing one (a crashed worker, a killed Slurm job)."""
+    return {**record_head(bench, spec, key, accelerator, devices, started),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": FAILED,
+            "error": error, "durations": {"fit_s": 0.0, "test_s": 0.0, "total_s": time.time() - started}}
+
+
+def record_head(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, started: float) -> dict:
+    """What every record of a run says before its outcome: identity, hashes, where it ran, provenance."""
+    return {
+        "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
+        "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
+        "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
+        "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
+        "data_sha256": bench.data_sha256, "data_root": str(bench.data_root), "devices": devices,
+        "accelerator": accelerator,
+        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"), **provenance(),
+    }
+
+
+def _quiet_lightning() -> None:
+    # One Trainer per run: Lightning's per-Trainer banner lines would drown the benchmark's own output.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
+    # The test Trainer reloads the best checkpoint without the fit's callbacks, on purpose.
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+
+
+def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool) -> dict:
+    """Train on the fold's train part, select on its validation part, test the best checkpoint."""
+    _quiet_lightning()
+    started = time.time()
+    run_dir = bench.folder / spec.model / f"fold-{spec.fold}"
+    if run_dir.exists():  # left by a run that was killed: redo it from scratch
+        shutil.rmtree(run_dir)
+    record = record_head(bench, spec, key, accelerator, devices, started)
+    durations = {"fit_s": 0.0, "test_s": 0.0}
+    wandb_logger = _wandb_run_logger(bench, spec, key, record)
+    try:
+        seed = run_seed(spec.config["seed"], spec.fold)
+        L.seed_everything(seed, workers=True, verbose=False)
+        datamodule_cls = import_object(spec.config["datamodule"]["class"])
+        # Paths as text: checkpoints store the datamodule's hyper-parameters and are reloaded weights-only.
+        datamodule = datamodule_cls(fold_manifest_path=str(bench.fold_manifest_path), fold=spec.fold,
+                                    data_root=str(bench.data_root), seed=seed,
+                                    **spec.config["datamodule"]["args"])
+        model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
+        if not isinstance(model, BenchmarkModule):
+            raise TypeError(f"{type(model).__name__} is not a BenchmarkModule (matcv.lightning_modules.base): "
+                            f"subclass the task's evaluation base, which is one")
+        datamodule.setup("fit")
+        counts = {p: len(datamodule.datasets[p]) for p in ("train", "val", "test")}
+        model.set_input_normalization_from(datamodule)  # saved with the weights, for predicting new photos
+        model.prepare_from_training_data(datamodule)  # e.g. target statistics of the training part only
+        record["n_items"] = counts
+        ckpt_path = None
+        common = dict(accelerator=accelerator, enable_model_summary=False, deterministic="warn",
+                      enable_progress_bar=progress and sys.stdout.isatty())
+        if model.requires_training:
+            checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
+                                         mode=model.mode, save_top_k=1, save_last=False,
+                                         save_weights_only=True)  # runs restart from scratch: no optimizer state
+            # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
+            strategy = (DDPStrategy(start_method="spawn", find_unused_parameters=model.ddp_find_unused_parameters)
+                        if devices > 1 else "auto")
+            trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
+                                logger=[CSVLogger(run_dir, name="logs", version="")]
+                                + ([wandb_logger] if wandb_logger is not None else []), default_root_dir=run_dir,
+                                log_every_n_steps=1, **spec.config["trainer"], **common)
+            t0 = time.time()
+            trainer.fit(model, datamodule=datamodule)
+            durations["fit_s"] = time.time() - t0
+            ckpt_path = checkpoint.best_model_path or None
+            if ckpt_path is None:
+                raise RuntimeError(f"no checkpoint was selected on {model.monitor}: did validation run?")
+            metrics_csv = Path(trainer.logger.log_dir) / "metrics.csv"
+            record["epochs"] = _epochs_trained(trainer, metrics_csv)
+            record["best_val"] = {model.monitor: _best_score(checkpoint, metrics_csv)}
+            record["best_checkpoint"] = str(ckpt_path)
+            # Training images per second of fit time (validation included: it is part of every epoch).
+            record["throughput"] = {"train_images_per_s": counts["train"] * record["epochs"] / durations["fit_s"]}
+        t0 = time.time()
+        model.fit_baseline(datamodule)  # scikit-learn and procedure baselines: fitted outside Lightning
+        durations["fit_s"] += time.time() - t0
+        # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
+        tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
+        t0 = time.time()
+        tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        durations["test_s"] = time.time() - t0
+        per_image = model.test_results
+        if len(per_image) != counts["test"]:
+            raise RuntimeError(f"scored {len(per_image)} test images, expected {counts['test']}")
+        record["metrics"] = fold_metrics(model, per_image, bench.config.metrics)
+        record["per_image"] = per_image
+        details = model.test_details()
+        if details is not None:
+            record["details"] = details
+        record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
+        figure = model.save_test_figure(run_dir / "test_examples.png", datamodule)
+        record["figure"] = str(figure) if figure else None
+        record["status"] = OK
+    except Exception as error:  # a failed run is recorded and the benchmark goes on with the others
+        record["status"] = FAILED
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exc(limit=20)
+    durations["total_s"] = time.time() - started
+    record["durations"] = durations
+    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if wandb_logger is not None:
+        try:
+            finish_run(wandb_logger, record, run_dir)
+        except Exception as error:  # noqa: BLE001 - a dashboard problem must not turn a finished run into a failure
+            warnings.warn(f"W&B logging of {spec.model} fold {spec.fold} failed ({type(error).__name__}: {error})")
+    return record
+
+
+def _wandb_run_logger(bench: Benchmark, spec: RunSpec, key: str, record: dict):
+    """Lightning's WandbLogger for this run, or None when W&B is off. Config = the record's identity and
+    provenance (resolved config, hashes, commit, versions)."""
+    mode = wandb_mode(bench.log_wandb)
+    if mode is None:
+        return None
+    run_id = sha256_bytes(f"{key}|{record['started_at']}".encode())[:16]  # unique per attempt
+    config = {k: v for k, v in record.items() if k not in ("key", "started_at")}
+    return run_logger(mode, bench.folder, spec.task, bench.wandb_group, f"{spec.model}-fold{spec.fold}", run_id,
+                      config)
+
+
+def fold_metrics(model: BenchmarkModule, per_item: list[dict], names: list[str]) -> dict[str, float]:
+    """A fold's test scores: the model's own ``test_summary()`` where a metric is not a mean over items
+    (kappa, macro-F1, ...), otherwise the mean of the per-item scores."""
+    summary = model.test_summary()
+    metrics = {}
+    for name in names:
+        if name in summary:
+            metrics[name] = float(summary[name])
+        elif per_item and name in per_item[0]:
+            metrics[name] = float(np.mean([item[name] for item in per_item]))
+        else:
+            raise KeyError(f"metric {name!r} is neither in {type(model).__name__}.test_summary() nor per test item")
+    return metrics
+
+
+# After a spawned DDP fit (--devices N) the trainer and checkpoint callback of this process never saw the
+# training; only files written by rank 0 come back. These two read what the fit did from those files.
+
+def _epochs_trained(trainer: L.Trainer, metrics_csv: Path) -> int:
+    """Epochs the fit ran. After a spawned DDP fit this process's trainer still says 0, so fall back to the
+    per-epoch log that rank 0 wrote."""
+    if trainer.current_epoch > 0 or not metrics_csv.is_file():
+        return int(trainer.current_epoch)
+    epochs = pd.read_csv(metrics_csv).get("epoch")
+    return int(epochs.max()) + 1 if epochs is not None and epochs.notna().any() else 0
+
+
+def _best_score(checkpoint: ModelCheckpoint, metrics_csv: Path) -> float:
+    """The selected checkpoint's validation score. After a spawned DDP fit only the checkpoint path comes
+    back to this process, so read the score from the per-epoch log that rank 0 wrote."""
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    history = pd.read_csv(metrics_csv)[checkpoint.monitor].dropna()
+    return float(history.max() if checkpoint.mode == "max" else history.min())
