@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import yaml
 
-from matcv.benchmarks.cli import resolve_data_argument
+from matcv.benchmarks.cli import resolve_data_argument, run_and_report
 from matcv.datamodules.core.config import CONFIG_DIR, ConfigError, TaskConfig
 from matcv.datamodules.core.records import RunRecords
-from matcv.benchmarks.cli import run_and_report
 from matcv.datamodules.folds import read_fold_manifest
 from matcv.leaderboard.rebuild import write_all_leaderboards
-from tests.conftest import tiny_task_config
+from tests.conftest import SHARED_SUPERALLOY, tiny_task_config
 
-SHARED_SUPERALLOY = (Path(__file__).resolve().parents[2] / "shared" / "data" / "nasa-pretrained-microscopy-models"
-                     / "benchmark_segmentation_data")
 TINY_DECODER = [32, 16, 8, 8, 8]
 
 

@@ -7,8 +7,6 @@ homogeneous grid; plus batching, float32, even grids and input checks. Small gri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -23,8 +21,9 @@ from matcv.datamodules.synthetic.elastic_fft import (
     solve_elasticity,
     voigt_reuss_bounds,
 )
+from tests.conftest import SHARED_DATA
 
-MKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mks-localization"
+MKS_DIR = SHARED_DATA / "mks-localization"
 POISSON = 0.3
 
 

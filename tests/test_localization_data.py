@@ -36,8 +36,9 @@ from matcv.datamodules.synthetic.localization import (
     plan_volumes,
     symmetry_class,
 )
+from tests.conftest import SHARED_DATA
 
-SHARED_LOCALIZATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "mks-localization"
+SHARED_LOCALIZATION = SHARED_DATA / "mks-localization"
 HAVE_SOLVER = importlib.util.find_spec("matcv.datamodules.synthetic.elastic_fft") is not None
 NO_SOLVER = "datamodules/synthetic/elastic_fft.py (the FFT solver) is not there yet"
 needs_solver = pytest.mark.skipif(not HAVE_SOLVER, reason=NO_SOLVER)

@@ -45,8 +45,9 @@ from matcv.datamodules.uhcsdb import (
     resolve_data_root,
     select_micrographs,
 )
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "uhcsdb"
+SHARED = SHARED_DATA / "uhcsdb"
 REAL_CSV = SHARED / METADATA_CSV
 # Expected noise: skipped rows are asserted in test_index_of_standin_release; tiny data makes the stratified
 # fold split fall back to plain group folds.
