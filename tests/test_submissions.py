@@ -310,15 +310,17 @@ def test_task_yaml_declarations_are_checked_when_loaded(tmp_path, monkeypatch):
     config["profiles"]["other"] = dict(config["profiles"]["quick"])
     # Profile names are checked in the built-in YAMLs (trimmed copies elsewhere keep stale ones): stand in for them.
     monkeypatch.setattr(config_module, "CONFIG_DIR", tmp_path)
-    bad = {"official": (["quick", "other", "nope"], "key 'official' names unknown profile(s) ['nope']"),
-           "unpublished": ({"quick": ""}, "key 'unpublished.quick' must state the reason"),
-           "submission": ({"adapter": "x.y"}, "key 'submission' must be a mapping with exactly the keys"),
-           "undeclared": (None, "profile(s) ['other'] are neither under 'official' nor under 'unpublished'")}
-    for key, (value, message) in bad.items():
-        path = tmp_path / f"bad-{key}.yaml"
+    bad = [("official", ["quick", "other", "nope"], "key 'official' names unknown profile(s) ['nope']"),
+           ("unpublished", {"quick": ""}, "key 'unpublished.quick' must state the reason"),
+           ("submission", {"adapter": "x.y"}, "key 'submission' must be a mapping with 'scorer'"),
+           ("submission", {"adapter": "x.y", "evaluation_base": "x.Y", "scorer": "x.z"},
+            "either 'adapter' (a module) or 'evaluation_base' (a class)"),
+           ("undeclared", None, "profile(s) ['other'] are neither under 'official' nor under 'unpublished'")]
+    for number, (key, value, message) in enumerate(bad):
+        path = tmp_path / f"bad-{number}.yaml"
         path.write_text(yaml.safe_dump({**config, key: value} if value is not None else {**config, "official": ["quick"]}))
         with pytest.raises(ConfigError, match=re.escape(message)) as raised:
-            TaskConfig.load(f"bad-{key}")
+            TaskConfig.load(f"bad-{number}")
         assert str(path) in str(raised.value)
 
 
