@@ -25,11 +25,31 @@ EPILOG = """examples:
 
 
 def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    values = [int(x) for x in text.split(",") if x.strip()]
+    if not values:  # "--folds ," would otherwise mean "no fold at all" (or, before, every fold)
+        raise argparse.ArgumentTypeError(f"no fold number in {text!r}; give e.g. 0,2 or leave the option out")
+    return values
 
 
 def _str_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:  # an empty list must not silently mean "all models"
+        raise argparse.ArgumentTypeError(f"no model name in {text!r}; give e.g. unet,fpn or leave the option out")
+    return values
+
+
+def _count(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (0 devices or -1 parallel runs never mean anything)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         help="train and test every configured model on every grouped fold, then write the leaderboard",
         description="Train and test every model of a task on every grouped fold. Re-running resumes: finished "
-                    "runs are skipped, a run that was killed is redone, failed runs are recorded and skipped.")
+                    "runs are skipped, a run that was killed or interrupted is redone, failed runs are recorded and "
+                    "skipped (unless they failed because of the options or the machine: those are retried).")
     bench.add_argument("--task", default="segmentation",
                        help=f"task name ({', '.join(available_tasks())}) or a path to a task YAML (default: segmentation)")
     bench.add_argument("--profile", default="quick", help="profile in the task YAML: quick (CPU) or paper (GPU); default quick")
@@ -56,18 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", type=_str_list, default=None, help="comma-separated subset of models (default: all)")
     bench.add_argument("--folds", type=_int_list, default=None, help="comma-separated fold numbers (default: all)")
     bench.add_argument("--fold-manifest", type=Path, default=None,
-                       help="use this fold manifest instead of creating one (e.g. an official one)")
+                       help="use this existing fold manifest instead of creating one (e.g. an official one); "
+                            "a path that does not exist is an error")
     bench.add_argument("--output", type=Path, default=Path("runs"), help="where runs and records go (default: runs/)")
     bench.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboard/results"),
                        help="where the Markdown/CSV tables go (default: leaderboard/results/)")
-    bench.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
-    bench.add_argument("--devices", type=int, default=1, help="devices per training run; N > 1 trains with DDP")
-    bench.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    bench.add_argument("--accelerator", default="auto",
+                       help="cpu, gpu (cuda or mps), or any other accelerator Lightning knows; default auto")
+    bench.add_argument("--devices", type=_count(1), default=1, help="devices per training run; N > 1 trains with DDP")
+    bench.add_argument("--retry-failed", action="store_true",
+                       help="run again the runs recorded as failed because of their model or data (a run that "
+                            "failed under other --accelerator/--devices, or because of the machine: no usable "
+                            "device, GPU out of memory, disk full, is run again without this option)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.add_argument("--no-wandb", action="store_true",
                        help="no W&B dashboards (default: W&B offline, or online when WANDB_API_KEY / WANDB_MODE "
                             "say so; also MATCV_WANDB=off)")
-    bench.add_argument("--parallel-runs", type=int, default=1, metavar="K",
+    bench.add_argument("--parallel-runs", type=_count(1), default=1, metavar="K",
                        help="run K independent model x fold runs at once: K worker processes, one GPU each "
                             "(K x --devices GPUs needed) or on CPU cores/K torch threads each; with --launcher "
                             "local/slurm, at most K jobs at once (default 1: one after the other)")
@@ -77,10 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "here (default). Runs are claimed and re-checked, so re-runs and concurrent "
                             "processes never duplicate or lose one")
     bench.add_argument("--slurm-partition", default=None, help="Slurm partition of the jobs (--launcher slurm)")
-    bench.add_argument("--slurm-time-min", type=int, default=240, help="time limit per job in minutes (default 240)")
-    bench.add_argument("--slurm-gpus-per-node", type=int, default=None,
+    bench.add_argument("--slurm-time-min", type=_count(1), default=240,
+                       help="time limit per job in minutes (default 240)")
+    bench.add_argument("--slurm-gpus-per-node", type=_count(0), default=None,
                        help="GPUs per job (default: --devices, or 0 with --accelerator cpu)")
-    bench.add_argument("--slurm-cpus-per-task", type=int, default=None, help="CPU cores per job (default: Slurm's)")
+    bench.add_argument("--slurm-cpus-per-task", type=_count(1), default=None,
+                       help="CPU cores per job (default: Slurm's)")
 
     data = commands.add_parser("data", help="generate the built-in data, or check your own data root",
                                description="Generate the built-in synthetic data of a task's profile (once; it is "
@@ -167,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"matcv: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C: one line saying what happens to the work (a bench names the runs it stopped), no traceback.
+        if args.command == "bench":
+            said = str(interrupt) if str(interrupt) else (
+                "interrupted (Ctrl-C) before the runs started: nothing was recorded; the next `matcv bench` "
+                "starts again where this one stopped")
+        else:
+            said = f"interrupted (Ctrl-C); `matcv {args.command}` did not finish"
+        print(f"\nmatcv: {said}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -179,7 +217,17 @@ def run_and_report(task: str | Path, profile: str = "quick", leaderboard_dir: st
 
     benchmark = run_benchmark(task, profile, **run_options)
     for done in (benchmark, *benchmark.companions):
-        tables = write_benchmark_tables(done.folder, leaderboard_dir, done.config)
+        if done.running_elsewhere:
+            # Its tables would miss those runs, and could land on disk after the complete ones that process
+            # writes when it finishes: leave the tables to it.
+            n = done.running_elsewhere
+            print(f"\n[matcv] {done.config.task}/{done.folder.name}: this process has done its runs, but {n} "
+                  f"run{'s are' if n != 1 else ' is'} still running in another process; their results will appear "
+                  f"when it finishes (it writes the tables then; or run `matcv leaderboard` afterwards)", flush=True)
+            continue
+        # The benchmark this process ran (its fold manifest and data version), whatever else the folder holds.
+        tables = write_benchmark_tables(done.folder, leaderboard_dir, done.config,
+                                        benchmark=(done.fold_manifest_sha256, done.data_sha256))
         if tables:
             log_leaderboard_to_wandb(done, tables[0].with_suffix(".csv"))
         for markdown in tables if print_tables else []:

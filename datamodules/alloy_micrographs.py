@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from matcv.datamodules.folds import normalise_group, similar_group_problems
 from matcv.datamodules.manifest import ManifestError, raise_problems
 from matcv.datamodules.measurements.alloys import CONDITION_COLUMNS, ELEMENTS, condition_label
 from matcv.datamodules.microstructure_images import (
@@ -100,11 +101,21 @@ def read_manifest(root: str | Path) -> pd.DataFrame:
     table["modified"] = modified
     if "alloy" not in table.columns:
         table["alloy"] = ""
-    table["alloy"] = table["alloy"].astype(str).str.strip()
+    # Alloy names and groups are compared as normalise_group writes them ("A356 " is A356), and two that
+    # differ only in case or spacing are refused: one alloy spelt two ways would be in train and in test.
+    table["alloy"] = [normalise_group(a) for a in table["alloy"]]
     no_name = table["alloy"] == ""
     table.loc[no_name, "alloy"] = [composition_group(r) for r in table[no_name].to_dict("records")]
-    if "group" not in table.columns or (table["group"].astype(str).str.strip() == "").any():
+    if "group" in table.columns:
+        table["group"] = [normalise_group(g) for g in table["group"]]
+    if "group" not in table.columns or (table["group"] == "").any():
         table["group"] = table["alloy"]
+    rows_of: dict[str, list[int]] = {}
+    for row, group in enumerate(table["group"], start=2):
+        rows_of.setdefault(group, []).append(row)
+    where = {g: f"row{'s' if len(r) > 1 else ''} {', '.join(map(str, r[:5]))}{', ...' if len(r) > 5 else ''}"
+             for g, r in rows_of.items()}
+    raise_problems(similar_group_problems(list(rows_of), where, "group (alloy)"), path)
     table["label"] = [condition_label(a, r, m) for a, r, m in zip(table["alloy"], table["cooling_rate"], table["modified"])]
     return table
 

@@ -8,6 +8,7 @@ validation or test photos leaks into the inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -21,11 +22,14 @@ from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
 from matcv.datamodules.base import BenchmarkDataModule
 from matcv.datamodules.folds import FoldManifestError
 from matcv.datamodules.manifest import (
+    MANIFEST_NAME,
+    MAX_LISTED_PROBLEMS,
     ManifestError,
     ManifestSpec,
     load_manifest,
     read_image,
     read_mask,
+    scan_manifest,
 )
 from matcv.datamodules.panel_evaluation import PanelItemEvaluator
 from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
@@ -45,10 +49,20 @@ def _tuples(settings: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
-def manifest_spec(target: str) -> ManifestSpec:
+# The ASTM D1654 ratings the rating and ordinal tasks learn: the default ``ratings`` of their LightningModules
+# (``lightning_modules.rating``), which this layer cannot import. A task whose models learn other ratings gives
+# the same list to its DataModule (``rating_classes``), so that data they cannot learn fails the data check.
+TASK_RATINGS: tuple[int, ...] = (5, 6, 7, 8, 9)
+
+
+def manifest_spec(target: str, ratings: Sequence[int] | None = None) -> ManifestSpec:
+    """What a manifest needs for ``target``: masks, or ratings among ``ratings`` (default ``TASK_RATINGS``),
+    the classes the task learns."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating")
+    classes = tuple(int(r) for r in (TASK_RATINGS if ratings is None else ratings)) if target == "rating" else None
+    return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating",
+                        rating_classes=classes)
 
 
 def _index(table, spec: ManifestSpec) -> dict:
@@ -122,11 +136,14 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         augment: bool = True,
         augmentation: str | None = None,
         seed: int = 0,
+        rating_classes: Sequence[int] | None = None,
     ):
         super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
                          num_workers=num_workers)
         self.save_hyperparameters()
-        self.spec = manifest_spec(target)
+        # Not called ``ratings``: Lightning merges the DataModule's hparams with the model's, whose ``ratings``
+        # would clash with it.
+        self.spec = manifest_spec(target, rating_classes)
         self.target, self.image_size, self.augment, self.augmentation = target, image_size, augment, augmentation
         self.native_sizes: dict[str, tuple[int, int]] = {}
 
@@ -136,27 +153,37 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         return resolve_data_root(data_root, generator, progress)
 
     @staticmethod
-    def index_dataset(data_root: str | Path, target: str = "mask", **_unused) -> dict:
+    def index_dataset(data_root: str | Path, target: str = "mask", rating_classes: Sequence[int] | None = None,
+                      **_unused) -> dict:
         """Items, groups, strata and files of a data root, for fold manifests and data hashes."""
-        spec = manifest_spec(target)
+        spec = manifest_spec(target, rating_classes)
         return _index(load_manifest(data_root, spec), spec)
 
     @staticmethod
-    def check_dataset(data_root: str | Path, target: str = "mask", progress: bool = True, **_unused) -> dict:
-        """``index_dataset`` after reading every image (and mask): one error listing every bad row and file."""
-        spec = manifest_spec(target)
-        table = load_manifest(data_root, spec)
-        problems = []
+    def check_dataset(data_root: str | Path, target: str = "mask", progress: bool = True,
+                      rating_classes: Sequence[int] | None = None, **_unused) -> dict:
+        """``index_dataset`` after reading every image (and mask): one error listing every problem, those of the
+        manifest's rows (paths, groups, ratings) and those of the files, so one pass finds them all."""
+        spec = manifest_spec(target, rating_classes)
+        root = Path(data_root)
+        table, problems, unreadable = scan_manifest(root, spec)
+        bad_files = []
         for record in tqdm(list(table.itertuples(index=False)), desc="checking images", unit="image",
                            disable=not progress):
+            if (record.row, "image_path") in unreadable:
+                continue
             try:
-                image = read_image(Path(data_root), record)
-                if spec.require_mask:
-                    read_mask(Path(data_root), record, image.shape[:2])
+                image = read_image(root, record)
+                if spec.require_mask and (record.row, "mask_path") not in unreadable:
+                    read_mask(root, record, image.shape[:2])
             except ManifestError as error:
-                problems.append(str(error))
-        if problems:
-            raise ManifestError(f"{Path(data_root) / 'manifest.csv'}: {len(problems)} bad file(s):\n  " + "\n  ".join(problems))
+                bad_files.append(str(error))
+        if problems or bad_files:
+            everything = problems + bad_files
+            shown = everything[:MAX_LISTED_PROBLEMS]
+            more = f"\n  ... and {len(everything) - len(shown)} more" if len(everything) > len(shown) else ""
+            count = f"{len(everything)} problem(s)" if problems else f"{len(bad_files)} bad file(s)"
+            raise ManifestError(f"{root / MANIFEST_NAME}: {count}:\n  " + "\n  ".join(shown) + more)
         return _index(table, spec)
 
     def build_datasets(self) -> None:

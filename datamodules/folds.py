@@ -10,6 +10,8 @@ sample) sits in two partitions of a fold, and ``check_matches_data`` that the fi
 from __future__ import annotations
 
 import json
+import math
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,18 +33,66 @@ class FoldManifestError(ValueError):
     """A fold manifest that is malformed or does not belong to the data it is used with."""
 
 
-def _grouped_split(items: np.ndarray, groups: np.ndarray, strata: np.ndarray, n_splits: int, seed: int):
+# Characters that print as nothing: a BOM or zero-width space pasted from a spreadsheet or a web page.
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def normalise_group(value) -> str:
+    """A group id as matcv compares it: Unicode NFC, without surrounding whitespace or invisible characters.
+
+    ``"panel-0000 "`` and ``"panel-0000"``, or an "é" typed as one character and as e + accent, are one panel
+    to the person who wrote them; as two groups their photos could land in train and test of one fold.
+    Case is kept: see ``similar_group_problems``.
+    """
+    text = unicodedata.normalize("NFC", str(value))
+    return text.strip().strip(_INVISIBLE).strip()
+
+
+def _group_key(group: str) -> str:
+    # What is left of a group id when case, spacing, invisible characters and compatibility forms (full-width
+    # letters, ligatures) are ignored: two distinct ids with one key are almost surely one specimen.
+    text = unicodedata.normalize("NFKC", group).casefold()
+    return "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
+
+
+def similar_group_problems(groups: Sequence[str], where: Mapping[str, str] | None = None,
+                           column: str = "group") -> list[str]:
+    """One problem per set of distinct group ids that differ only in case, spacing or invisible characters.
+
+    These are an error rather than a warning, and are not folded together silently. Folding would guess:
+    "A1" and "a1" may name two specimens in some lab's scheme. A warning scrolls past in a bench log while the
+    benchmark goes on to split one specimen across train and test, the leak grouped CV exists to prevent. An
+    error costs a rename, and a rename is also the fix when they really are two specimens. ``where`` tells,
+    for a group, where it was read (e.g. "rows 2, 3"), for the message.
+    """
+    by_key: dict[str, list[str]] = {}
+    for group in dict.fromkeys(groups):
+        by_key.setdefault(_group_key(group), []).append(group)
+    problems = []
+    for spellings in by_key.values():
+        if len(spellings) > 1:
+            shown = " and ".join(f"{g!r}" + (f" ({where[g]})" if where and g in where else "") for g in spellings)
+            problems.append(f"{column} values {shown} differ only in case or spacing: if they are one specimen, "
+                            f"spell them alike (as two groups its photos could fall on both sides of a split); if "
+                            f"they are different specimens, name them apart by more than case or spacing")
+    return problems
+
+
+def _grouped_split(items: np.ndarray, groups: np.ndarray, strata: np.ndarray, n_splits: int, seed: int,
+                   too_few: Callable[[int], str], what: str):
+    """``n_splits`` grouped splits; ``too_few(n_groups)`` says why there are too few groups, and ``what``
+    names the split in the warning when it cannot be stratified."""
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise FoldManifestError(f"cannot make {n_splits} grouped splits from only {n_groups} groups")
+        raise FoldManifestError(too_few(n_groups))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     try:
         return list(splitter.split(items, strata, groups))
     except ValueError as error:
         # Too few items of some stratum for this many splits (small data, inner validation split):
         # keep the grouping, drop the stratification, and say so.
-        warnings.warn(f"stratified group split into {n_splits} failed ({error}); using unstratified group "
-                      f"splits for this split", stacklevel=3)
+        warnings.warn(f"stratified group split into {n_splits} failed for {what} ({error}); using unstratified "
+                      f"group splits for this split", stacklevel=3)
         return list(splitter.split(items, np.zeros(len(items), int), groups))
 
 
@@ -59,21 +109,48 @@ def make_fold_manifest(
     """k grouped test folds, each with a grouped validation split of its training part.
 
     ``strata`` (e.g. the rating) balances label distributions across folds; without it the folds
-    are plain shuffled group folds.
+    are plain shuffled group folds. Groups that are empty, or that differ only in case or spacing, are refused
+    whatever DataModule produced them (``similar_group_problems``).
     """
     items_arr = np.asarray(items, dtype=object)
     groups_arr = np.asarray(groups, dtype=object)
     if len(set(items_arr)) != len(items_arr):
         raise FoldManifestError("item ids must be unique")
+    if group_column not in PER_ITEM_GROUP_COLUMNS:
+        empty = [item for item, group in zip(items_arr, groups_arr) if not normalise_group(group)]
+        problems = [f"{len(empty)} item(s) with an empty {group_column}, e.g. {empty[:3]}"] if empty else []
+        problems += similar_group_problems([str(g) for g in groups_arr], column=group_column)
+        if problems:
+            raise FoldManifestError("cannot draw grouped folds: " + "; ".join(problems))
     strata_arr = np.zeros(len(items_arr), int) if strata is None else np.asarray(strata)
     if not 0 < val_fraction < 0.5:
         raise FoldManifestError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
     inner_splits = max(2, int(round(1 / val_fraction)))
+    n_all = len(set(groups_arr.tolist()))
     folds = []
-    outer = _grouped_split(items_arr, groups_arr, strata_arr, n_folds, seed)
+
+    def too_few_for_folds(n_groups: int) -> str:
+        return (f"cannot make {n_folds} grouped splits from only {n_groups} groups ({group_column}): "
+                f"{n_folds} test folds need at least {n_folds} groups; ask for fewer folds or give more groups")
+
+    outer = _grouped_split(items_arr, groups_arr, strata_arr, n_folds, seed, too_few_for_folds, "the test folds")
     for fold, (train_val_idx, test_idx) in enumerate(outer):
+
+        def too_few_for_validation(n_groups: int, fold: int = fold) -> str:
+            # max(2, round(1 / val_fraction)) inner splits, one of which becomes the validation part: the
+            # training part needs that many groups. val_fraction must stay below 0.5, hence the 0.45 cap.
+            suggested = min(math.ceil(100 / max(n_groups, 1)) / 100, 0.45)
+            hint = (f"use val_fraction {suggested:g} or more (below 0.5), fewer folds, or more groups"
+                    if n_groups >= 2 else "use fewer folds or give more groups")
+            return (f"fold {fold}: cannot make its grouped validation split: val_fraction {val_fraction:g} asks "
+                    f"for {inner_splits} grouped splits of the training part (one becomes the validation part), "
+                    f"but that training part holds only {n_groups} groups ({group_column}): the data's {n_all} "
+                    f"groups less fold {fold}'s test part, {n_folds} folds being asked (cannot make {inner_splits} "
+                    f"grouped splits from only {n_groups} groups); {hint}")
+
         inner = _grouped_split(items_arr[train_val_idx], groups_arr[train_val_idx], strata_arr[train_val_idx],
-                               inner_splits, seed + 1 + fold)
+                               inner_splits, seed + 1 + fold, too_few_for_validation,
+                               f"the validation split of fold {fold} (val_fraction {val_fraction:g})")
         train_idx, val_idx = train_val_idx[inner[0][0]], train_val_idx[inner[0][1]]
         folds.append({name: sorted(items_arr[idx].tolist()) for name, idx in
                       (("train", train_idx), ("val", val_idx), ("test", test_idx))})

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from matcv.datamodules.folds import normalise_group, similar_group_problems
 from matcv.datamodules.manifest import raise_problems
 from matcv.datamodules.synthetic.localization import (
     MANIFEST_COLUMNS,
@@ -143,7 +144,15 @@ def _scan_generated(root: Path, contrast: float | None, group_by: str, problems:
             problems.append(f"{path}: sigma_x/y/z must be numbers ({error})")
             return []
     else:
-        groups = list(table["group"])
+        # A user-edited manifest: "sigma_3_7_5 " is sigma_3_7_5, and ids that differ only in case or spacing
+        # are refused rather than guessed (folds.similar_group_problems).
+        groups = [normalise_group(g) for g in table["group"]]
+        blank = [row + 2 for row, g in enumerate(groups) if not g]
+        if blank:
+            problems.append(f"{path}: empty group on row(s) {blank[:5]}")
+        problems += [f"{path}: {p}" for p in similar_group_problems(groups, column="group")]
+        if problems:
+            return []
     return [LocalizationItem(item, group, MICROSTRUCTURES_NAME, STRAINS_NAME, int(i))
             for item, group, i in zip(table["item_id"], groups, index)]
 

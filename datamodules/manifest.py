@@ -2,27 +2,41 @@
 
 A data root holds ``manifest.csv`` with at least ``image_path`` and a group column (``panel_id`` for
 corrosion panels); ``mask_path`` and ``rating`` are needed only by the tasks that use them. Paths are
-relative to the data root. Every problem is reported with the row number (as a spreadsheet shows it:
-header = row 1) and the file, and all problems of a manifest are reported together.
+relative to the data root and must stay inside it. Group ids are compared as ``folds.normalise_group``
+writes them (no surrounding spaces, Unicode NFC), and ids that differ only in case or spacing are an error.
+Every problem is reported with the row number (as a spreadsheet shows it: header = row 1) and the file, and
+all problems of a manifest are reported together.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from matcv.datamodules.folds import normalise_group, similar_group_problems
+
 MANIFEST_NAME = "manifest.csv"
 MAX_LISTED_PROBLEMS = 25
+# Columns holding paths of files matcv reads; every one present must stay inside the data root.
+PATH_COLUMNS = ("image_path", "mask_path", "stain_mask_path")
+# What PIL raises on a file it cannot decode (EOFError and SyntaxError from some damaged TIFF/GIF/JPEG files).
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError)
 
 
 class ManifestError(ValueError):
     """A data root, manifest row, image or mask that matcv cannot use; the message says which and why."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image file whose header claims more pixels than PIL's decompression-bomb limit."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,8 @@ class ManifestSpec:
     require_mask: bool = False
     require_rating: bool = False
     rating_range: tuple[int, int] = (0, 10)  # ASTM D1654 ratings
+    # The ratings a task can learn (its classes), checked with ``require_rating``; None: any in rating_range.
+    rating_classes: tuple[int, ...] | None = None
 
 
 def raise_problems(problems: Sequence[str], where: str | Path, what: str | None = None) -> None:
@@ -48,11 +64,85 @@ def raise_problems(problems: Sequence[str], where: str | Path, what: str | None 
     raise ManifestError(f"{where}: {len(problems)} problem(s){about}:\n  " + "\n  ".join(shown) + more)
 
 
-def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) -> pd.DataFrame:
-    """Read and check ``data_root/manifest.csv``: columns, paths present, ratings in range, groups given.
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` in which an image over PIL's decompression-bomb limit is an ``ImageTooLargeError``.
 
-    Image contents are checked when they are read (``read_image`` / ``read_mask``).
-    Returns the table with a ``row`` column (the CSV line number) for later error messages.
+    A 300-byte PNG can claim 30000 x 30000 px: PIL refuses it with an exception of its own (not an OSError),
+    and above the limit but below twice it only warns, then allocates gigabytes to decode. Both are a bad file
+    here, reported like any unreadable image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as handle:
+                yield handle
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"its header claims more pixels than matcv reads, a damaged file or one made "
+                                 f"to exhaust memory ({error})") from error
+
+
+def path_problem(root: Path, value, column: str, kind: str, must_exist: bool = True) -> str | None:
+    """Why the path in a manifest cell cannot be read, or None: empty, absolute, outside the data root (through
+    ``..`` or a symbolic link), a folder, or missing (``must_exist``).
+
+    Paths are relative to the data root and stay inside it: the data hash covers the files under the root, item
+    ids (relative paths) go into fold manifests that are shared, and a manifest must not make matcv read files
+    elsewhere on the machine.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return f"empty {column}"
+    windows = PureWindowsPath(value)
+    if Path(value).is_absolute() or windows.drive or windows.root:
+        return (f"{column} {value!r} is an absolute path; paths are relative to the data root {root}: "
+                f"copy the file into the data root")
+    path = root / value
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as error:  # a symbolic-link loop
+        return f"{column} {value!r} cannot be resolved ({error})"
+    if not inside:
+        return (f"{column} {value!r} points outside the data root {root} (through '..' or a symbolic link); "
+                f"paths must stay inside the data root: copy the file into it")
+    if path.is_dir():
+        return f"{kind} file {path} is a folder, not a file"
+    if must_exist and not path.is_file():
+        return f"{kind} file {path} not found"
+    return None
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        # Only empty cells are missing: a panel may well be called "NA" or "None".
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError as error:
+        # pandas reports an offset in its read buffer; the user needs the row.
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as exact:
+            line = data[:exact.start].count(b"\n") + 1
+            where = f": row {line} holds byte 0x{data[exact.start]:02x}, which is not UTF-8"
+        raise ManifestError(f"{path}: not a readable CSV, not UTF-8 text{where}; save it as UTF-8 "
+                            f"(in Excel: CSV UTF-8) ({error})") from error
+    except pd.errors.ParserError as error:
+        raise ManifestError(f"{path}: not a readable CSV ({error})") from error
+
+
+def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
+                  ) -> tuple[pd.DataFrame, list[str], set[tuple[int, str]]]:
+    """``(table, problems, unreadable)``: the manifest with its group ids normalised, every problem of its rows
+    (paths, groups, ratings, duplicates), and the (row, column) cells whose file must not be opened.
+
+    A data root or manifest that cannot be read at all (no folder, no file, not a CSV, a missing column, no
+    rows) raises ManifestError at once; ``check_dataset`` uses the rest to report row and file problems in one
+    pass, ``load_manifest`` raises them.
     """
     root = Path(data_root)
     path = root / MANIFEST_NAME
@@ -61,11 +151,7 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
     if not path.is_file():
         raise ManifestError(f"{path} not found: a data root needs a {MANIFEST_NAME} "
                             f"(columns image_path,{spec.group_column}[,mask_path][,rating])")
-    try:
-        # Only empty cells are missing: a panel may well be called "NA" or "None".
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path}: not a readable CSV ({error})") from error
+    table = _read_csv(path)
     required = ["image_path", spec.group_column]
     required += ["mask_path"] if spec.require_mask else []
     required += ["rating"] if spec.require_rating else []
@@ -76,38 +162,71 @@ def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) ->
         raise ManifestError(f"{path}: the manifest has no rows")
     table = table.copy()
     table.insert(0, "row", np.arange(len(table)) + 2)
+    column = spec.group_column
+    table[column] = [normalise_group(g) if isinstance(g, str) and normalise_group(g) else None
+                     for g in table[column]]
 
     problems: list[str] = []
+    unreadable: set[tuple[int, str]] = set()
+    files: dict[tuple[int, int], tuple[int, str]] = {}  # (device, inode) -> first row and image_path naming it
     lo, hi = spec.rating_range
+    kinds = {"image_path": "image", "mask_path": "mask", "stain_mask_path": "stain mask"}
     for record in table.itertuples(index=False):
         row = record.row
         image = record.image_path
         label = f"row {row} ({image})" if isinstance(image, str) and image else f"row {row}"
-        if not isinstance(image, str) or not image.strip():
-            problems.append(f"{label}: empty image_path")
-        elif not (root / image).is_file():
-            problems.append(f"{label}: image file {root / image} not found")
-        group = getattr(record, spec.group_column)
-        if not isinstance(group, str) or not group.strip():
-            problems.append(f"{label}: missing {spec.group_column} (every image needs its specimen group)")
-        if spec.require_mask:
-            mask = record.mask_path
-            if not isinstance(mask, str) or not mask.strip():
-                problems.append(f"{label}: empty mask_path")
-            elif not (root / mask).is_file():
-                problems.append(f"{label}: mask file {root / mask} not found")
+        for name in [c for c in PATH_COLUMNS if c in table.columns]:
+            value = getattr(record, name)
+            needed = name == "image_path" or (name == "mask_path" and spec.require_mask)
+            if not needed and not isinstance(value, str):
+                continue  # an optional path left empty
+            problem = path_problem(root, value, name, kinds[name], must_exist=needed)
+            if problem:
+                problems.append(f"{label}: {problem}")
+                unreadable.add((row, name))
+        if (row, "image_path") not in unreadable:
+            # One photo listed under two names ("./a.png", a link to it) would be two items, free to sit in
+            # train and test: the same file is the same photo.
+            stat = (root / image).stat()
+            first = files.setdefault((stat.st_dev, stat.st_ino), (row, image))
+            if first[0] != row and first[1] != image:
+                problems.append(f"{label}: image_path is the same file as row {first[0]}'s ({first[1]}); a photo "
+                                f"listed twice would be two items, free to fall on both sides of a split")
+        if not isinstance(getattr(record, column), str):  # pandas holds the None of an empty id as NaN
+            problems.append(f"{label}: missing {column} (every image needs its specimen group)")
         if spec.require_rating:
             rating = record.rating
-            if _as_rating(rating, lo, hi) is None:
+            value = _as_rating(rating, lo, hi)
+            if value is None:
                 shown = "(empty)" if not isinstance(rating, str) else repr(rating)
                 problems.append(f"{label}: rating {shown} is not an integer in {lo}..{hi}")
+            elif spec.rating_classes is not None and value not in spec.rating_classes:
+                problems.append(f"{label}: rating {value} is not among the ratings this task learns "
+                                f"{list(spec.rating_classes)}")
     duplicated = table["image_path"][table["image_path"].duplicated()].dropna().unique()
     problems += [f"image_path {name} listed more than once" for name in duplicated]
-    raise_problems(problems, path)
+    rows_of: dict[str, list[int]] = {}
+    for row, group in zip(table["row"], table[column]):
+        if isinstance(group, str):
+            rows_of.setdefault(group, []).append(int(row))
+    problems += similar_group_problems(list(rows_of), {g: _rows_text(r) for g, r in rows_of.items()}, column)
     if spec.require_rating:
         table["rating"] = [_as_rating(r, lo, hi) for r in table["rating"]]
     elif "rating" in table:
         table["rating"] = pd.to_numeric(table["rating"], errors="coerce")
+    return table, problems, unreadable
+
+
+def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) -> pd.DataFrame:
+    """Read and check ``data_root/manifest.csv``: columns, paths present and inside the data root, ratings in
+    range (and among ``spec.rating_classes``), groups given; one ManifestError listing every problem.
+
+    Group ids come back normalised (``folds.normalise_group``). Image contents are checked when they are read
+    (``read_image`` / ``read_mask``). Returns the table with a ``row`` column (the CSV line number) for later
+    error messages.
+    """
+    table, problems, _ = scan_manifest(data_root, spec)
+    raise_problems(problems, Path(data_root) / MANIFEST_NAME)
     return table
 
 
@@ -126,9 +245,9 @@ def read_image(root: Path, record) -> np.ndarray:
     """RGB uint8 (H, W, 3) of a manifest row, or ManifestError naming the row and file."""
     path = Path(root) / record.image_path
     try:
-        with Image.open(path) as handle:
+        with open_image(path) as handle:
             return np.asarray(handle.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise ManifestError(f"row {record.row}: cannot read image {path}: {error}") from error
 
 
@@ -136,9 +255,9 @@ def read_mask(root: Path, record, expected_hw: tuple[int, int]) -> np.ndarray:
     """Binary uint8 {0, 1} (H, W) mask of a manifest row, checked against its image's size and values."""
     path = Path(root) / record.mask_path
     try:
-        with Image.open(path) as handle:
+        with open_image(path) as handle:
             array = np.asarray(handle)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise ManifestError(f"row {record.row}: cannot read mask {path}: {error}") from error
     if array.ndim == 3:
         if not (array[..., :3] == array[..., :1]).all():

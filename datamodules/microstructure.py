@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from matcv.datamodules.core.atomic_io import atomic_write_csv, atomic_write_text, save_png, sha256_bytes
 from matcv.datamodules.core.cache import default_cache_dir
+from matcv.datamodules.folds import normalise_group, similar_group_problems
 from matcv.datamodules.manifest import ManifestError, raise_problems
 from matcv.datamodules.microstructure_images import (
     GENERATOR_NAME,
@@ -238,9 +239,12 @@ def read_manifest(root: Path) -> pd.DataFrame:
     missing = [c for c in ("image_path", "group") if c not in table.columns]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    # One specimen spelt two ways ("s1 " and "s1") must not become two groups: ids are normalised as the
+    # fold manifests compare them, and ids that still differ only in case or spacing are an error.
+    table["group"] = table["group"].map(normalise_group)
     if "label" not in table.columns:
         table["label"] = table["group"]
-    problems = []
+    problems = similar_group_problems(table["group"].tolist(), column="group")
     for row, record in enumerate(table.itertuples(index=False), start=2):  # line 1 is the header
         if not record.image_path or Path(record.image_path).is_absolute() or ".." in Path(record.image_path).parts:
             problems.append(f"line {row}: image_path {record.image_path!r} must be a relative path inside {root}")

@@ -19,12 +19,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from matcv.datamodules.base import BenchmarkDataModule
-from matcv.datamodules.manifest import MAX_LISTED_PROBLEMS, ManifestError
+from matcv.datamodules.manifest import (
+    IMAGE_ERRORS,
+    MAX_LISTED_PROBLEMS,
+    ImageTooLargeError,
+    ManifestError,
+    open_image,
+    path_problem,
+)
 
 IMAGE_KINDS = ("grey", "binary", "grain-boundary")
 MANIFEST_NAME = "manifest.csv"
@@ -89,12 +97,33 @@ def load_grey(path: Path) -> np.ndarray | None:
     return image if image.dtype == np.uint8 else None
 
 
+def _too_large(path: Path) -> str | None:
+    """Why PIL's header check refuses the file (more pixels than its decompression-bomb limit), or None.
+
+    cv2 would allocate whatever a header claims, up to a gigapixel, before finding that the data is not there;
+    PIL reads the header alone. A file PIL cannot identify is left to cv2, which reads more formats.
+    """
+    try:
+        with open_image(path):
+            return None
+    except ImageTooLargeError as error:
+        return str(error)
+    except IMAGE_ERRORS:
+        return None
+
+
 def load_images(root: Path, paths: list[str], progress: bool = False) -> np.ndarray:
-    """(N, H, W) uint8; one ManifestError naming every unreadable file or one whose size differs."""
+    """(N, H, W) uint8; one ManifestError naming every unreadable file, one outside the data root (absolute,
+    ``..`` or a symbolic link), one too large to decode, or one whose size differs."""
+    root = Path(root)
     images, problems = [], []
     for relative in tqdm(paths, desc="reading microstructures", unit="image", disable=not progress):
-        image = load_grey(root / relative)
-        if image is None:
+        outside = path_problem(root, relative, "image_path", "image", must_exist=False)
+        too_large = None if outside else _too_large(root / relative)
+        image = None if outside or too_large else load_grey(root / relative)
+        if outside or too_large:
+            problems.append(f"{root / relative}: {outside or too_large}")
+        elif image is None:
             problems.append(f"{root / relative}: missing or not a readable 8/16-bit image")
         elif images and image.shape != images[0].shape:
             problems.append(f"{root / relative}: {image.shape[1]}x{image.shape[0]} px, but the first image is "
@@ -147,9 +176,31 @@ class ManifestImageDataModule(MicrostructureImageDataModule):
 
     @classmethod
     def check_dataset(cls, data_root: str | Path, progress: bool = True, **_unused) -> dict:
-        """``index_dataset`` after reading every image: one ManifestError listing every bad file."""
+        """``index_dataset`` after reading every image: one ManifestError listing every bad row and file.
+
+        When the manifest's rows have problems, the images it lists are read all the same, so that one pass
+        reports both (a user fixes the folder once, not once per kind of problem).
+        """
         root = Path(data_root)
-        table = cls.read_manifest(root)
+        try:
+            table = cls.read_manifest(root)
+        except ManifestError as rows_error:
+            paths = _listed_paths(root)
+            if paths:
+                try:
+                    load_images(root, paths, progress)
+                except ManifestError as files_error:
+                    raise ManifestError(f"{rows_error}\n{files_error}") from rows_error
+            raise
         load_images(root, table["image_path"].tolist(), progress)
         return cls.index_table(table)
+
+
+def _listed_paths(root: Path) -> list[str]:
+    """The distinct non-empty ``image_path`` cells of a manifest whose rows have problems ([] if unreadable)."""
+    try:
+        column = pd.read_csv(root / MANIFEST_NAME, dtype=str, keep_default_na=False)["image_path"]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return []
+    return [p for p in dict.fromkeys(column.tolist()) if p.strip()]
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from matcv.datamodules.data_roots import given_data_root
-from matcv.datamodules.manifest import ManifestError, raise_problems
+from matcv.datamodules.folds import normalise_group
+from matcv.datamodules.manifest import IMAGE_ERRORS, ManifestError, open_image, raise_problems
 
 # Class order and names follow nasa/pretrained-microscopy-models (examples/multiclass_segmentation_example
 # .ipynb: class_values = {'matrix': [0,0,0], 'secondary': [255,0,0], 'tertiary': [0,0,255]}, with
@@ -85,10 +85,10 @@ def read_micrograph(path: Path) -> np.ndarray:
     PIL, not cv2: cv2.imread gives BGR(A) channel order, the very mix-up that hides in the upstream code.
     """
     try:
-        with Image.open(path) as handle:
+        with open_image(path) as handle:  # a header claiming a huge image is an error, not an allocation
             mode = handle.mode
             image = np.asarray(handle.convert("RGB")) if mode in IMAGE_MODES else None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise ManifestError(f"{path}: cannot read image ({error})") from error
     if image is None:  # e.g. 16-bit grey: PIL would clip it to 8 bits without a word
         raise ManifestError(f"{path}: image mode {mode!r} is not 8-bit grey or RGB; save it as 8-bit")
@@ -98,10 +98,10 @@ def read_micrograph(path: Path) -> np.ndarray:
 def read_class_mask(path: Path) -> np.ndarray:
     """Class indices (uint8 H x W) of one mask file, or ManifestError naming the file and the problem."""
     try:
-        with Image.open(path) as handle:
+        with open_image(path) as handle:
             mode = handle.mode
             array = np.asarray(handle.convert("RGBA") if mode == "P" else handle)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except IMAGE_ERRORS as error:
         raise ManifestError(f"{path}: cannot read mask ({error})") from error
     if array.ndim != 3:
         raise ManifestError(f"{path}: mask is a single-channel ({mode}) image; expected an RGB(A) mask with "
@@ -158,7 +158,7 @@ def _scan_folder(root: Path, images_rel: str, masks_rel: str, source: str, probl
     for image in _tiffs(image_dir):
         image_id = f"{images_rel}/{image.name}"
         if source == OOD_SOURCE:
-            group = f"ood:{image.stem}"
+            group = f"ood:{normalise_group(image.stem)}"  # one spelling of a name, however the file system wrote it
         else:
             match = SPOT_NAME.fullmatch(image.stem)
             if match is None:

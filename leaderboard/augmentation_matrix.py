@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from matcv.datamodules.core.records import RunRecords
+from matcv.datamodules.core.records import TABLE_KEYS, RunRecords
 from matcv.datamodules.core.atomic_io import atomic_write_text
-from matcv.leaderboard.build import format_mean_std, leaderboard_table
+from matcv.leaderboard.build import choose_benchmark, format_mean_std, leaderboard_table, own_manifest_sha256
+from matcv.leaderboard.comparison import BenchmarkId
 
 
-def augmentation_matrix(records: list[dict], metric: str, augmentations: list[str]) -> pd.DataFrame:
-    """Rows = models, columns = augmentations (in the study's order), cells = (mean, std) of ``metric``."""
-    table = leaderboard_table(records, [metric]).table
+def augmentation_matrix(records: list[dict], metric: str, augmentations: list[str],
+                        benchmark: BenchmarkId | None = None) -> pd.DataFrame:
+    """Rows = models, columns = augmentations (in the study's order), cells = (mean, std) of ``metric``, on one
+    benchmark (fold manifest, data): ``benchmark``, by default the latest successful run's."""
+    table = leaderboard_table(records, [metric], benchmark=benchmark).table
     if table.empty:
         return pd.DataFrame()
     split = table["model"].str.rsplit("+", n=1, expand=True)
@@ -26,9 +29,14 @@ def augmentation_matrix(records: list[dict], metric: str, augmentations: list[st
                         columns=augmentations)
 
 
-def write_augmentation_matrix(records_path: Path, out_dir: str | Path, metric: str, augmentations: list[str]) -> Path:
-    records = RunRecords(records_path).load()
-    matrix = augmentation_matrix(records, metric, augmentations)
+def write_augmentation_matrix(records_path: Path, out_dir: str | Path, metric: str, augmentations: list[str],
+                              benchmark: BenchmarkId | None = None) -> Path:
+    """The matrix of one benchmark: ``benchmark``, by default the one the folder's leaderboard shows."""
+    records = RunRecords(records_path).load(TABLE_KEYS)
+    if not records:
+        raise ValueError(f"{records_path}: no readable run records for the augmentation matrix")
+    benchmark = benchmark or choose_benchmark(records, own_manifest_sha256(Path(records_path).parent))
+    matrix = augmentation_matrix(records, metric, augmentations, benchmark)
     example = records[0]
     stem = Path(out_dir) / f"{example['task']}__{example['dataset']}__{example['profile']}__augmentations"
     lines = [f"# Augmentation study: {example['task']} on {example['dataset']}, profile {example['profile']}", "",

@@ -1,7 +1,12 @@
 """Leaderboard tables from run records: mean ± std over grouped folds, per-fold values, fold counts.
 
-For each (task, dataset, profile) the latest successful record of every (model, fold) on the
-benchmark's current fold manifest is used; failed runs are listed under the table with their errors.
+A table shows one benchmark: one fold manifest and one data version (scores on other folds or on other
+data are not comparable). For each (task, dataset, profile) the benchmark shown is the one the caller names
+(``matcv bench``: the one it just ran), else the newest data version on the folder's own
+``fold_manifest.json``, else the newest benchmark with a successful run; of it the latest successful record of
+every (model, fold) is used; failed runs are listed under the table with their errors. Runs on other fold
+manifests or data versions in the same folder are counted in a section of their own, never mixed in, and a
+warning says the folder holds several.
 With a task's ``comparison`` settings the table also compares models per test image against a baseline
 (mean rank, increase, W-Inc, Wilcoxon p; see ``matcv.leaderboard.comparison``) and adds difficulty slices.
 Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
@@ -10,6 +15,7 @@ Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +24,18 @@ import numpy as np
 import pandas as pd
 
 from matcv.datamodules.core.config import ComparisonSpec
-from matcv.datamodules.core.records import FAILED, RunRecords
-from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.datamodules.core.records import FAILED, OK, TABLE_KEYS, RunRecords
+from matcv.datamodules.core.atomic_io import atomic_write_text, sha256_bytes
 from matcv.leaderboard.comparison import (
+    BenchmarkId,
+    benchmark_of,
     compare_to_baseline,
     difficulty_slices,
     format_p,
     paired_item_scores,
     rank_shares,
     select_latest_runs,
+    usable_records,
 )
 from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
 
@@ -43,33 +52,42 @@ class Leaderboard:
     fold_manifest_sha256: str | None  # the folds every row was scored on
     per_fold: dict[str, list[float]] = field(default_factory=dict)  # model -> first metric per fold, ranked
     ascending: bool = False  # ranked smallest first (the first metric is an error)
+    data_sha256: str | None = None  # the data version every row was scored on
 
 
-def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: Iterable[str] = ()) -> Leaderboard:
+def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: Iterable[str] = (),
+                      benchmark: BenchmarkId | None = None) -> Leaderboard:
+    """The table of one benchmark of ``records``: ``benchmark`` (fold manifest sha256, data sha256), by
+    default the one of the latest successful run."""
     # One selection for this table and the per-image comparison, so both describe the same runs.
-    selection = select_latest_runs(records)
+    records = usable_records(records)
+    selection = select_latest_runs(records, benchmark)
     manifest = selection.fold_manifest_sha256
     if manifest is None:
         return Leaderboard(pd.DataFrame(), [r for r in records if r.get("status") == FAILED], None)
-    failed = [r for r in records if r.get("status") == FAILED and r.get("fold_manifest_sha256") == manifest
+    failed = [r for r in records if r.get("status") == FAILED and benchmark_of(r) == selection.benchmark
               and (r["model"], r["fold"]) not in selection.runs]
+    if not selection.runs:  # the benchmark asked for has failed runs only
+        return Leaderboard(pd.DataFrame(), failed, manifest, data_sha256=selection.data_sha256)
     rows, first_metric = [], {}
     for model in selection.models():
         runs = selection.runs_of(model)
         row = {"model": model, "n_folds": len(runs), "folds": ",".join(str(r["fold"]) for r in runs)}
         for metric in metrics:
-            values = [r["metrics"][metric] for r in runs]
+            # A metric a record lacks (one written before the metric existed) does not apply to it: NaN, "–".
+            values = [r["metrics"].get(metric, math.nan) for r in runs]
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
             row[f"{metric}_per_fold"] = " ".join("–" if math.isnan(v) else f"{v:.4f}" for v in values)
-        first_metric[model] = [float(r["metrics"][metrics[0]]) for r in runs]
-        row["fit_s_mean"] = float(np.mean([r["durations"]["fit_s"] for r in runs]))
-        row["config_hash"] = runs[-1]["config_hash"]
+        first_metric[model] = [float(r["metrics"].get(metrics[0], math.nan)) for r in runs]
+        row["fit_s_mean"] = float(np.mean([(r.get("durations") or {}).get("fit_s", math.nan) for r in runs]))
+        row["config_hash"] = runs[-1].get("config_hash", "")
         rows.append(row)
     ascending = metrics[0] in set(lower_is_better)  # an error (MASE, MAE) ranks the smallest first
     table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=ascending, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     # Unrounded values for the plot, in the table's ranking.
-    return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]}, ascending)
+    return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]}, ascending,
+                       selection.data_sha256)
 
 
 def format_mean_std(mean: float, std: float) -> str:
@@ -214,13 +232,18 @@ def render_slices(comparison: ComparisonTables) -> list[str]:
 
 def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
                     plot_name: str | None = None, comparison: ComparisonTables | None = None,
-                    rank_plot_name: str | None = None) -> str:
+                    rank_plot_name: str | None = None, others: dict[BenchmarkId, list[dict]] | None = None) -> str:
+    """The table's Markdown; ``others``: the runs of the folder on other benchmarks, counted, not compared."""
     table, failed, manifest = board.table, board.failed, board.fold_manifest_sha256
     lines = [f"# {title}", ""]
     if table.empty:
         lines.append("No successful runs yet.")
+        if manifest is not None and others:  # say which benchmark has no runs, the others being listed below
+            example = next((r for r in records if benchmark_of(r) == (manifest, board.data_sha256)), {})
+            lines += ["", f"Benchmark: fold manifest `{manifest[:12]}` (`{example.get('fold_manifest', '')}`), "
+                          f"data `{str(board.data_sha256)[:12]}`."]
     else:
-        example = next(r for r in records if r.get("fold_manifest_sha256") == manifest)
+        example = next(r for r in records if benchmark_of(r) == (manifest, board.data_sha256))
         lines += [f"Grouped cross-validation on fold manifest `{manifest[:12]}` "
                   f"(`{example.get('fold_manifest', '')}`), data `{example['data_sha256'][:12]}`; "
                   f"mean ± std over folds (sample std), ranked by {metrics[0]}"
@@ -247,25 +270,95 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
     if failed:
         lines += ["", "Failed runs (not in the table):", ""]
         lines += [f"- {r['model']} fold {r['fold']}: {r.get('error', 'unknown error')}" for r in failed]
+    if others:
+        lines += [""] + render_other_benchmarks(others)
     return "\n".join(lines) + "\n"
 
 
+OTHERS_HEADING = "## Other fold manifests / data versions in this folder"
+
+
+def render_other_benchmarks(others: dict[BenchmarkId, list[dict]]) -> list[str]:
+    """The section counting a folder's runs on other benchmarks (newest first): they are listed, never scored
+    beside the table's runs."""
+    total = sum(len(runs) for runs in others.values())
+    lines = [OTHERS_HEADING, "",
+             f"{total} run{'s' if total != 1 else ''} on other fold manifests or data versions, not compared with "
+             f"the table above (scores on other folds or other data are not comparable):", ""]
+    for (manifest, data), runs in others.items():
+        ok = sum(r.get("status") == OK for r in runs)
+        models = ", ".join(dict.fromkeys(r["model"] for r in runs))
+        path = next((r.get("fold_manifest") for r in runs if r.get("fold_manifest")), "")
+        lines.append(f"- fold manifest `{str(manifest)[:12]}`" + (f" (`{path}`)" if path else "")
+                     + f", data `{str(data)[:12]}`: {len(runs)} run{'s' if len(runs) != 1 else ''} "
+                       f"({ok} ok): {models}")
+    return lines
+
+
+def own_manifest_sha256(folder: str | Path) -> str | None:
+    """sha256 of a benchmark folder's own ``fold_manifest.json`` (the folds ``matcv bench`` uses there by
+    default), None without one."""
+    path = Path(folder) / "fold_manifest.json"
+    try:
+        return sha256_bytes(path.read_bytes())
+    except OSError:
+        return None
+
+
+def choose_benchmark(records: list[dict], own_manifest: str | None = None,
+                     data_sha256: str | None = None) -> BenchmarkId | None:
+    """Which benchmark of ``records`` a table shows when no caller names one: of the runs on ``own_manifest``
+    (the folder's own folds) if there are any, and on ``data_sha256`` if given and there are any, the newest
+    successful run's (fold manifest, data); without a successful run, the newest run's."""
+    candidates = records
+    for wanted, position in ((own_manifest, 0), (data_sha256, 1)):
+        narrowed = [r for r in candidates if wanted is not None and benchmark_of(r)[position] == wanted]
+        candidates = narrowed or candidates
+    if not candidates:
+        return None
+    ok = [r for r in candidates if r.get("status") == OK]
+    return benchmark_of((ok or candidates)[-1])
+
+
+def split_by_benchmark(records: list[dict], benchmark: BenchmarkId | None
+                       ) -> tuple[list[dict], dict[BenchmarkId, list[dict]]]:
+    """(the records of ``benchmark``, the others grouped by their benchmark, newest first)."""
+    mine, others = [], {}
+    for record in records:
+        if benchmark_of(record) == benchmark:
+            mine.append(record)
+        else:
+            others.setdefault(benchmark_of(record), []).append(record)
+    return mine, dict(reversed(list(others.items())))
+
+
 def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str],
-                      comparison: dict | None = None, lower_is_better: Iterable[str] = ()) -> list[Path]:
+                      comparison: dict | None = None, lower_is_better: Iterable[str] = (),
+                      benchmark: BenchmarkId | None = None) -> list[Path]:
     """Write ``<task>__<dataset>__<profile>.md`` and ``.csv`` under ``out_dir``; return the Markdown paths.
 
     ``comparison`` is the task YAML's ``comparison`` block (see ``ComparisonSpec``); with it the table gets
     the per-image comparison columns, the Markdown a difficulty-slices table (also written as
     ``<stem>__slices.csv``) and a rank-per-image plot (``<stem>__ranks.png``). None: the plain leaderboard.
+    ``benchmark``: the (fold manifest sha256, data sha256) to show; by default ``choose_benchmark`` with the
+    folder's own fold manifest.
     """
     spec = ComparisonSpec.parse(comparison, metrics) if comparison is not None else None
-    records = RunRecords(records_path).load()
+    records = RunRecords(records_path).load(TABLE_KEYS)
+    own_manifest = own_manifest_sha256(Path(records_path).parent)
     written = []
     keys = dict.fromkeys((r["task"], r["dataset"], r["profile"]) for r in records)
     for task, dataset, profile in keys:
-        subset = [r for r in records if (r["task"], r["dataset"], r["profile"]) == (task, dataset, profile)]
-        board = leaderboard_table(subset, metrics, lower_is_better)
+        everything = [r for r in records if (r["task"], r["dataset"], r["profile"]) == (task, dataset, profile)]
+        shown = benchmark or choose_benchmark(everything, own_manifest)
+        subset, others = split_by_benchmark(everything, shown)
         stem = Path(out_dir) / f"{task}__{dataset}__{profile}"
+        if others:
+            n_other = sum(len(runs) for runs in others.values())
+            warnings.warn(f"{records_path} holds runs on {len(others) + 1} fold manifest/data pairs: "
+                          f"{stem.name} shows fold manifest {shown[0][:12]}, data {str(shown[1])[:12]}; "
+                          f"{n_other} run(s) on the others are listed there, not compared", stacklevel=2)
+        board = leaderboard_table(subset, metrics, lower_is_better, shown)
         title = f"matcv leaderboard: {task} on {dataset}, profile {profile}"
         plot = rank_plot = tables = None
         if board.per_fold:
@@ -279,7 +372,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
             if tables.slices is not None:
                 atomic_write_text(stem.parent / f"{stem.name}__slices.csv", tables.slices.to_csv(index=False))
         markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None, tables,
-                                   rank_plot.name if rank_plot else None)
+                                   rank_plot.name if rank_plot else None, others)
         atomic_write_text(stem.with_suffix(".csv"), board.table.to_csv(index=False))
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written

@@ -1,8 +1,9 @@
 """Per-image comparison of models against a baseline: mean rank, increase, W-Inc, Wilcoxon p, difficulty slices.
 
 Fold means hide how models differ image by image. In K-fold cross-validation every item is tested exactly
-once per model, so the per-item scores of all models run on one fold manifest pair up by ``item_id``
-(dissertation "DeepSC-Edge", Table 4):
+once per model, so the per-item scores of all models run on one fold manifest and one data version pair up
+by ``item_id`` (dissertation "DeepSC-Edge", Table 4; runs on other data were scored against another ground
+truth and are never paired):
 
 - rank: on each image the models are ranked by score (1 = best, ties share the average rank), then a
   model's ranks are averaged over the images;
@@ -21,6 +22,7 @@ are on the same images. Pure functions on record dicts; ``matcv.leaderboard.buil
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -28,15 +30,31 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, wilcoxon
 
-from matcv.datamodules.core.records import OK
+
+from matcv.datamodules.core.records import OK, RESULT_KEYS, record_problem
+
+
+# A benchmark's identity for the tables: (fold manifest sha256, data sha256). Runs on other folds are not
+# comparable, and neither are runs on another version of the data (their scores are against other ground truth).
+BenchmarkId = tuple[str, str]
+
+
+def benchmark_of(record: dict) -> BenchmarkId:
+    return record.get("fold_manifest_sha256"), record.get("data_sha256")
 
 
 @dataclass
 class RunSelection:
-    """The runs a leaderboard is built from: latest successful record per (model, fold) on one fold manifest."""
+    """The runs a leaderboard is built from: latest successful record per (model, fold) on one benchmark
+    (one fold manifest and one data version)."""
 
     fold_manifest_sha256: str | None
     runs: dict[tuple[str, int], dict] = field(default_factory=dict)  # (model, fold) -> record, first-seen order
+    data_sha256: str | None = None
+
+    @property
+    def benchmark(self) -> BenchmarkId | None:
+        return None if self.fold_manifest_sha256 is None else (self.fold_manifest_sha256, self.data_sha256)
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(model for model, _ in self.runs))
@@ -45,22 +63,39 @@ class RunSelection:
         return sorted((r for (m, _), r in self.runs.items() if m == model), key=lambda r: r["fold"])
 
 
-def select_latest_runs(records: list[dict]) -> RunSelection:
-    """Results on different folds are not comparable: keep the fold manifest of the latest successful run,
-    and of each (model, fold) on it the latest successful record (a re-run supersedes an older one)."""
-    ok = [r for r in records if r.get("status") == OK]
-    if not ok:
-        return RunSelection(None)
-    manifest = ok[-1]["fold_manifest_sha256"]
+def usable_records(records: list[dict]) -> list[dict]:
+    """The records a table can read; any other is left out with a warning (records loaded with
+    ``RunRecords.load(TABLE_KEYS)`` were checked already, naming their line)."""
+    usable = []
+    for record in records:
+        problem = record_problem(record, RESULT_KEYS)
+        if problem is None:
+            usable.append(record)
+        else:
+            name = record.get("key", "without a key") if isinstance(record, dict) else "?"
+            warnings.warn(f"leaving out run record {name}: {problem}", stacklevel=3)
+    return usable
+
+
+def select_latest_runs(records: list[dict], benchmark: BenchmarkId | None = None) -> RunSelection:
+    """Results on different folds or data are not comparable: keep ``benchmark`` (by default the fold manifest
+    and data of the latest successful run), and of each (model, fold) on it the latest successful record (a
+    re-run supersedes an older one)."""
+    ok = [r for r in usable_records(records) if r["status"] == OK]
+    if benchmark is None:
+        if not ok:
+            return RunSelection(None)
+        benchmark = benchmark_of(ok[-1])
     runs: dict[tuple[str, int], dict] = {}
     for record in ok:
-        if record["fold_manifest_sha256"] == manifest:
+        if benchmark_of(record) == benchmark:
             runs[(record["model"], record["fold"])] = record
-    return RunSelection(manifest, runs)
+    return RunSelection(benchmark[0], runs, benchmark[1])
 
 
 def per_item_records(records: list[dict]) -> dict[str, dict[str, dict]]:
-    """model -> item_id -> that item's per-image record, over the selected runs' test folds."""
+    """model -> item_id -> that item's per-image record, over the selected runs' test folds (one benchmark:
+    scores computed against different ground truths are never paired)."""
     selection = select_latest_runs(records)
     by_model: dict[str, dict[str, dict]] = {}
     for model in selection.models():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.datamodules.core.submission_format import printable_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -30,7 +31,17 @@ th { background: #eef2f7; } tr.submission td { background: #fff7e0; }
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    """Any text on the page, escaped; a character no UTF-8 page can hold (a lone surrogate, e.g. from a folder
+    name that is not UTF-8) or a control character is shown as its escape."""
+    return html.escape(printable_text(str(value)), quote=True)
+
+
+def _section(write, item, what: str) -> str:
+    """One section of the page; one that cannot be written is a note on the page, not a page left unwritten."""
+    try:
+        return write(item)
+    except Exception as error:
+        return f"<p class=\"note\">The {_e(what)} could not be shown: {_e(type(error).__name__)}: {_e(error)}</p>"
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -113,14 +124,14 @@ def write_html(out_dir: str | Path, boards: list, verdicts: list, builtin_markdo
             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by <code>matcv leaderboard</code>: "
             f"{sum(v.ok for v in verdicts)} accepted submission(s), {len(rejected)} rejected, "
             f"{len(builtin_markdown)} built-in leaderboard(s).</p>"]
-    body += [_submission_section(board) for board in boards]
+    body += [_section(_submission_section, board, f"submissions table of {board.key}") for board in boards]
     if not boards:
         body.append("<h2>Submissions</h2><p>No accepted submissions yet (<code>make submit</code>).</p>")
     if rejected:
         body.append("<section class=\"rejected\"><h2>Rejected submissions</h2><ul>")
         body += [f"<li><code>{_e(v.path)}</code>: {_e(v.reason)}</li>" for v in rejected]
         body.append("</ul></section>")
-    body += [_builtin_section(path) for path in builtin_markdown]
+    body += [_section(_builtin_section, path, f"table {Path(path).name}") for path in builtin_markdown]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
             "style-src 'unsafe-inline'\"><title>matcv leaderboard</title>"

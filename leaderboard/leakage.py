@@ -12,15 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from matcv.datamodules.core.records import RunRecords
+from matcv.datamodules.core.records import TABLE_KEYS, RunRecords
 from matcv.datamodules.core.atomic_io import atomic_write_text
-from matcv.leaderboard.build import format_mean_std, leaderboard_table
+from matcv.leaderboard.build import choose_benchmark, format_mean_std, leaderboard_table, own_manifest_sha256
+from matcv.leaderboard.comparison import BenchmarkId
 
 
-def leakage_table(grouped: list[dict], random: list[dict], metrics: list[str]) -> pd.DataFrame:
-    """One row per (model, metric) present in both: grouped and random mean ± std, inflation = random − grouped."""
-    by_grouping = {name: leaderboard_table(records, metrics).table for name, records in
-                   (("grouped", grouped), ("random", random))}
+def leakage_table(grouped: list[dict], random: list[dict], metrics: list[str],
+                  grouped_benchmark: BenchmarkId | None = None,
+                  random_benchmark: BenchmarkId | None = None) -> pd.DataFrame:
+    """One row per (model, metric) present in both: grouped and random mean ± std, inflation = random − grouped.
+
+    Each side is one benchmark (fold manifest, data): the one given, by default its latest successful run's."""
+    by_grouping = {name: leaderboard_table(records, metrics, benchmark=benchmark).table
+                   for name, records, benchmark in (("grouped", grouped, grouped_benchmark),
+                                                    ("random", random, random_benchmark))}
     if by_grouping["grouped"].empty or by_grouping["random"].empty:
         return pd.DataFrame()
     rows = []
@@ -37,9 +43,16 @@ def leakage_table(grouped: list[dict], random: list[dict], metrics: list[str]) -
 
 
 def write_leakage_report(grouped_records: Path, random_records: Path, out_dir: str | Path,
-                         metrics: list[str]) -> Path:
-    grouped, random = RunRecords(grouped_records).load(), RunRecords(random_records).load()
-    table = leakage_table(grouped, random, metrics)
+                         metrics: list[str], benchmark: BenchmarkId | None = None) -> Path:
+    """``benchmark``: the grouped side's (fold manifest, data), by default the one its leaderboard shows; the
+    random side is taken on the same data version where it has runs on it (its folds differ by design)."""
+    grouped, random = RunRecords(grouped_records).load(TABLE_KEYS), RunRecords(random_records).load(TABLE_KEYS)
+    if not (grouped or random):
+        raise ValueError(f"{grouped_records}, {random_records}: no readable run records for the leakage report")
+    benchmark = benchmark or choose_benchmark(grouped, own_manifest_sha256(Path(grouped_records).parent))
+    random_benchmark = choose_benchmark(random, own_manifest_sha256(Path(random_records).parent),
+                                        benchmark[1] if benchmark else None)
+    table = leakage_table(grouped, random, metrics, benchmark, random_benchmark)
     example = (grouped or random)[0]
     stem = Path(out_dir) / f"{example['task']}__{example['dataset']}__{example['profile']}__leakage"
     lines = [f"# Leakage report: {example['task']} on {example['dataset']}, profile {example['profile']}", "",

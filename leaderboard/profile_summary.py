@@ -15,23 +15,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from matcv.datamodules.core.records import RunRecords
+from matcv.datamodules.core.records import TABLE_KEYS, RunRecords
 from matcv.datamodules.core.atomic_io import atomic_write_text
-from matcv.leaderboard.build import format_mean_std, leaderboard_table
+from matcv.leaderboard.build import choose_benchmark, format_mean_std, leaderboard_table, own_manifest_sha256
+from matcv.leaderboard.comparison import BenchmarkId
 
 
 def write_profile_summary(records_paths: list[Path], out_dir: str | Path, metrics: list[str],
-                          lower_is_better: list[str] = ()) -> Path:
-    """Write the profiles' (or sources') table as Markdown and CSV (module doc); return the Markdown path."""
+                          lower_is_better: list[str] = (), benchmark: BenchmarkId | None = None) -> Path:
+    """Write the profiles' (or sources') table as Markdown and CSV (module doc); return the Markdown path.
+
+    Each profile's column is one benchmark (fold manifest, data): for the first path ``benchmark`` if given,
+    otherwise the one that profile's own leaderboard shows."""
     columns: dict[str, pd.DataFrame] = {}
     task = dataset = None
     datasets: dict[str, str] = {}
-    for path in records_paths:
-        records = RunRecords(path).load()
+    for number, path in enumerate(records_paths):
+        records = RunRecords(path).load(TABLE_KEYS)
         if not records:
             continue
         task, dataset, profile = records[0]["task"], records[0]["dataset"], records[0]["profile"]
-        board = leaderboard_table(records, metrics, lower_is_better)
+        shown = (benchmark if number == 0 and benchmark else
+                 choose_benchmark(records, own_manifest_sha256(Path(path).parent)))
+        board = leaderboard_table(records, metrics, lower_is_better, shown)
         if not board.table.empty:
             columns[profile] = board.table.set_index("model")
             datasets[profile] = dataset

@@ -12,12 +12,15 @@ official folds; finally the static page ``index.html`` (``matcv.leaderboard.html
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from matcv.datamodules.core.config import ConfigError, TaskConfig
-from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, RunRecords
+from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TABLE_KEYS, RunRecords
+from matcv.datamodules.core.submission_format import printable_text
 from matcv.leaderboard.augmentation_matrix import write_augmentation_matrix
-from matcv.leaderboard.build import write_leaderboard
+from matcv.leaderboard.build import choose_benchmark, own_manifest_sha256, write_leaderboard
+from matcv.leaderboard.comparison import BenchmarkId, benchmark_of
 from matcv.leaderboard.html import write_html
 from matcv.leaderboard.leakage import write_leakage_report
 from matcv.leaderboard.profile_summary import write_profile_summary
@@ -50,11 +53,12 @@ def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path,
 def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir: str | Path,
                       official_dir: str | Path | None = None, html: bool = True,
                       builtin_markdown: list[Path] | None = None) -> list[Path]:
-    """Validate every submission (printing a line per rejected one), write the submission tables and the page."""
+    """Validate every submission (printing a line per rejected one), write the submission tables and the page.
+    Each submission is validated on its own: a bad one is a REJECTED line, never a build without a page."""
     verdicts = validate_all(submissions_dir, official_dir or OFFICIAL_DIR)
     for verdict in verdicts:
-        if not verdict.ok:
-            print(f"REJECTED {verdict.path}: {verdict.reason}", flush=True)
+        if not verdict.ok:  # paths too may hold what a terminal cannot print (a folder name that is not UTF-8)
+            print(f"REJECTED {printable_text(verdict.path)}: {printable_text(verdict.reason)}", flush=True)
     boards = write_submission_boards(verdicts, runs_dir, out_dir)
     if html and (verdicts or builtin_markdown):
         write_html(out_dir, boards, verdicts, builtin_markdown or [])
@@ -69,16 +73,28 @@ def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> 
     return written
 
 
-def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: TaskConfig | None = None) -> list[Path]:
+def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: TaskConfig | None = None,
+                           benchmark: BenchmarkId | None = None) -> list[Path]:
     """Every table of one benchmark folder ``<runs>/<task>/<dataset>/<profile>/`` (returned, Markdown): its
     leaderboard; the augmentation matrix of a study profile; the leakage report when the photo-level-fold
     sibling exists; the side-by-side table of its companion profiles when they have been run. ``matcv bench``
     and ``matcv leaderboard`` both write through here. ``config``: the task YAML the runs were made with (``matcv
     bench`` passes it, so a YAML of the user's own keeps its metric directions and study); by default the
-    built-in YAML of the folder's task and dataset."""
+    built-in YAML of the folder's task and dataset.
+
+    Every table shows one benchmark, ``benchmark`` = (fold manifest sha256, data sha256): ``matcv bench``
+    names the one it ran; by default the newest data version on the folder's own ``fold_manifest.json``
+    (``matcv.leaderboard.build.choose_benchmark``). Runs on other fold manifests or data versions in the folder
+    are counted under the leaderboard, never mixed into it."""
     folder = Path(folder)
     records_path = folder / "records.jsonl"
     task, profile = folder.parents[1].name, folder.name
+    if benchmark is None:
+        with warnings.catch_warnings():  # unreadable lines are reported once, by the leaderboard's own load
+            warnings.simplefilter("ignore")
+            benchmark = choose_benchmark(RunRecords(records_path).load(TABLE_KEYS), own_manifest_sha256(folder))
+        if benchmark is None:  # no readable record (yet): no table; the load below says which lines it skipped
+            return list(write_leaderboard(records_path, out_dir, []))
     try:
         config = config or TaskConfig.for_dataset(task, folder.parent.name)
         metrics = config.metrics
@@ -86,18 +102,22 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
         comparison = config.raw.get("comparison")
         lower_is_better = config.lower_is_better
         companions = config.profile(profile).get("companion_profiles", [])
-    except ConfigError:  # a task YAML of the user's own: no study, metrics from the records
-        metrics = sorted({m for r in RunRecords(records_path).load() for m in r.get("metrics", {})})
+    except ConfigError:  # a task YAML of the user's own: no study, metrics from the records of the benchmark shown
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics = sorted({m for r in RunRecords(records_path).load(TABLE_KEYS) if benchmark_of(r) == benchmark
+                              for m in r.get("metrics", {})})
         study = comparison = None
         lower_is_better, companions = [], []
     written = list(write_leaderboard(records_path, out_dir, metrics, comparison=comparison,
-                                     lower_is_better=lower_is_better))
+                                     lower_is_better=lower_is_better, benchmark=benchmark))
     if study:
-        written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study))
+        written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study, benchmark))
     leaky = folder.parent / (profile + PHOTO_FOLDS_SUFFIX) / "records.jsonl"
     if leaky.exists():
-        written.append(write_leakage_report(records_path, leaky, out_dir, metrics))
+        written.append(write_leakage_report(records_path, leaky, out_dir, metrics, benchmark))
     others = [companion_records(folder, name) for name in companions]
     if others and all(path is not None for path in others):  # the protocols' side-by-side table
-        written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better))
+        written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better,
+                                             benchmark))
     return written

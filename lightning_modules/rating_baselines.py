@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from matcv.datamodules.measurements.astm import measure_creep_along_lines, rating_from_creep
-from matcv.datamodules.manifest import load_manifest
+from matcv.datamodules.manifest import load_manifest, open_image
 from matcv.datamodules.synthetic.panels import parse_scribe_lines
 from matcv.lightning_modules.rating import RatingEvaluation
 
@@ -146,7 +145,8 @@ class AstmFromMaskBaseline(_TestItemsBaseline):
         ratings = []
         for item in items:
             row = self._rows[item]
-            mask = np.asarray(Image.open(self._root / row.mask_path).convert("L")) > 0
+            with open_image(self._root / row.mask_path) as handle:  # a decompression bomb is a bad file
+                mask = np.asarray(handle.convert("L")) > 0
             creep, _ = measure_creep_along_lines(mask, parse_scribe_lines(row.scribe_lines_px),
                                                  self._scribe_width_mm, float(row.mm_per_px))
             ratings.append(self.clip(rating_from_creep(creep)))

@@ -44,6 +44,9 @@ class Benchmark:
     grouping: str  # the column folds are grouped by ("image_path": photo-level folds, leaky on purpose)
     log_wandb: bool = True  # W&B dashboards (offline unless the user's W&B settings say otherwise)
     companions: list[Benchmark] = field(default_factory=list)  # the companion profiles' benchmarks, when run
+    # Runs of this benchmark another process (a second `matcv bench`) still held when this one finished its own:
+    # its tables would be incomplete, so they are left to that process.
+    running_elsewhere: int = 0
 
     @property
     def wandb_group(self) -> str:
@@ -56,17 +59,27 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
                       photo_level_folds: bool = False) -> Benchmark:
     """Generate/locate the data, then create (or reuse and verify) the benchmark's fold manifest.
 
+    ``fold_manifest``: an existing manifest to use instead (a path that is not a file is an error, checked before
+    the data is touched).
+
     ``photo_level_folds`` makes every photo its own group (random photo-level folds, which let photos of one
     panel fall on both sides): deliberately leaky, only for the leakage report, in a folder of its own.
     """
+    if fold_manifest is not None and not photo_level_folds:
+        given = Path(fold_manifest)
+        if not given.is_file():  # a typo must not become a freshly drawn manifest written to the typo's path
+            what = "is a folder, not a file" if given.is_dir() else "not a file" if given.exists() else "no such file"
+            raise FileNotFoundError(f"--fold-manifest {given}: {what}; give an existing fold manifest, or leave the "
+                                    "option out to draw the folds into the benchmark folder's fold_manifest.json")
     prof = config.profile(profile)
     datamodule_cls = config.datamodule_class()
     dm_args = config.datamodule_args(profile)
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
     dataset = datamodule_cls.dataset_name(root, generated=data_root is None)
+    # The folder appears with its fold manifest (written atomically, parents included): data whose folds cannot
+    # be drawn leaves no empty benchmark folder behind.
     folder = Path(output_dir) / config.task / dataset / (profile + PHOTO_FOLDS_SUFFIX if photo_level_folds else profile)
-    folder.mkdir(parents=True, exist_ok=True)
     groups = index["items"] if photo_level_folds else index["groups"]
     group_column = "image_path" if photo_level_folds else config.raw.get("group_column", "group")
 

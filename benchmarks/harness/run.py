@@ -7,12 +7,17 @@ gives the order of the calls); what it asks of the DataModule by ``matcv.datamod
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +25,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -33,6 +40,10 @@ from matcv.datamodules.core.records import FAILED, OK, RunClaims
 from matcv.lightning_modules.base import BenchmarkModule
 
 LAUNCHERS = ("none", "local", "slurm")
+# Why a run failed (a failed record's "failure_cause"): its environment (the devices asked for could not be set
+# up, the GPU ran out of memory, the disk is full), or the run itself (its model, its data). Only the second
+# kind is a result worth keeping: the first is retried by the next `matcv bench`.
+ENVIRONMENT, RUN_ITSELF = "environment", "run"
 
 
 @dataclass(frozen=True)
@@ -56,25 +67,160 @@ class RunSettings:
     log_wandb: bool = True  # W&B dashboards (False = ``--no-wandb``)
 
     def __post_init__(self) -> None:
-        if self.parallel_runs < 1 or self.launcher not in LAUNCHERS:
-            raise ValueError(f"--parallel-runs must be >= 1 (got {self.parallel_runs}) and --launcher none, local "
-                             f"or slurm (got {self.launcher!r})")
+        # Checked before any data is generated or any run starts: a value no run can use would otherwise be
+        # recorded as a failure of every model.
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {self.launcher!r})")
+        for option, value in (("--parallel-runs", self.parallel_runs), ("--devices", self.devices)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{option} must be a whole number >= 1 (got {value!r})")
+        # Slurm jobs run on other nodes: only the accelerator's name can be checked here.
+        check_accelerator(self.accelerator, self.devices, on_this_machine=self.launcher != "slurm")
+
+
+def check_accelerator(accelerator: str, devices: int, on_this_machine: bool = True) -> None:
+    """Refuse an accelerator Lightning does not know (its own registry, plus the "auto" and "gpu" its Trainer
+    also takes), and, for runs on this machine, one that is not available here or has fewer than ``devices``
+    devices. Lightning would refuse them too, but only when each run builds its Trainer."""
+    known = AcceleratorRegistry.available_accelerators()
+    names = sorted(known | {"auto", "gpu"})
+    if not isinstance(accelerator, str) or accelerator not in names:
+        raise ValueError(f"--accelerator {accelerator!r}: not an accelerator Lightning knows; choose one of "
+                         f"{', '.join(names)}")
+    if not on_this_machine or accelerator == "auto":
+        return
+    # "gpu" is Lightning's alias: MPS where there is one, else CUDA.
+    candidates = ["mps", "cuda"] if accelerator == "gpu" else [accelerator]
+    usable = [name for name in candidates if name in known and AcceleratorRegistry[name]["accelerator"].is_available()]
+    if not usable:
+        here = [name for name in sorted(known) if AcceleratorRegistry[name]["accelerator"].is_available()]
+        raise ValueError(f"--accelerator {accelerator}: not available on this machine (available here: "
+                         f"{', '.join(here + ['auto'])})")
+    if usable[0] != "cpu":  # on CPU, N devices are N processes: any N will do
+        count = AcceleratorRegistry[usable[0]]["accelerator"].auto_device_count()
+        if devices > count:
+            raise ValueError(f"--devices {devices} with --accelerator {accelerator}: this machine has {count} "
+                             f"{usable[0]} device(s)")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a benchmark's runs. ``runs`` ("model fold k") were stopped before their record was written
+    (their claims are released with their processes), so the next ``matcv bench`` runs them again; every run
+    that finished is recorded. ``elsewhere``: they go on as Slurm jobs, which record them themselves."""
+
+    def __init__(self, runs: list[str], elsewhere: bool = False):
+        super().__init__(runs)
+        self.runs, self.elsewhere = list(runs), elsewhere
+
+    def __str__(self) -> str:
+        if self.elsewhere:
+            return (f"interrupted (Ctrl-C) while waiting for {', '.join(self.runs)}: their Slurm jobs go on and "
+                    "record them; run `matcv bench` again to collect the results")
+        if not self.runs:
+            return ("interrupted (Ctrl-C) between runs: every finished run is recorded, the next `matcv bench` "
+                    "runs the others")
+        which = "that run is" if len(self.runs) == 1 else "those runs are"
+        return (f"interrupted (Ctrl-C) during {', '.join(self.runs)}: {which} not recorded and will be redone by "
+                "the next `matcv bench` (finished runs are kept)")
+
+
+_ctrl_c = threading.Event()
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    _ctrl_c.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def watching_ctrl_c() -> Iterator[None]:
+    """While runs go on in this process, Ctrl-C is remembered as well as raised: Python can lose a
+    KeyboardInterrupt (one raised while some C-level I/O calls back into Python, e.g. as a checkpoint file is
+    closed, is swallowed), and then the run would go on, be recorded from a checkpoint whose save was cut short,
+    and the bench would not stop. ``run_claimed`` checks ``ctrl_c_pressed()`` after each run. Only where Ctrl-C
+    has Python's default meaning (not in a worker that ignores it, not in a thread)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _ctrl_c.clear()
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _ctrl_c.clear()
+
+
+def ctrl_c_pressed() -> bool:
+    return _ctrl_c.is_set()
+
+
+def rerun_reason(records: list[dict], accelerator: str, devices: int, retry_failed: bool) -> str | None:
+    """Whether a run is to be run, given the records of its key (oldest first): None when not (it has a result,
+    or it failed because of its model or data and ``retry_failed`` is off); "" when it was never recorded;
+    otherwise why a failed run is run again (for its progress line)."""
+    if any(r.get("status") == OK for r in records):
+        return None
+    failed = [r for r in records if r.get("status") == FAILED]
+    if not failed:
+        return ""
+    last = failed[-1]
+    if retry_failed:
+        return "retried (--retry-failed)"
+    # Options that change where a run runs, never its result (not in its key): a failure under other ones
+    # says nothing about the model.
+    changed = [f"--{name} {last[name]}" for name, now in (("accelerator", accelerator), ("devices", devices))
+               if name in last and last[name] != now]
+    if changed:
+        return f"retried: it failed with {' '.join(changed)}, other options now"
+    if last.get("failure_cause") == ENVIRONMENT:
+        error = str(last.get("error", "")).splitlines()[0][:120] if last.get("error") else "no error text"
+        return f"retried: it failed for an environment reason, not the model's ({error})"
+    return None
+
+
+def environment_failure(error: BaseException) -> bool:
+    """True for an exception that comes from the machine rather than from the model or the data: GPU or host
+    memory exhausted, a CUDA/driver/NCCL error, a full disk (its chain of causes included)."""
+    markers = ("CUDA error", "CUDA out of memory", "CUDA driver", "NVIDIA driver", "cuDNN error", "NCCL error",
+               "DefaultCPUAllocator: can't allocate memory")
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+            return True
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
+            return True
+        if isinstance(error, RuntimeError) and any(marker in str(error) for marker in markers):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def run_claimed(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, devices: int, progress: bool,
-                retry_failed: bool) -> dict:
+                retry_failed: bool, seen: int | None = None) -> dict:
     """Claim the run's key, re-check the records, run it and append its record; the outcome, for progress lines.
 
     ``outcome`` is "ran", "claimed" (another process or thread holds the claim: this one skips it) or
-    "recorded" (finished by another process between planning and claiming). Every scale-out path runs
-    its runs through here, the sequential loop included, so two ``matcv bench`` on one folder are safe too.
+    "recorded" (finished by another process between planning and claiming: more records of the key than the
+    ``seen`` ones of the plan, or a result that needs no re-run). Every scale-out path runs its runs through
+    here, the sequential loop included, so two ``matcv bench`` on one folder are safe too.
+
+    Ctrl-C during the run raises ``RunInterrupted`` naming it: no record is written and the claim is released.
     """
     with RunClaims(bench.folder).claim(key) as held:
         if not held:
             return {"outcome": "claimed"}
-        if key in bench.records.finished_keys(include_failed=not retry_failed):
+        mine = [r for r in bench.records.load() if r.get("key") == key]
+        if (seen is not None and len(mine) > seen) or rerun_reason(mine, accelerator, devices, retry_failed) is None:
             return {"outcome": "recorded"}
-        record = execute_run(bench, spec, key, accelerator, devices, progress)
+        try:
+            record = execute_run(bench, spec, key, accelerator, devices, progress)
+            if ctrl_c_pressed():  # its KeyboardInterrupt was lost on the way: the run may be cut short anyway
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RunInterrupted([f"{spec.model} fold {spec.fold}"]) from None
         bench.records.append(record)
         return run_outcome(record)
 
@@ -106,6 +252,23 @@ def record_head(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     }
 
 
+def _lightning_call(call, *args, **kwargs):
+    """``trainer.fit``/``test``. Lightning answers Ctrl-C inside them with its graceful shutdown, then
+    ``sys.exit(1)``, and leaves SIGINT ignored: give the harness its KeyboardInterrupt back (so that the user is
+    told what happens to the run) and Ctrl-C its meaning."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return call(*args, **kwargs)
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
+
+
 def _quiet_lightning() -> None:
     # One Trainer per run: Lightning's per-Trainer banner lines would drown the benchmark's own output.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
@@ -128,6 +291,8 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     record = record_head(bench, spec, key, accelerator, devices, started)
     durations = {"fit_s": 0.0, "test_s": 0.0}
     wandb_logger = _wandb_run_logger(bench, spec, key, record)
+    # Lightning refuses devices it cannot set up when a Trainer is built: a failure there is the environment's.
+    building_trainer = False
     try:
         seed = run_seed(spec.config["seed"], spec.fold)
         L.seed_everything(seed, workers=True, verbose=False)
@@ -155,12 +320,14 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
             strategy = (DDPStrategy(start_method="spawn", find_unused_parameters=model.ddp_find_unused_parameters)
                         if devices > 1 else "auto")
+            building_trainer = True
             trainer = L.Trainer(devices=devices, strategy=strategy, callbacks=[checkpoint],
                                 logger=[CSVLogger(run_dir, name="logs", version="")]
                                 + ([wandb_logger] if wandb_logger is not None else []), default_root_dir=run_dir,
                                 log_every_n_steps=1, **spec.config["trainer"], **common)
+            building_trainer = False
             t0 = time.time()
-            trainer.fit(model, datamodule=datamodule)
+            _lightning_call(trainer.fit, model, datamodule=datamodule)
             durations["fit_s"] = time.time() - t0
             ckpt_path = checkpoint.best_model_path or None
             if ckpt_path is None:
@@ -175,9 +342,11 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         model.fit_baseline(datamodule)  # scikit-learn and procedure baselines: fitted outside Lightning
         durations["fit_s"] += time.time() - t0
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
+        building_trainer = True
         tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
+        building_trainer = False
         t0 = time.time()
-        tester.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        _lightning_call(tester.test, model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         durations["test_s"] = time.time() - t0
         per_image = model.test_results
         if len(per_image) != counts["test"]:
@@ -195,6 +364,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         record["status"] = FAILED
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=20)
+        record["failure_cause"] = ENVIRONMENT if building_trainer or environment_failure(error) else RUN_ITSELF
     durations["total_s"] = time.time() - started
     record["durations"] = durations
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -33,7 +33,7 @@ import submitit
 import torch
 
 from matcv.benchmarks.harness.prepare import Benchmark
-from matcv.benchmarks.harness.run import LAUNCHERS, RunSettings, failed_record, run_outcome
+from matcv.benchmarks.harness.run import LAUNCHERS, RunInterrupted, RunSettings, failed_record, run_outcome
 from matcv.benchmarks.harness.workers import run_job, worker_main
 from matcv.datamodules.core.config import RunSpec
 from matcv.datamodules.core.records import RunClaims
@@ -78,9 +78,13 @@ def worker_settings(accelerator: str, devices: int, workers: int) -> tuple[list[
     return [{"OMP_NUM_THREADS": str(threads)} for _ in range(workers)], threads
 
 
-def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings) -> Iterator[tuple[int, RunSpec, dict]]:
+def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings,
+                 seen: dict[str, int] | None = None) -> Iterator[tuple[int, RunSpec, dict]]:
     """Run ``pending`` in ``settings.parallel_runs`` worker processes; yield (number, spec, outcome) as runs
-    finish."""
+    finish. ``seen``: how many records each key had when the runs were planned (``run.run_claimed``).
+
+    Workers ignore Ctrl-C; this process stops them and raises ``run.RunInterrupted`` naming their runs."""
+    seen = seen or {}
     if not pending:
         return
     accelerator, devices, retry_failed = settings.accelerator, settings.devices, settings.retry_failed
@@ -107,7 +111,7 @@ def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings) -> I
             for slot, (_, inbox) in workers.items():
                 if slot not in busy and todo:
                     number, spec, key = todo.popleft()
-                    inbox.put((number, bench, spec, key, accelerator, devices, retry_failed))
+                    inbox.put((number, bench, spec, key, accelerator, devices, retry_failed, seen.get(key)))
                     busy[slot] = (number, spec, key, time.time())
             try:
                 number, outcome = results.get(timeout=1.0)
@@ -129,6 +133,19 @@ def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings) -> I
                 if n == number:  # else a late message of a run already accounted for as lost
                     del busy[slot]
                     yield number, spec, outcome
+    except KeyboardInterrupt:
+        # Stop the runs in progress at once (their claims go with their workers), then name those left without a
+        # record: a run that got its record out just before is not one to redo.
+        stopping = [workers[slot][0] for slot in busy if slot in workers]
+        for process in stopping:
+            process.terminate()
+        for process in stopping:
+            process.join()
+        counts: dict[str, int] = {}
+        for record in bench.records.load():
+            counts[record.get("key")] = counts.get(record.get("key"), 0) + 1
+        raise RunInterrupted([f"{spec.model} fold {spec.fold}" for _, spec, key, _ in busy.values()
+                              if counts.get(key, 0) <= seen.get(key, 0)]) from None
     finally:
         for process, inbox in workers.values():
             if process.is_alive():
@@ -185,13 +202,15 @@ def make_executor(bench: Benchmark, launcher: str, options: dict, accelerator: s
     return executor
 
 
-def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings,
-                poll_s: float | None = None) -> Iterator[tuple[int, RunSpec, dict]]:
+def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings, poll_s: float | None = None,
+                seen: dict[str, int] | None = None) -> Iterator[tuple[int, RunSpec, dict]]:
     """Submit one job per pending run (``settings.launcher``) and wait for them; yield (number, spec, outcome) as
-    jobs finish.
+    jobs finish. ``seen``: how many records each key had when the runs were planned (``run.run_claimed``).
 
-    Nothing pending, nothing submitted (a re-run of a finished benchmark submits no job).
+    Nothing pending, nothing submitted (a re-run of a finished benchmark submits no job). Ctrl-C raises
+    ``run.RunInterrupted``: local jobs are cancelled, Slurm jobs go on.
     """
+    seen = seen or {}
     if not pending:
         return
     accelerator, devices, retry_failed = settings.accelerator, settings.devices, settings.retry_failed
@@ -208,12 +227,12 @@ def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings,
 
     def submit(items: list) -> None:
         if local:
-            jobs = [executor.submit(run_job, bench, spec, key, accelerator, devices, retry_failed, threads)
-                    for _, spec, key in items]
+            jobs = [executor.submit(run_job, bench, spec, key, accelerator, devices, retry_failed, threads,
+                                    seen.get(key)) for _, spec, key in items]
         else:
             with executor.batch():  # one Slurm job array, one task per run
-                jobs = [executor.submit(run_job, bench, spec, key, accelerator, devices, retry_failed, threads)
-                        for _, spec, key in items]
+                jobs = [executor.submit(run_job, bench, spec, key, accelerator, devices, retry_failed, threads,
+                                        seen.get(key)) for _, spec, key in items]
         for job, (number, spec, key) in zip(jobs, items):
             running[job] = (number, spec, key, time.time())
         print(f"[matcv] submitted {len(items)} {launcher} job(s): {', '.join(str(j.job_id) for j in jobs)}; "
@@ -237,6 +256,9 @@ def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings,
                     outcome = _record_lost_run(bench, spec, key, accelerator, devices, message, submitted)
                 yield number, spec, outcome
         finished = True
+    except KeyboardInterrupt:
+        raise RunInterrupted([f"{spec.model} fold {spec.fold}" for _, spec, _, _ in running.values()],
+                             elsewhere=not local) from None
     finally:
         if not finished and running:
             if local:  # local jobs die with this process's session anyway: stop them cleanly

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 
 from matcv.datamodules.core.atomic_io import sha256_file
 
 
 def worker_main(env: dict, threads: int, inbox, results, parent_pid: int) -> None:
-    """One worker process: environment first (before torch initialises CUDA), then run what the parent sends."""
+    """One worker process: environment first (before torch initialises CUDA), then run what the parent sends.
+
+    Ctrl-C reaches every process of the terminal's group: the parent alone answers it (it stops the workers and
+    says which runs will be redone), so a worker ignores it instead of printing a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     import torch
 
@@ -31,9 +36,9 @@ def worker_main(env: dict, threads: int, inbox, results, parent_pid: int) -> Non
             continue
         if item is None:
             return
-        number, bench, spec, key, accelerator, devices, retry_failed = item
+        number, bench, spec, key, accelerator, devices, retry_failed, seen = item
         try:
-            outcome = run_claimed(bench, spec, key, accelerator, devices, False, retry_failed)
+            outcome = run_claimed(bench, spec, key, accelerator, devices, False, retry_failed, seen)
         except Exception as error:  # e.g. the records could not be written: report it, keep the worker
             outcome = {"outcome": "ran", "status": "failed", "metrics": {}, "total_s": 0.0,
                        "error": f"worker error, no record written: {type(error).__name__}: {error}"}
@@ -41,7 +46,7 @@ def worker_main(env: dict, threads: int, inbox, results, parent_pid: int) -> Non
 
 
 def run_job(bench, spec, key: str, accelerator: str, devices: int, retry_failed: bool,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, seen: int | None = None) -> dict:
     """A submitit job: one run, with the claim + record logic. Arguments are plain picklable values (the
     Benchmark travels as paths and the config's dict; its records are re-opened from their path here)."""
     if threads:
@@ -57,4 +62,4 @@ def run_job(bench, spec, key: str, accelerator: str, devices: int, retry_failed:
         # One Slurm task per job: DDP (--devices N) spawns its processes itself. Naming the job "interactive"
         # is Lightning's documented way to keep it from taking the allocation for an srun-launched world.
         os.environ["SLURM_JOB_NAME"] = "interactive"
-    return run_claimed(bench, spec, key, accelerator, devices, False, retry_failed)
+    return run_claimed(bench, spec, key, accelerator, devices, False, retry_failed, seen)

@@ -42,6 +42,7 @@ from matcv.datamodules.core.submission_format import (
     SubmissionError,
     check_name,
     read_official_index,
+    text_problem,
 )
 
 
@@ -124,10 +125,17 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder."""
     from matcv.benchmarks.harness.provenance import git_state, hardware, package_versions
     from matcv.benchmarks.harness.prepare import prepare_benchmark
-    from matcv.benchmarks.harness.run import execute_run
+    from matcv.benchmarks.harness.run import check_accelerator, execute_run
     from matcv.benchmarks.submission.models import RECORDER, model_class
 
     check_name(name)
+    # Free text the leaderboard would refuse is refused here, before hours of training.
+    for field, text in [*((f"authors[{i}]", a) for i, a in enumerate(authors or [])),
+                        ("description", description), ("tuning", tuning)]:
+        problem = text_problem(text)
+        if problem:
+            raise SubmissionError(f"--{field.split('[')[0]}: {field} holds {problem}")
+    check_accelerator(accelerator, 1)  # an impossible --accelerator fails now, not as every fold's failure
     hyperparameters = dict(hyperparameters or {})
     if not isinstance(hyperparameters, dict):
         raise SubmissionError("hyper-parameters must be a JSON object")

@@ -1,8 +1,10 @@
 """Append-only run records (JSON lines) shared safely by concurrent writers.
 
 One line per finished run, written with a single ``write`` under a file lock and fsync'd, so a
-benchmark killed at any moment leaves whole lines (a torn last line, if the machine itself died,
-is skipped with a warning). Resume = skip the runs whose key already has a record.
+benchmark killed at any moment leaves whole lines. A torn last line (the machine died, the disk filled up
+mid-write) is skipped with a warning, and the next append starts on a line of its own, so the fragment never
+swallows the record after it. A line that is JSON but lacks what its readers need is skipped with a warning
+naming the line too. Resume = skip the runs whose key already has a record.
 
 Several processes may work on one benchmark at once (``--parallel-runs``, ``--launcher slurm``, two
 ``matcv bench`` started by hand): each run is *claimed* first (``RunClaims``: an exclusive, non-blocking
@@ -25,6 +27,32 @@ from filelock import FileLock, Timeout
 OK, FAILED = "ok", "failed"
 # A benchmark folder's sibling holding the leakage report's deliberately leaky photo-level-fold runs.
 PHOTO_FOLDS_SUFFIX = "-photo-folds"
+# What resume needs of every record; what a table reads of a run's result (a submission's records included);
+# what the leaderboard needs of a line of records.jsonl (it asks for these at load).
+RUN_KEYS = ("key", "status")
+RESULT_KEYS = ("status", "model", "fold", "fold_manifest_sha256", "data_sha256")
+TABLE_KEYS = ("key", "task", "dataset", "profile") + RESULT_KEYS
+_TYPES = {"key": str, "status": str, "task": str, "dataset": str, "profile": str, "model": str, "fold": int,
+          "fold_manifest_sha256": str, "data_sha256": str}
+
+
+def record_problem(record, required: tuple[str, ...] = RUN_KEYS) -> str | None:
+    """Why ``record`` cannot be used by a reader that needs ``required`` (None: it can).
+
+    A successful run also needs its ``metrics`` (an object) when its ``model`` is asked for (a table)."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    missing = [name for name in required if name not in record]
+    if missing:
+        return f"missing key(s) {missing}"
+    for name in required:
+        wanted = _TYPES.get(name)
+        value = record[name]
+        if wanted is not None and (not isinstance(value, wanted) or isinstance(value, bool)):
+            return f"{name!r} is not {'an integer' if wanted is int else 'a string'} ({value!r})"
+    if "model" in required and record["status"] == OK and not isinstance(record.get("metrics"), dict):
+        return "a successful run without its 'metrics' object"
+    return None
 
 
 def run_key(model: str, fold: int, config_hash: str, fold_manifest_sha256: str, data_sha256: str) -> str:
@@ -48,8 +76,13 @@ class RunRecords:
     def append(self, record: dict) -> None:
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
+                # A short write left a fragment without its newline: start on a fresh line, so the fragment
+                # stays a line of its own (skipped at load) instead of making this record unreadable too.
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
                 written = 0
                 while written < len(line):  # os.write may write less than asked (signals, big lines)
                     written += os.write(fd, line[written:])
@@ -57,24 +90,34 @@ class RunRecords:
             finally:
                 os.close(fd)
 
-    def load(self) -> list[dict]:
+    def load(self, required: tuple[str, ...] = RUN_KEYS) -> list[dict]:
+        """Every readable record that has the keys in ``required`` (``RUN_KEYS``: what resume needs;
+        ``TABLE_KEYS``: what a leaderboard needs); any other line is skipped with a warning naming it."""
         if not self.path.exists():
             return []
         with self._lock:
-            lines = self.path.read_text().splitlines()
+            data = self.path.read_bytes()
         records = []
-        for number, line in enumerate(lines, start=1):
+        # Split on b"\n" only (what append writes): str.splitlines would also split inside a line on
+        # other line breaks, and a torn multi-byte character must not make the whole file undecodable.
+        for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 warnings.warn(f"{self.path}:{number}: skipping an unreadable (torn) record line", stacklevel=2)
+                continue
+            problem = record_problem(record, required)
+            if problem is not None:
+                warnings.warn(f"{self.path}:{number}: skipping a record line: {problem}", stacklevel=2)
+                continue
+            records.append(record)
         return records
 
     def finished_keys(self, include_failed: bool = True) -> set[str]:
         """Keys that need no re-run: successful runs, and failed ones unless they are to be retried."""
-        return {r["key"] for r in self.load() if r.get("status") == OK or (include_failed and r.get("status") == FAILED)}
+        return {r["key"] for r in self.load() if r["status"] == OK or (include_failed and r["status"] == FAILED)}
 
 
 class RunClaims:

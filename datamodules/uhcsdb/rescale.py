@@ -18,12 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from matcv.datamodules.core.atomic_io import save_png
 from matcv.datamodules.core.cache import default_cache_dir
-from matcv.datamodules.manifest import ManifestError
+from matcv.datamodules.manifest import ManifestError, open_image
 from matcv.datamodules.uhcsdb.curation import UHCSMicrograph
 from matcv.datamodules.uhcsdb.metadata import DATASET_NAME
 
@@ -41,10 +41,10 @@ def read_grey(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ManifestError(f"{path}: image file not found")
     try:
-        with Image.open(path) as handle:
+        with open_image(path) as handle:
             mode = handle.mode
             image = np.asarray(handle.convert("L")) if mode in IMAGE_MODES else None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:  # ValueError: ImageTooLargeError too
         raise ManifestError(f"{path}: cannot read image ({error})") from error
     if image is None:  # e.g. 16-bit grey: PIL would clip it to 8 bits without a word
         raise ManifestError(f"{path}: image mode {mode!r} is not 8-bit grey or colour; save it as 8-bit")
@@ -135,7 +135,7 @@ def iter_rescaled(root: Path, micrographs: Sequence[UHCSMicrograph], metadata_fi
             continue
         if cached.is_file():
             try:
-                with Image.open(cached) as handle:
+                with open_image(cached) as handle:
                     image = np.asarray(handle.convert("L"))
             except (UnidentifiedImageError, OSError, ValueError):
                 image = None  # a damaged cache file: made again below

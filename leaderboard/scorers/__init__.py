@@ -90,7 +90,11 @@ def predictions_by_item(arrays: dict[str, np.ndarray], item_ids: list[str],
         last = prediction_key(len(item_ids) - 1)
         raise Rejected(f"the file must hold exactly item_ids and {prediction_key(0)}..{last}"
                        + (f" (and {', '.join(extra_keys)})" if extra_keys else ""))
-    return {item: arrays[prediction_key(i)] for i, item in enumerate(item_ids)}
+    predictions = {item: arrays[prediction_key(i)] for i, item in enumerate(item_ids)}
+    for item, array in predictions.items():  # the reader returns arrays; anything else is not scored
+        if not isinstance(array, np.ndarray):
+            raise Rejected(f"prediction for {item!r} is not an array but {type(array).__name__}")
+    return predictions
 
 
 def non_finite_problem(array: np.ndarray) -> str | None:

@@ -4,8 +4,10 @@ predictions (``validate.py``); claimed numbers are never shown."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pandas as pd
 from matcv.datamodules.core.atomic_io import atomic_write_text
 from matcv.datamodules.core.config import TaskConfig
 from matcv.datamodules.core.records import OK, RunRecords
+from matcv.datamodules.core.submission_format import printable_text
 from matcv.leaderboard.build import format_mean_std, leaderboard_table
 from matcv.leaderboard.comparison import item_ranks, paired_item_scores, rank_shares
 from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
@@ -51,10 +54,22 @@ class SubmissionBoard:
     submissions: list[Verdict]
 
 
+_MARKDOWN_SYNTAX = re.compile(r"([\\\[\]*_|#!])")
+
+
 def _one_line(text: str, limit: int = 500) -> str:
-    """Submitted free text in a Markdown line: one line, no backticks breaking the layout, bounded length."""
-    text = " ".join(str(text).replace("`", "'").split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    """Submitted free text in a Markdown line, shown as text: one line, bounded length, no backticks breaking the
+    layout, HTML (``<script>``, ``<img onerror>``) escaped as in the page and link/emphasis syntax escaped, since
+    many Markdown renderers pass raw HTML and links through."""
+    text = " ".join(printable_text(text).replace("`", "'").split())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def _code(text: str) -> str:
+    """A model reference as code when it looks like one (``package.module:attribute``), else as escaped text."""
+    text = printable_text(text)
+    return f"`{text}`" if re.fullmatch(r"[\w.:/-]{1,200}", text) else _one_line(text)
 
 
 def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) -> list[dict]:
@@ -86,53 +101,62 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
             grouped.setdefault(f"{meta['task']}/{meta['dataset']}/{meta['profile']}", []).append(verdict)
     boards = []
     for key, accepted in sorted(grouped.items()):
-        entry = accepted[0].entry
-        metrics, lower = board_metrics(entry, scorer_for(entry["task"]))
-        higher = metrics[0] not in lower
-        builtin = builtin_records(runs_dir, entry, accepted[0].data_sha256)
-        records = builtin + [r for v in accepted for r in submission_records(v)]
-        board = leaderboard_table(records, metrics, lower)
-        table = board.table
-        table.insert(2, "kind", ["submission" if m.endswith(SUBMISSION_SUFFIX) else "built-in" for m in table["model"]])
-        scores = paired_item_scores(records, metrics[0])
-        shares = rank_shares(scores, higher) if not scores.empty else pd.DataFrame()
-        mean_rank = item_ranks(scores, higher).mean() if not scores.empty else pd.Series(dtype=float)
-        table[f"{metrics[0]}_item_rank"] = table["model"].map(mean_rank).astype(float)
-        stem = out_dir / f"{key.replace('/', '__')}__submissions"
-        title = f"matcv submissions: {key} (official fold manifest {entry['sha256'][:12]})"
-        fold_png = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], f"submissions: {key}")
-        ranks_png = None
-        if len(shares) > 1:
-            shares = shares.loc[[m for m in table["model"] if m in shares.index]]
-            ranks_png = rank_share_plot(stem.parent / f"{stem.name}__ranks.png", shares, metrics[0],
-                                        f"submissions: {key}")
-        lines = [f"# {title}", "",
-                 f"Submissions (marked *submission*) are scored by matcv from their test predictions against the "
-                 f"ground truth (claimed numbers are never shown); built-in models are the harness's runs on the "
-                 f"same official folds (`leaderboard/official/{entry['path']}`). Mean ± std over folds, ranked by "
-                 f"{metrics[0]} ({'higher' if higher else 'lower'} is better).", ""]
-        header = ["rank", "model", "kind", "folds"] + [f"{m} (mean ± std)" for m in metrics] + \
-                 [f"{metrics[0]} per fold", f"{metrics[0]} rank/img"]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in table.to_dict("records"):
-            rank_cell = "–" if math.isnan(row[f"{metrics[0]}_item_rank"]) else f"{row[f'{metrics[0]}_item_rank']:.2f}"
-            cells = [str(row["rank"]), row["model"], row["kind"], str(row["n_folds"])]
-            cells += [format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
-            cells += [row[f"{metrics[0]}_per_fold"], rank_cell]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"![{metrics[0]} per fold]({fold_png.name})"]
-        if ranks_png:
-            lines += ["", f"![{metrics[0]} rank per image]({ranks_png.name})"]
-        lines += ["", "Submissions:", ""]
-        for verdict in accepted:
-            meta = verdict.metadata
-            lines.append(f"- `{meta['name']}` by {_one_line(', '.join(map(str, meta['authors']))) or 'anonymous'}: "
-                         f"{_one_line(meta['description']) or '(no description)'} (model "
-                         f"`{_one_line(meta['model']['reference'])}`, hyper-parameters "
-                         f"{_one_line(json.dumps(meta['hyperparameters'], sort_keys=True))}, tuned: "
-                         f"{_one_line(meta['tuning']) or 'not stated'})")
-        atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-        markdown = atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-        boards.append(SubmissionBoard(key, entry, metrics, table, board.per_fold, shares, markdown,
-                                      stem.with_suffix(".csv"), fold_png, ranks_png, accepted))
+        try:
+            boards.append(_write_board(key, accepted, runs_dir, out_dir))
+        except Exception as error:  # one benchmark's table failing must not cost the others, nor the page
+            print(f"NOT WRITTEN the submissions table of {key}: {type(error).__name__}: "
+                  f"{printable_text(error)}", flush=True)
     return boards
+
+
+def _write_board(key: str, accepted: list[Verdict], runs_dir: str | Path, out_dir: Path) -> SubmissionBoard:
+    """One official benchmark's table (Markdown, CSV) and plots."""
+    entry = accepted[0].entry
+    metrics, lower = board_metrics(entry, scorer_for(entry["task"]))
+    higher = metrics[0] not in lower
+    builtin = builtin_records(runs_dir, entry, accepted[0].data_sha256)
+    records = builtin + [r for v in accepted for r in submission_records(v)]
+    board = leaderboard_table(records, metrics, lower)
+    table = board.table
+    table.insert(2, "kind", ["submission" if m.endswith(SUBMISSION_SUFFIX) else "built-in" for m in table["model"]])
+    scores = paired_item_scores(records, metrics[0])
+    shares = rank_shares(scores, higher) if not scores.empty else pd.DataFrame()
+    mean_rank = item_ranks(scores, higher).mean() if not scores.empty else pd.Series(dtype=float)
+    table[f"{metrics[0]}_item_rank"] = table["model"].map(mean_rank).astype(float)
+    stem = out_dir / f"{key.replace('/', '__')}__submissions"
+    title = f"matcv submissions: {key} (official fold manifest {entry['sha256'][:12]})"
+    fold_png = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], f"submissions: {key}")
+    ranks_png = None
+    if len(shares) > 1:
+        shares = shares.loc[[m for m in table["model"] if m in shares.index]]
+        ranks_png = rank_share_plot(stem.parent / f"{stem.name}__ranks.png", shares, metrics[0],
+                                    f"submissions: {key}")
+    lines = [f"# {title}", "",
+             f"Submissions (marked *submission*) are scored by matcv from their test predictions against the "
+             f"ground truth (claimed numbers are never shown); built-in models are the harness's runs on the "
+             f"same official folds (`leaderboard/official/{entry['path']}`). Mean ± std over folds, ranked by "
+             f"{metrics[0]} ({'higher' if higher else 'lower'} is better).", ""]
+    header = ["rank", "model", "kind", "folds"] + [f"{m} (mean ± std)" for m in metrics] + \
+             [f"{metrics[0]} per fold", f"{metrics[0]} rank/img"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.to_dict("records"):
+        rank_cell = "–" if math.isnan(row[f"{metrics[0]}_item_rank"]) else f"{row[f'{metrics[0]}_item_rank']:.2f}"
+        cells = [str(row["rank"]), row["model"], row["kind"], str(row["n_folds"])]
+        cells += [format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells += [row[f"{metrics[0]}_per_fold"], rank_cell]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"![{metrics[0]} per fold]({fold_png.name})"]
+    if ranks_png:
+        lines += ["", f"![{metrics[0]} rank per image]({ranks_png.name})"]
+    lines += ["", "Submissions:", ""]
+    for verdict in accepted:
+        meta = verdict.metadata
+        lines.append(f"- `{meta['name']}` by {_one_line(', '.join(map(str, meta['authors']))) or 'anonymous'}: "
+                     f"{_one_line(meta['description']) or '(no description)'} (model "
+                     f"{_code(meta['model']['reference'])}, hyper-parameters "
+                     f"{_one_line(json.dumps(meta['hyperparameters'], sort_keys=True))}, tuned: "
+                     f"{_one_line(meta['tuning']) or 'not stated'})")
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    markdown = atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    return SubmissionBoard(key, entry, metrics, table, board.per_fold, shares, markdown, stem.with_suffix(".csv"),
+                           fold_png, ranks_png, accepted)
