@@ -127,7 +127,7 @@ def run_all(bench: Benchmark, runs: list[RunSpec], settings: RunSettings,
     seen = {key: len(by_key.get(key, [])) for _, key in pending}
     try:
         with watching_ctrl_c():
-            outcomes = _run_pending(bench, numbered, settings, len(runs), reasons, seen, bar)
+            _run_pending(bench, numbered, settings, len(runs), reasons, seen, bar)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # between runs: nothing is half done
