@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from matcv.datamodules.core.config import ConfigError, TaskConfig
-from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TABLE_KEYS, RunRecords
+from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TABLE_KEYS, TASK_YAML_COPY, RunRecords
 from matcv.datamodules.core.submission_format import printable_text
 from matcv.leaderboard.augmentation_matrix import write_augmentation_matrix
 from matcv.leaderboard.build import choose_benchmark, own_manifest_sha256, write_leaderboard
@@ -79,8 +79,8 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
     leaderboard; the augmentation matrix of a study profile; the leakage report when the photo-level-fold
     sibling exists; the side-by-side table of its companion profiles when they have been run. ``matcv bench``
     and ``matcv leaderboard`` both write through here. ``config``: the task YAML the runs were made with (``matcv
-    bench`` passes it, so a YAML of the user's own keeps its metric directions and study); by default the
-    built-in YAML of the folder's task and dataset.
+    bench`` passes it, so a YAML of the user's own keeps its metric directions and study); by default the copy of
+    a user's YAML the harness kept in the folder, else the built-in YAML of the folder's task and dataset.
 
     Every table shows one benchmark, ``benchmark`` = (fold manifest sha256, data sha256): ``matcv bench``
     names the one it ran; by default the newest data version on the folder's own ``fold_manifest.json``
@@ -96,7 +96,8 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
         if benchmark is None:  # no readable record (yet): no table; the load below says which lines it skipped
             return list(write_leaderboard(records_path, out_dir, []))
     try:
-        config = config or TaskConfig.for_dataset(task, folder.parent.name)
+        own = folder / TASK_YAML_COPY  # the user's own YAML the runs were made with, kept by the harness
+        config = config or (TaskConfig.load(own) if own.is_file() else TaskConfig.for_dataset(task, folder.parent.name))
         metrics = config.metrics
         study = config.profile(profile).get("augmentation_study")
         comparison = config.raw.get("comparison")

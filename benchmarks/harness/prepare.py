@@ -3,6 +3,7 @@
 Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   fold_manifest.json  the folds every model sees (created once; its sha256 is in every record)
   records.jsonl       one line per finished run (ok or failed), appended atomically
+  task.yaml           a copy of the task YAML, when it is the user's own (the tables are rebuilt with it)
   <model>/fold-<k>/   checkpoints and per-epoch CSV logs of one run (wiped if a killed run left it)
   claims/             one lock file per run key, held while that run trains (see records.RunClaims)
   slurm/              submitit's job scripts and logs (``--launcher slurm|local``)
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matcv.benchmarks.harness.wandb_logging import benchmark_group
-from matcv.datamodules.core.atomic_io import data_fingerprint
-from matcv.datamodules.core.config import TaskConfig
-from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, RunRecords
+from matcv.datamodules.core.atomic_io import atomic_write_text, data_fingerprint
+from matcv.datamodules.core.config import CONFIG_DIR, TaskConfig
+from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TASK_YAML_COPY, RunRecords
 from matcv.datamodules.folds import (
     check_matches_data,
     make_fold_manifest,
@@ -103,5 +104,9 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
                                       val_fraction=prof.get("val_fraction", 0.2), seed=prof.get("seed", 0),
                                       group_column=group_column, stratify_column=config.raw.get("stratify_column"))
         manifest_sha = write_fold_manifest(path, manifest)
+    if not photo_level_folds and Path(config.source).resolve().parent != CONFIG_DIR.resolve():
+        # A task YAML of the user's own is kept with its runs: `matcv leaderboard` rebuilds the folder's tables
+        # with it (metric directions, comparison, study), where no built-in YAML of that name says the same.
+        atomic_write_text(folder / TASK_YAML_COPY, Path(config.source).read_text())
     return Benchmark(config, profile, root, dataset, data_fingerprint(root, index["files"]), folder, path,
                      manifest_sha, RunRecords(folder / "records.jsonl"), group_column)

@@ -27,6 +27,8 @@ from filelock import FileLock, Timeout
 OK, FAILED = "ok", "failed"
 # A benchmark folder's sibling holding the leakage report's deliberately leaky photo-level-fold runs.
 PHOTO_FOLDS_SUFFIX = "-photo-folds"
+# A benchmark folder's copy of the task YAML it was run with, when that YAML is not a built-in one.
+TASK_YAML_COPY = "task.yaml"
 # What resume needs of every record; what a table reads of a run's result (a submission's records included);
 # what the leaderboard needs of a line of records.jsonl (it asks for these at load).
 RUN_KEYS = ("key", "status")

@@ -278,3 +278,26 @@ def test_a_benchmark_without_successful_runs_says_so_and_lists_the_others(tmp_pa
     assert "No successful runs yet." in text and f"data `{DATA_NEW[:12]}`" in text and not table_rows(text)
     assert ("- unet fold 0: label 3 not a rating" in text) == (shown_has == "failed runs only")
     assert "3 runs (3 ok): unet" in text.split(OTHERS_HEADING)[1]
+
+
+def test_matcv_leaderboard_ranks_a_users_own_yaml_as_matcv_bench_did(tmp_path):
+    """A task YAML outside the built-in ones travels with its runs: the rebuild keeps its metric directions
+    instead of the built-in segmentation YAML's (which would rank dice highest first)."""
+    import yaml
+
+    from matcv.benchmarks.cli import run_and_report
+    from tests.conftest import tiny_task_config
+
+    path = tiny_task_config(tmp_path, models={
+        "predict-nothing": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline", "args": {"value": 0}},
+        "predict-everything": {"class": "matcv.lightning_modules.segmentation.ConstantMaskBaseline",
+                               "args": {"value": 1}}}, folds=2)
+    own = yaml.safe_load(path.read_text())
+    own["lower_is_better"] = ["dice", "iou"]  # a deliberately inverted ranking only this YAML says
+    path.write_text(yaml.safe_dump(own))
+    run_and_report(path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "bench-board", progress=False,
+                   log_wandb=False, print_tables=False)
+    write_all_leaderboards(tmp_path / "runs", tmp_path / "rebuilt", submissions_dir=None, html=False)
+    first = [pd.read_csv(next((tmp_path / board).glob("segmentation__*__quick.csv")))["model"].iloc[0]
+             for board in ("bench-board", "rebuilt")]
+    assert first == ["predict-nothing", "predict-nothing"]
