@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from matcv.benchmarks.speed.machine import add_machine_arguments, set_up_machine
 from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure, periodic_gaussian_filter
 from matcv.datamodules.synthetic.potts import MOVES, initial_spins, sweep, to_sublattices
 
@@ -71,21 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed MCS first")
     parser.add_argument("--kT", type=float, default=0.5)
     parser.add_argument("--moves", nargs="+", choices=MOVES, default=list(MOVES))
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--field-size", type=int, default=128)
     parser.add_argument("--field-samples", type=int, default=50)
     parser.add_argument("--sigmas", type=float, nargs=2, default=[2.0, 8.0], help="Gaussian sigmas (rows, cols)")
     parser.add_argument("--vf", type=float, default=0.5, help="volume fraction of the binary fields")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_machine_arguments(parser)
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, devices {devices}")
-    if "cuda" in devices:
-        print(f"CUDA device: {torch.cuda.get_device_name(0)}")
+    devices = set_up_machine(args)
 
     print(f"\n(a) Potts grain growth, Q 2048, kT {args.kT:g}, {args.steps} MCS after {args.warmup} warm-up MCS")
     header = f"{'device':<6} {'move':<9} {'lattice':>9} {'ms/MCS':>9} {'M site attempts/s':>18}"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from matcv.benchmarks.speed.machine import add_machine_arguments, set_up_machine
 from matcv.datamodules.synthetic.elastic_fft import SCHEMES, solve_elasticity
 
 # "basic" and "cg" use the voxel Green operator; "hex8-bbar" is the finite-element discretisation (8-node
@@ -63,21 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sigma", type=float, default=2.0, help="Gaussian filter width in voxels")
     parser.add_argument("--tol-float64", type=float, default=1e-6)
     parser.add_argument("--tol-float32", type=float, default=1e-5)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_machine_arguments(parser)
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     batches = args.batch or [8 if size <= 31 else 2 for size in args.sizes]
     if len(batches) != len(args.sizes):
         parser.error("--batch needs one value per --sizes entry")
     tolerances = {"float64": args.tol_float64, "float32": args.tol_float32}
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, devices {devices}")
-    if "cuda" in devices:
-        print(f"CUDA device: {torch.cuda.get_device_name(0)}")
+    devices = set_up_machine(args)
     header = (f"{'device':<6} {'dtype':<7} {'scheme':<9} {'size':>4} {'contrast':>8} {'mode':<8} {'B':>2} "
               f"{'tol':>7} {'iterations mean [min-max]':>26} {'s/microstructure':>16} {'ms/iteration':>12} converged")
     print(header)
