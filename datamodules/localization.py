@@ -16,6 +16,7 @@ another axis, whose eps_11 is a different field, so those are not used.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,11 @@ from torch.utils.data import Dataset
 
 from matcv.datamodules.base import BenchmarkDataModule
 from matcv.datamodules.localization_layouts import GROUP_BY, check_arrays, index_items, load_volumes, scan_items
-from matcv.datamodules.synthetic.localization import LocalizationGeneratorConfig, generate_localization_dataset
+from matcv.datamodules.synthetic.localization import (
+    GENERATOR_NAME,
+    LocalizationGeneratorConfig,
+    generate_localization_dataset,
+)
 
 
 def resolve_data_root(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
@@ -32,6 +37,23 @@ def resolve_data_root(data_root: str | Path | None, generator: dict | None = Non
     if data_root is not None:
         return Path(data_root)
     return generate_localization_dataset(LocalizationGeneratorConfig(**(generator or {})), progress=progress)
+
+
+def labels_discretization(data_root: str | Path) -> str | None:
+    """How a generated folder's strains were computed, from its ``generator.json``: "fft" when the settings name
+    no discretisation (every dataset made before the setting existed); None for a folder without settings (e.g.
+    the published RLN files)."""
+    path = Path(data_root) / GENERATOR_NAME
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable generator settings ({error})") from error
+    discretization = settings.get("discretization", "fft") if isinstance(settings, dict) else None
+    if not isinstance(discretization, str):
+        raise ValueError(f"{path}: 'discretization' must be a string, got {discretization!r}")
+    return discretization
 
 
 # --- augmentation --------------------------------------------------------------------------------------
@@ -42,9 +64,10 @@ N_X1_SYMMETRIES = 16
 def apply_x1_symmetry(volume: np.ndarray, code: int) -> np.ndarray:
     """One of the 16 cube symmetries that keep the x1 axis (the last three axes are x1, x2, x3).
 
-    Bits 0-2 of ``code`` reverse x1, x2, x3; bit 3 swaps x2 and x3. Reversal on a periodic grid is a
-    reflection (and a shift), under which the periodic problem, and so the solver, is equivariant.
-    Code 0 is the identity.
+    Bits 0-2 of ``code`` reverse x1, x2, x3; bit 3 swaps x2 and x3. Reversal maps the voxel cell onto itself
+    by a reflection, under which the periodic problem, and so the solver, is equivariant; so are the published
+    finite-element data's boundary ties (the generator's default labels), which are not periodic but symmetric
+    under these 16 maps. Code 0 is the identity.
     """
     if not 0 <= code < N_X1_SYMMETRIES:
         raise ValueError(f"code must be in 0..{N_X1_SYMMETRIES - 1}, got {code}")
@@ -111,6 +134,15 @@ class LocalizationDataModule(BenchmarkDataModule):
     def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
         """Where the data is: ``data_root``, or the generated dataset for ``generator`` (made once)."""
         return resolve_data_root(data_root, generator, progress)
+
+    @classmethod
+    def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
+        """The base class's name, plus "-fe-<discretization>" for data whose labels come from finite elements, so
+        benchmark folders and leaderboard headers say which ground truth was learnt; FFT datasets keep their
+        names."""
+        name = super().dataset_name(data_root, generated)
+        discretization = labels_discretization(data_root)
+        return name if discretization in (None, "fft") else f"{name}-fe-{discretization}"
 
     @staticmethod
     def index_dataset(data_root: str | Path, contrast: float | None = None, group_by: str = "group",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from matcv.benchmarks.cli import run_and_report
 from matcv.datamodules.synthetic.elastic_fft import local_strain_11
 from matcv.datamodules.folds import read_fold_manifest
 from matcv.datamodules.synthetic.gaussian_fields import gaussian_microstructure
+from matcv.datamodules.synthetic.localization import DEFAULT_DISCRETIZATION, LocalizationGeneratorConfig
 from matcv.lightning_modules.localization_metrics import r2_all_voxels
 from matcv.lightning_modules.mks import FirstOrderMKS
 
@@ -64,7 +67,26 @@ def test_localization_benchmark_ranks_models_by_mase_on_grouped_folds(tmp_path):
     assert "lower is better" in next((tmp_path / "board").glob("*.md")).read_text()
 
 
-@pytest.mark.parametrize("name", ["quick", "quick-c50", "paper", "paper-c50"])
+@pytest.mark.parametrize("name", ["quick", "quick-c50", "quick-fe", "paper", "paper-c50"])
 def test_localization_profiles_name_their_contrast(name):
     profile = yaml.safe_load((CONFIG_DIR / "localization.yaml").read_text())["profiles"][name]
     assert profile["generator"]["contrast"] == (50 if name.endswith("c50") else 10)
+
+
+def test_profiles_made_before_finite_elements_keep_their_data():
+    """Every profile that existed before the finite-element labels pins the FFT solver, so its settings' hash (the
+    dataset's name and cache folder) is the one its official fold manifest was made for; new profiles default to
+    finite elements and say so in the dataset's name."""
+    config = yaml.safe_load((CONFIG_DIR / "localization.yaml").read_text())
+    official = Path(__file__).resolve().parents[1] / "leaderboard" / "official" / "localization"
+    for name in config["official"]:
+        settings = config["profiles"][name]["generator"]
+        assert settings["discretization"] == "fft", name
+        fingerprint = LocalizationGeneratorConfig(**settings).fingerprint()
+        assert (official / f"localization-{fingerprint}" / name / "fold_manifest.json").is_file(), name
+    # The smoke profile: the hash it had before the setting existed.
+    assert LocalizationGeneratorConfig(**config["profiles"]["tiny"]["generator"]).fingerprint() == "855beaa90acb2428"
+    fe = config["profiles"]["quick-fe"]
+    assert fe["generator"]["discretization"] == DEFAULT_DISCRETIZATION and "quick-fe" in config["unpublished"]
+    quick = {**config["profiles"]["quick"]["generator"], "discretization": DEFAULT_DISCRETIZATION}
+    assert fe["generator"] == quick  # the same volumes as quick, only the labels differ

@@ -30,6 +30,7 @@ from matcv.datamodules.synthetic.gaussian_fields import (
     periodic_gaussian_filter,
 )
 from matcv.datamodules.synthetic.localization import (
+    DEFAULT_DISCRETIZATION,
     MANIFEST_COLUMNS,
     LocalizationGeneratorConfig,
     generate_localization_dataset,
@@ -167,7 +168,35 @@ def test_generated_dataset_layout_and_physics(generated):
     assert np.abs(strain.astype(np.float64).mean(axis=(1, 2, 3)) - 1.0).max() < 1e-6
     # Contrast 10: the stiff phase strains less on average than the soft one.
     assert strain[micro == 1].mean() < strain[micro == 0].mean()
-    assert json.loads((generated / "generator.json").read_text())["size"] == 9
+    settings = json.loads((generated / "generator.json").read_text())
+    assert settings["size"] == 9 and settings["discretization"] == DEFAULT_DISCRETIZATION
+    # The labels are the finite-element ones of the default discretisation, not the FFT solver's.
+    from matcv.datamodules.synthetic.elastic_fft import local_strain_11
+
+    fe, _ = local_strain_11(micro[0], 10.0, discretization=DEFAULT_DISCRETIZATION)
+    fft, _ = local_strain_11(micro[0], 10.0)
+    assert np.abs(strain[0] - fe).max() < 1e-6 < np.abs(strain[0] - fft).max()
+
+
+def test_dataset_name_says_which_discretisation_made_the_labels(tmp_path):
+    def folder(name: str, settings) -> Path:
+        root = tmp_path / "localization" / name
+        root.mkdir(parents=True)
+        if settings is not None:
+            (root / "generator.json").write_text(settings if isinstance(settings, str) else json.dumps(settings))
+        return root
+
+    # Datasets made before the setting (no "discretization" in their settings) keep their names.
+    old = folder("3575afc408997967", {"generator_version": 1, "size": 21})
+    assert LocalizationDataModule.dataset_name(old, generated=True) == "localization-3575afc408997967"
+    new = folder("9a6931abd7dc7fdb", {"generator_version": 1, "discretization": "hex8-bbar-yang2019"})
+    assert LocalizationDataModule.dataset_name(new, generated=True) == \
+        "localization-9a6931abd7dc7fdb-fe-hex8-bbar-yang2019"
+    periodic = folder("mine", {"discretization": "hex8-bbar"})
+    assert LocalizationDataModule.dataset_name(periodic, generated=False) == "mine-fe-hex8-bbar"
+    assert LocalizationDataModule.dataset_name(folder("rln-files", None), generated=False) == "rln-files"
+    with pytest.raises(ValueError, match=r"broken.generator\.json: unreadable generator settings"):
+        LocalizationDataModule.dataset_name(folder("broken", "{not json"), generated=False)
 
 
 @needs_solver
@@ -209,14 +238,17 @@ def test_generation_names_the_volumes_that_did_not_converge(tmp_path):
 
 
 @needs_solver
-def test_x1_symmetries_are_exact_for_eps11_and_others_are_not():
+@pytest.mark.parametrize("discretization", ["fft", DEFAULT_DISCRETIZATION])
+def test_x1_symmetries_are_exact_for_eps11_and_others_are_not(discretization):
+    # The published FE ties are not periodic, but they are symmetric under reflections of the cell onto itself
+    # and under the x2/x3 swap, so the 16 augmentations stay exact for the default labels too.
     from matcv.datamodules.synthetic.elastic_fft import local_strain_11
 
     phases = gaussian_microstructure(9, (1, 3, 2), 0.4, np.random.default_rng(3))
     codes = [5, 8, 15]  # reflect x1 and x3; swap x2/x3; all of it
     moved = np.stack([phases] + [apply_x1_symmetry(phases, code) for code in codes]
                      + [np.swapaxes(phases, 0, 1)])  # the last one moves x1: not a symmetry of eps_11
-    fields, _ = local_strain_11(moved, 10.0, tol=1e-10)
+    fields, _ = local_strain_11(moved, 10.0, tol=1e-10, discretization=discretization)
     for k, code in enumerate(codes, start=1):
         assert np.abs(fields[k] - apply_x1_symmetry(fields[0], code)).max() < 1e-7
     assert np.abs(fields[-1] - np.swapaxes(fields[0], 0, 1)).max() > 0.05

@@ -1,7 +1,9 @@
-"""Speed of the FFT elasticity solver (datamodules/synthetic/elastic_fft.py) on this machine: iterations and seconds.
+"""Speed of the elasticity solver (datamodules/synthetic/elastic_fft.py) on this machine: iterations and seconds,
+for the voxel FFT schemes and the finite-element discretisations.
 
     python -m matcv.benchmarks.speed.solver_speed                       # 21³ and 51³, contrast 10 and 50, CPU (+ CUDA)
     python -m matcv.benchmarks.speed.solver_speed --sizes 21 --threads 1 --schemes basic cg
+    python -m matcv.benchmarks.speed.solver_speed --threads 1 --dtypes float64 --schemes hex8 hex8-bbar hex8-bbar-yang2019
 
 Microstructures are periodic Gaussian-filtered uniform noise (scipy.ndimage.gaussian_filter, mode="wrap")
 thresholded at its median (stiff volume fraction 0.5), like the localization task's inputs. Each volume is
@@ -22,11 +24,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from matcv.benchmarks.speed.machine import add_machine_arguments, set_up_machine
-from matcv.datamodules.synthetic.elastic_fft import SCHEMES, solve_elasticity
+from matcv.datamodules.synthetic.elastic_fft import DISCRETIZATIONS, SCHEMES, solve_elasticity
 
-# "basic" and "cg" use the voxel Green operator; "hex8-bbar" is the finite-element discretisation (8-node
-# hexahedra, B-bar), always solved by Fourier-preconditioned conjugate gradients.
-METHODS = {**{scheme: {"scheme": scheme} for scheme in SCHEMES}, "hex8-bbar": {"discretization": "hex8-bbar"}}
+# "basic" and "cg" use the voxel Green operator; the others are the finite-element discretisations (8-node
+# hexahedra: full integration, B-bar, B-bar with the published data's boundary ties), always solved by
+# Fourier-preconditioned conjugate gradients.
+METHODS = {**{scheme: {"scheme": scheme} for scheme in SCHEMES},
+           **{name: {"discretization": name} for name in DISCRETIZATIONS if name != "fft"}}
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contrasts", type=float, nargs="+", default=[10.0, 50.0])
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float64", "float32"])
     parser.add_argument("--schemes", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="basic (Moulinec-Suquet), cg (conjugate gradients), hex8-bbar (finite elements)")
+                        help="basic (Moulinec-Suquet), cg (conjugate gradients), hex8, hex8-bbar, "
+                             "hex8-bbar-yang2019 (finite elements)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="volumes per size (default 8 for sizes <= 31, else 2)")
     parser.add_argument("--sigma", type=float, default=2.0, help="Gaussian filter width in voxels")
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch needs one value per --sizes entry")
     tolerances = {"float64": args.tol_float64, "float32": args.tol_float32}
     devices = set_up_machine(args)
-    header = (f"{'device':<6} {'dtype':<7} {'scheme':<9} {'size':>4} {'contrast':>8} {'mode':<8} {'B':>2} "
+    header = (f"{'device':<6} {'dtype':<7} {'scheme':<18} {'size':>4} {'contrast':>8} {'mode':<8} {'B':>2} "
               f"{'tol':>7} {'iterations mean [min-max]':>26} {'s/microstructure':>16} {'ms/iteration':>12} converged")
     print(header)
     print("-" * len(header))
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                         # Batched volumes all run until the slowest converges (finished ones are dropped).
                         per_iteration_ms = 1e3 * seconds / (float(iterations.sum()) if mode == "single"
                                                             else batch * float(iterations.max()))
-                        print(f"{device_name:<6} {dtype_name:<7} {scheme:<9} {size:>4} {contrast:>8g} {mode:<8} "
+                        print(f"{device_name:<6} {dtype_name:<7} {scheme:<18} {size:>4} {contrast:>8g} {mode:<8} "
                               f"{batch_size:>2} {tol:>7.0e} {iteration_text:>26} {seconds / batch:>16.3f} "
                               f"{per_iteration_ms:>12.2f} {converged}", flush=True)
 
