@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
 from matcv.datamodules.base import BenchmarkDataModule
+from matcv.datamodules.dataset_description import DESCRIPTION_NAME, description_path, read_description
 from matcv.datamodules.folds import FoldManifestError
 from matcv.datamodules.manifest import (
     MANIFEST_NAME,
@@ -61,8 +62,20 @@ def manifest_spec(target: str, ratings: Sequence[int] | None = None) -> Manifest
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     classes = tuple(int(r) for r in (TASK_RATINGS if ratings is None else ratings)) if target == "rating" else None
+    # Labels of a user's own classification (dataset.yaml) may lie outside ASTM's 0..10.
+    span = (0, 10) if ratings is None or not classes else (min(0, *classes), max(10, *classes))
     return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating",
-                        rating_classes=classes)
+                        rating_classes=classes, rating_range=span)
+
+
+def refuse_described_masks(data_root: str | Path, target: str) -> None:
+    """A folder whose dataset.yaml describes its masks (classes, colours, ignore) is not read here, where masks
+    are binary {0,1}/{0,255}: say which DataModule reads it rather than report its class values as bad masks."""
+    if target == "mask" and description_path(data_root).is_file():
+        raise ManifestError(f"{description_path(data_root)}: this folder describes its masks in {DESCRIPTION_NAME}, "
+                            f"which CorrosionPanelsDataModule (binary masks) does not read: run `matcv bench --task "
+                            f"segmentation --data-root {data_root}` (it picks the DataModule for {DESCRIPTION_NAME}), "
+                            f"or name matcv.datamodules.user_segmentation.UserSegmentationDataModule in your task YAML")
 
 
 def _index(table, spec: ManifestSpec) -> dict:
@@ -156,6 +169,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
     def index_dataset(data_root: str | Path, target: str = "mask", rating_classes: Sequence[int] | None = None,
                       **_unused) -> dict:
         """Items, groups, strata and files of a data root, for fold manifests and data hashes."""
+        refuse_described_masks(data_root, target)
         spec = manifest_spec(target, rating_classes)
         return _index(load_manifest(data_root, spec), spec)
 
@@ -164,6 +178,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
                       rating_classes: Sequence[int] | None = None, **_unused) -> dict:
         """``index_dataset`` after reading every image (and mask): one error listing every problem, those of the
         manifest's rows (paths, groups, ratings) and those of the files, so one pass finds them all."""
+        refuse_described_masks(data_root, target)
         spec = manifest_spec(target, rating_classes)
         root = Path(data_root)
         table, problems, unreadable = scan_manifest(root, spec)
@@ -184,9 +199,19 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
             more = f"\n  ... and {len(everything) - len(shown)} more" if len(everything) > len(shown) else ""
             count = f"{len(everything)} problem(s)" if problems else f"{len(bad_files)} bad file(s)"
             raise ManifestError(f"{root / MANIFEST_NAME}: {count}:\n  " + "\n  ".join(shown) + more)
-        return _index(table, spec)
+        return {**_index(table, spec), "notes": list(table.attrs.get("notes", []))}
+
+    @classmethod
+    def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
+        """A user's folder: its dataset.yaml's ``name`` when it gives one (the rating tasks read that folder
+        too), else the folder's name; generated data: named by its generator (``BenchmarkDataModule``)."""
+        description = None if generated else read_description(data_root)
+        if description is not None and description.name:
+            return description.name
+        return super().dataset_name(data_root, generated)
 
     def build_datasets(self) -> None:
+        refuse_described_masks(self.data_root, self.target)
         table = load_manifest(self.data_root, self.spec)
 
         def groups(column: str | None) -> dict:

@@ -1,8 +1,9 @@
 """The manifest format shared by the built-in synthetic data and a user's own photos.
 
-A data root holds ``manifest.csv`` with at least ``image_path`` and a group column (``panel_id`` for
-corrosion panels); ``mask_path`` and ``rating`` are needed only by the tasks that use them. Paths are
-relative to the data root and must stay inside it. Group ids are compared as ``folds.normalise_group``
+A data root holds ``manifest.csv`` with at least ``image_path`` and a group column (``group``, or ``panel_id``
+as the corrosion panels call it: either name is read as the other); ``mask_path`` and ``rating`` (or
+``label``) are needed only by the tasks that use them, ``split`` (train/val/test) and ``stratum`` are optional.
+Paths are relative to the data root and must stay inside it. Group ids are compared as ``folds.normalise_group``
 writes them (no surrounding spaces, Unicode NFC), and ids that differ only in case or spacing are an error.
 Every problem is reported with the row number (as a spreadsheet shows it: header = row 1) and the file, and
 all problems of a manifest are reported together.
@@ -47,6 +48,28 @@ class ManifestSpec:
     rating_range: tuple[int, int] = (0, 10)  # ASTM D1654 ratings
     # The ratings a task can learn (its classes), checked with ``require_rating``; None: any in rating_range.
     rating_classes: tuple[int, ...] | None = None
+    # Check a ``split`` column when there is one (values train/val/test, no group in two of them).
+    check_split: bool = False
+
+
+# One column, two names: the generic one and the corrosion panels' (older manifests keep working). When the
+# name a task reads is absent, the other is read in its place.
+COLUMN_ALIASES = {"panel_id": "group", "group": "panel_id", "rating": "label"}
+SPLITS = ("train", "val", "test")
+
+
+def _alias_columns(table: pd.DataFrame, wanted: list[str]) -> dict[str, str]:
+    """Copy an alias column under the name a task reads (``label`` -> ``rating``) where only the alias is
+    there; {name read: column of the CSV it comes from}, for messages that name what the user wrote."""
+    source = {}
+    for name in wanted:
+        alias = COLUMN_ALIASES.get(name)
+        if name not in table.columns and alias is not None and alias in table.columns:
+            table[name] = table[alias]
+            source[name] = alias
+        else:
+            source[name] = name
+    return source
 
 
 def raise_problems(problems: Sequence[str], where: str | Path, what: str | None = None) -> None:
@@ -151,18 +174,25 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
     if not path.is_file():
         raise ManifestError(f"{path} not found: a data root needs a {MANIFEST_NAME} "
                             f"(columns image_path,{spec.group_column}[,mask_path][,rating])")
-    table = _read_csv(path)
+    table = _read_csv(path).copy()
+    named = _alias_columns(table, [spec.group_column, "rating"])
     required = ["image_path", spec.group_column]
     required += ["mask_path"] if spec.require_mask else []
     required += ["rating"] if spec.require_rating else []
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise ManifestError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+        shown = [f"{c!r} (or {COLUMN_ALIASES[c]!r})" if c in COLUMN_ALIASES else repr(c) for c in missing]
+        raise ManifestError(f"{path}: missing column(s) {', '.join(shown)}; found {list(table.columns)}")
     if table.empty:
         raise ManifestError(f"{path}: the manifest has no rows")
-    table = table.copy()
     table.insert(0, "row", np.arange(len(table)) + 2)
     column = spec.group_column
+    group_name, rating_name = named[column], named["rating"]
+    # Ids written with surrounding spaces or invisible characters are read without them; say so (a data check
+    # prints these notes), since the fold manifest will show the ids as read.
+    table.attrs["notes"] = [f"row {row}: {group_name} {g!r} is read as {normalise_group(g)!r}"
+                            for row, g in zip(table["row"], table[column])
+                            if isinstance(g, str) and normalise_group(g) and normalise_group(g) != g]
     table[column] = [normalise_group(g) if isinstance(g, str) and normalise_group(g) else None
                      for g in table[column]]
 
@@ -193,15 +223,15 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
                 problems.append(f"{label}: image_path is the same file as row {first[0]}'s ({first[1]}); a photo "
                                 f"listed twice would be two items, free to fall on both sides of a split")
         if not isinstance(getattr(record, column), str):  # pandas holds the None of an empty id as NaN
-            problems.append(f"{label}: missing {column} (every image needs its specimen group)")
+            problems.append(f"{label}: missing {group_name} (every image needs its specimen group)")
         if spec.require_rating:
             rating = record.rating
             value = _as_rating(rating, lo, hi)
             if value is None:
                 shown = "(empty)" if not isinstance(rating, str) else repr(rating)
-                problems.append(f"{label}: rating {shown} is not an integer in {lo}..{hi}")
+                problems.append(f"{label}: {rating_name} {shown} is not an integer in {lo}..{hi}")
             elif spec.rating_classes is not None and value not in spec.rating_classes:
-                problems.append(f"{label}: rating {value} is not among the ratings this task learns "
+                problems.append(f"{label}: {rating_name} {value} is not among the {rating_name}s this task learns "
                                 f"{list(spec.rating_classes)}")
     duplicated = table["image_path"][table["image_path"].duplicated()].dropna().unique()
     problems += [f"image_path {name} listed more than once" for name in duplicated]
@@ -209,12 +239,35 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
     for row, group in zip(table["row"], table[column]):
         if isinstance(group, str):
             rows_of.setdefault(group, []).append(int(row))
-    problems += similar_group_problems(list(rows_of), {g: _rows_text(r) for g, r in rows_of.items()}, column)
+    problems += similar_group_problems(list(rows_of), {g: _rows_text(r) for g, r in rows_of.items()}, group_name)
+    if spec.check_split and "split" in table.columns:
+        problems += _split_problems(table, column, group_name)
     if spec.require_rating:
         table["rating"] = [_as_rating(r, lo, hi) for r in table["rating"]]
     elif "rating" in table:
         table["rating"] = pd.to_numeric(table["rating"], errors="coerce")
     return table, problems, unreadable
+
+
+def _split_problems(table: pd.DataFrame, column: str, group_name: str) -> list[str]:
+    """A ``split`` column's problems: values other than train/val/test (normalised to lower case in the table)
+    and groups in two splits (a publisher's split must keep specimens apart, as grouped folds do)."""
+    problems = []
+    values = [s.strip().lower() if isinstance(s, str) else None for s in table["split"]]
+    for row, value, raw in zip(table["row"], values, table["split"]):
+        if value not in SPLITS:
+            shown = "(empty)" if not isinstance(raw, str) else repr(raw)
+            problems.append(f"row {row}: split {shown} is not one of {', '.join(SPLITS)}")
+    table["split"] = [v if v in SPLITS else None for v in values]
+    where: dict[str, dict[str, list[int]]] = {}
+    for row, group, split in zip(table["row"], table[column], table["split"]):
+        if isinstance(group, str) and split in SPLITS:  # pandas holds the None of a bad value as NaN
+            where.setdefault(group, {}).setdefault(split, []).append(int(row))
+    for group, splits in where.items():
+        if len(splits) > 1:
+            shown = " and ".join(f"{s} ({_rows_text(r)})" for s, r in splits.items())
+            problems.append(f"{group_name} {group!r} is in {shown}: a group must stay in one split")
+    return problems
 
 
 def load_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()) -> pd.DataFrame:

@@ -11,36 +11,34 @@ Why it looks the way it does:
   (cropped top-left to a multiple of 32 so any UNet's down/up-sampling fits), one per batch.
 - Three splits: ``grouped`` (the harness draws grouped folds over spots), ``official`` (the release's
   train/val/test) and ``ood`` (train/val as released, tested on the Super2 micrographs).
+
+It is ``UserSegmentationDataModule`` (a user's data folder) with a preset description (class colours, name:
+``superalloy_files.DESCRIPTION``) and the release's layout in place of a manifest: the crops, whole-image
+validation and test, and training statistics are that DataModule's, so a user's folder and this benchmark
+are read and fed to the models by the same code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from matcv.datamodules.augmentations import OneStreamCompose
-from matcv.datamodules.base import BenchmarkDataModule
-from matcv.datamodules.corrosion import standardize
-from matcv.datamodules.folds import FORMAT, check_no_group_leak
+from matcv.datamodules.dataset_description import DatasetDescription
 from matcv.datamodules.manifest import ManifestError, raise_problems
 from matcv.datamodules.superalloy_files import (  # re-exported: the names users of this module know
     CLASS_NAMES,
     DATA_FOLDER,
     DATASET_NAME,
+    DESCRIPTION,
     GROUP_COLUMN,
-    NETWORK_MULTIPLE,
     OOD_SOURCE,
     ROOT_ENV,
     SPLITS,
     WHAT,
     SuperalloyItem,
     check_split,
-    crop_to_network_multiple,
     index_items,
     read_class_mask,
     read_micrograph,
@@ -49,86 +47,33 @@ from matcv.datamodules.superalloy_files import (  # re-exported: the names users
     rgba_mask_to_classes,
     scan_items,
 )
+from matcv.datamodules.user_segmentation import (
+    CROP_STREAM,
+    NETWORK_MULTIPLE,
+    RandomCrops,
+    SegmentationImages,
+    UserSegmentationDataModule,
+    crop_to_network_multiple,
+    fold_manifest_of,
+)
 
-CROP_STREAM = 1  # crop offsets get their own RNG stream, independent of albumentations' default_rng(seed)
+# The datasets of a user's folder, under the names this module gave them first.
+SuperalloyCrops = RandomCrops
+SuperalloyImages = SegmentationImages
 
-__all__ = ["CLASS_NAMES", "DATA_FOLDER", "ROOT_ENV", "SPLITS", "SuperalloyCrops", "SuperalloyDataModule",
-           "SuperalloyImages", "crop_to_network_multiple", "read_class_mask", "read_micrograph", "resolve_data_root",
-           "rgba_mask_to_classes", "scan_items"]
-
-
-# --- datasets --------------------------------------------------------------------------------------------
-
-def _sample(image: np.ndarray, mask: np.ndarray, item_id: str, mean: np.ndarray, std: np.ndarray) -> dict:
-    return {"image": standardize(image, mean, std),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
-            "item_id": item_id}
-
-
-class SuperalloyCrops(Dataset):
-    """Training partition: ``crops_per_image`` random crops of every image per epoch, each optionally put
-    through a random flip / 90-degree rotation (the eight symmetries of a square: micrographs have no up)."""
-
-    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], item_ids: list[str], mean: np.ndarray,
-                 std: np.ndarray, crop_size: int, crops_per_image: int, symmetries: A.Compose | None, seed: int):
-        self.images, self.masks, self.item_ids = images, masks, item_ids
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
-        self.crop_size, self.crops_per_image, self.symmetries = crop_size, crops_per_image, symmetries
-        # Seeded with different entropy than albumentations' default_rng(seed): same-seed generators would
-        # draw the same numbers and tie the crop position to the flip decisions.
-        self.crop_rng = np.random.default_rng([seed, CROP_STREAM])
-        self._seeded_worker: int | None = None
-
-    def _reseed_in_worker(self) -> None:
-        # Every DataLoader worker gets a copy of both generators: give each worker its own streams, derived
-        # from torch's worker seed (itself derived from the run's seed), as corrosion.PanelPhotos does.
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None and self._seeded_worker != worker.seed:
-            self.crop_rng = np.random.default_rng([worker.seed, CROP_STREAM])
-            if self.symmetries is not None:
-                self.symmetries.set_random_seed(worker.seed % 2**32)
-            self._seeded_worker = worker.seed
-
-    def __len__(self) -> int:
-        return len(self.images) * self.crops_per_image
-
-    def __getitem__(self, index: int) -> dict:
-        self._reseed_in_worker()
-        source = index // self.crops_per_image
-        image, mask = self.images[source], self.masks[source]
-        top = int(self.crop_rng.integers(0, image.shape[0] - self.crop_size + 1))
-        left = int(self.crop_rng.integers(0, image.shape[1] - self.crop_size + 1))
-        window = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
-        image, mask = image[window], mask[window]
-        if self.symmetries is not None:
-            out = self.symmetries(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask))
-            image, mask = out["image"], out["mask"]
-        return _sample(image, mask, self.item_ids[source], self.mean, self.std)
+__all__ = ["CLASS_NAMES", "CROP_STREAM", "DATA_FOLDER", "ROOT_ENV", "SPLITS", "SuperalloyCrops",
+           "SuperalloyDataModule", "SuperalloyImages", "crop_to_network_multiple", "read_class_mask",
+           "read_micrograph", "resolve_data_root", "rgba_mask_to_classes", "scan_items"]
 
 
-class SuperalloyImages(Dataset):
-    """Validation / test partition: whole images (already cropped to a multiple of 32), no augmentation."""
-
-    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], item_ids: list[str], mean: np.ndarray,
-                 std: np.ndarray):
-        self.images, self.masks, self.item_ids = images, masks, item_ids
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        return _sample(self.images[index], self.masks[index], self.item_ids[index], self.mean, self.std)
-
-
-# --- the datamodule --------------------------------------------------------------------------------------
-
-class SuperalloyDataModule(BenchmarkDataModule):
+class SuperalloyDataModule(UserSegmentationDataModule):
     """Ni-superalloy gamma' segmentation: 3 classes (matrix, secondary, tertiary) at native resolution."""
 
     seeded_shuffle = False  # (see BenchmarkDataModule) this task's published runs shuffle from the global RNG
     eval_batch_size = 1  # whole images may differ in size (Super2), so they cannot be stacked
     published_name = DATASET_NAME
+    tiled_test = False  # the published protocol: test images cropped top-left to a multiple of 32, one pass
+    what = WHAT  # how error messages name the data
 
     def __init__(
         self,
@@ -149,28 +94,48 @@ class SuperalloyDataModule(BenchmarkDataModule):
             raise ValueError(f"crop_size must be a positive multiple of {NETWORK_MULTIPLE}, got {crop_size}")
         if crops_per_image < 1:
             raise ValueError(f"crops_per_image must be at least 1, got {crops_per_image}")
-        super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
-                         num_workers=num_workers)
-        self.save_hyperparameters()
-        self.split, self.crop_size, self.crops_per_image, self.augment = split, crop_size, crops_per_image, augment
+        super().__init__(fold_manifest_path, fold, data_root, generator, split="grouped", crop_size=crop_size,
+                         crops_per_image=crops_per_image, batch_size=batch_size, num_workers=num_workers,
+                         augment=augment, seed=seed)
+        self.save_hyperparameters()  # this class's own arguments (its split), as the checkpoints have stored them
+        self.split, self.crop_size, self.crops_per_image = split, crop_size, crops_per_image
         self.class_names = CLASS_NAMES
         self.num_classes = len(CLASS_NAMES)
         self.image_size = crop_size  # the training input size (the harness records it); val/test images are whole
 
+    # The layout in place of a manifest.
+
+    def describe(self) -> DatasetDescription:
+        return DESCRIPTION
+
+    def list_items(self) -> list[SuperalloyItem]:
+        return scan_items(self.data_root, self.split)
+
+    def read(self, item: SuperalloyItem) -> tuple[np.ndarray, np.ndarray]:
+        return read_pair(self.data_root, item)
+
+    def fold_source(self) -> str:
+        return f"{self.fold_manifest_path} (split={self.split!r})"
+
+    def build_datasets(self) -> None:
+        super().build_datasets()
+        self.class_names = CLASS_NAMES  # the tuple the release's users know
+
     # The harness's class-level hooks.
 
-    @staticmethod
-    def prepare_dataset(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
+    @classmethod
+    def prepare_dataset(cls, data_root: str | Path | None, generator: dict | None = None,
+                        progress: bool = True) -> Path:
         """Where the data is: ``data_root``, else $MATCV_SUPERALLOY_ROOT."""
         return resolve_data_root(data_root)
 
-    @staticmethod
-    def index_dataset(data_root: str | Path, split: str = "grouped", **_unused) -> dict:
+    @classmethod
+    def index_dataset(cls, data_root: str | Path, split: str = "grouped", **_unused) -> dict:
         """Items (image paths relative to the root), their spot groups and every file, from names alone."""
         return index_items(scan_items(resolve_data_root(data_root), split))
 
-    @staticmethod
-    def check_dataset(data_root: str | Path, split: str = "grouped", progress: bool = True, crop_size: int = 256,
+    @classmethod
+    def check_dataset(cls, data_root: str | Path, split: str = "grouped", progress: bool = True, crop_size: int = 256,
                       **_unused) -> dict:
         """``index_dataset`` after reading every image and mask: one ManifestError listing every bad file
         (unreadable, mask of another size, image too small for the network or, where it may be trained on,
@@ -191,8 +156,12 @@ class SuperalloyDataModule(BenchmarkDataModule):
         raise_problems(problems, root, WHAT)
         return index_items(items)
 
-    @staticmethod
-    def fixed_fold_manifest(data_root: str | Path, split: str = "grouped", **_unused) -> dict | None:
+    @classmethod
+    def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
+        return DATASET_NAME  # wherever the copy lies (the data hash tells copies apart)
+
+    @classmethod
+    def fixed_fold_manifest(cls, data_root: str | Path, split: str = "grouped", **_unused) -> dict | None:
         """The published split as a one-fold manifest (make_fold_manifest's format), or None for "grouped"
         (the harness then draws grouped folds over spots itself).
 
@@ -205,57 +174,5 @@ class SuperalloyDataModule(BenchmarkDataModule):
         root = resolve_data_root(data_root)
         items = scan_items(root, split)
         test_source = "test" if split == "official" else OOD_SOURCE
-        fold = {partition: sorted(i.item_id for i in items if i.source == source)
-                for partition, source in (("train", "train"), ("val", "val"), ("test", test_source))}
-        manifest = {
-            "format": FORMAT,
-            "n_folds": 1,
-            "seed": None,  # nothing is drawn: the publisher's split
-            # The realised share of validation images in train+val, where make_fold_manifest stores its target.
-            "val_fraction": len(fold["val"]) / max(1, len(fold["train"]) + len(fold["val"])),
-            "group_column": GROUP_COLUMN,
-            "stratify_column": None,
-            "groups": dict(sorted((i.item_id, i.group) for i in items)),
-            "folds": [fold],
-        }
-        check_no_group_leak(manifest, source=f"the {split!r} split of {root}")  # a copy could mix spots
-        return manifest
-
-    # Lightning.
-
-    def build_datasets(self) -> None:
-        root = self.data_root
-        items = scan_items(root, self.split)
-        folds = self.fold_items({item.item_id: item.group for item in items},
-                                source=f"{self.fold_manifest_path} (split={self.split!r})")
-        by_id = {item.item_id: item for item in items}
-        loaded = {p: self._load(root, [by_id[i] for i in folds[p]]) for p in ("train", "val", "test")}
-
-        train_images, train_masks, train_ids = loaded["train"]
-        too_small = [i for i, image in zip(train_ids, train_images) if min(image.shape[:2]) < self.crop_size]
-        if too_small:
-            raise ValueError(f"crop_size {self.crop_size} is larger than training image(s) {too_small}")
-        # Training statistics only (whole images, not crops): nothing of val/test leaks into the inputs.
-        pixels = np.concatenate([image.reshape(-1, 3) for image in train_images]).astype(np.float64) / 255.0
-        mean, std = pixels.mean(0), pixels.std(0) + 1e-6
-        symmetries = OneStreamCompose([A.SquareSymmetry(p=1.0)], self.crop_size, self.seed) if self.augment else None
-        self.datasets["train"] = SuperalloyCrops(train_images, train_masks, train_ids, mean, std, self.crop_size,
-                                                 self.crops_per_image, symmetries, self.seed)
-        for partition in ("val", "test"):
-            images, masks, ids = loaded[partition]
-            self.datasets[partition] = SuperalloyImages([crop_to_network_multiple(x) for x in images],
-                                                        [crop_to_network_multiple(m) for m in masks], ids, mean, std)
-
-    @staticmethod
-    def _load(root: Path, items: list[SuperalloyItem]) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-        images, masks, problems = [], [], []
-        for item in items:
-            try:
-                image, mask = read_pair(root, item)
-            except ManifestError as error:
-                problems.append(str(error))
-                continue
-            images.append(image)
-            masks.append(mask)
-        raise_problems(problems, root, WHAT)
-        return images, masks, [item.item_id for item in items]
+        return fold_manifest_of(items, f"the {split!r} split of {root}", GROUP_COLUMN,
+                                {"train": "train", "val": "val", test_source: "test"})

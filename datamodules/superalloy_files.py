@@ -1,24 +1,28 @@
 """The NASA Ni-superalloy benchmark's files as published: where the folder is, which images and masks it holds,
-and how its RGBA masks become class indices.
+and its preset description (the dataset.yaml it would have: class colours, name).
 
 The benchmark of Stuckner et al. (2022) ships as folders of TIFFs, not as a matcv ``manifest.csv``:
 ``Super1/{train,val,test}/*.tif`` with RGBA masks in ``{train,val,test}_annot/<name>_mask.tif``, and
 ``Super2/different_test{,_annot}/`` (out-of-distribution micrographs). Reading that layout directly lets a
-copy of the repository's folder work without conversion. Every problem of a folder is reported at once.
+copy of the repository's folder work without conversion; what the layout stands for in a user's folder is
+listed in ``scan_items``: the manifest's rows (image, mask), its group column (the ``spotN`` of the name) and
+its split column (the Super1 folder). Masks are decoded by the code every user dataset's colour masks go
+through (``dataset_description``). Every problem of a folder is reported at once.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from matcv.datamodules.data_roots import given_data_root
+from matcv.datamodules.dataset_description import ClassSpec, DatasetDescription, map_keys, read_mask_file
 from matcv.datamodules.folds import normalise_group
 from matcv.datamodules.manifest import IMAGE_ERRORS, ManifestError, open_image, raise_problems
+from matcv.datamodules.user_segmentation import SegmentationItem
 
 # Class order and names follow nasa/pretrained-microscopy-models (examples/multiclass_segmentation_example
 # .ipynb: class_values = {'matrix': [0,0,0], 'secondary': [255,0,0], 'tertiary': [0,0,255]}, with
@@ -32,6 +36,16 @@ MASK_COLOURS_RGB: dict[tuple[int, int, int], int] = {(0, 0, 255): 1, (255, 0, 0)
 ROOT_ENV = "MATCV_SUPERALLOY_ROOT"
 DATA_FOLDER = "benchmark_segmentation_data"
 DATASET_NAME = "nasa-superalloy"
+
+# The release's dataset.yaml, were it to have one: class colours (matrix black, as upstream lists it) and every
+# colour that is no precipitate counted as matrix (the annotators painted over the grey micrograph).
+DESCRIPTION = DatasetDescription(
+    name=DATASET_NAME,
+    classes=(ClassSpec("matrix", color=(0, 0, 0)),
+             *(ClassSpec(CLASS_NAMES[index], color=colour) for colour, index in MASK_COLOURS_RGB.items())),
+    unlisted_class="matrix",
+    source=f"the {DATASET_NAME} preset",
+)
 WHAT = "Ni-superalloy data"  # how error messages name the data
 
 SPLITS = ("grouped", "official", "ood")
@@ -42,7 +56,6 @@ OOD_IMAGES, OOD_MASKS = "Super2/different_test", "Super2/different_test_annot"
 OOD_SOURCE = "ood"
 IMAGE_SUFFIXES = (".tif", ".tiff")
 SPOT_NAME = re.compile(r"spot(\d+)_(\d+)d_(\d+)", re.IGNORECASE)  # spot<location>_<ageing days>d_<frame>
-NETWORK_MULTIPLE = 32  # five 2x down-samplings of a UNet encoder
 IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8-bit modes PIL converts to RGB without loss
 
 LAYOUT_HELP = (
@@ -72,10 +85,8 @@ def rgba_mask_to_classes(rgba: np.ndarray) -> np.ndarray:
         if translucent:
             raise ValueError(f"{translucent} pixel(s) are not fully opaque (alpha != 255); the published masks "
                              f"are opaque everywhere -- flatten the mask onto its micrograph and save it again")
-    rgb = rgba[..., :3]
-    classes = np.zeros(rgb.shape[:2], np.uint8)
-    for colour, index in MASK_COLOURS_RGB.items():
-        classes[(rgb == colour).all(axis=-1)] = index
+    rgb = rgba[..., :3].astype(np.int64)
+    classes, _ = map_keys((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], DESCRIPTION)  # unlisted: matrix
     return classes
 
 
@@ -96,20 +107,9 @@ def read_micrograph(path: Path) -> np.ndarray:
 
 
 def read_class_mask(path: Path) -> np.ndarray:
-    """Class indices (uint8 H x W) of one mask file, or ManifestError naming the file and the problem."""
-    try:
-        with open_image(path) as handle:
-            mode = handle.mode
-            array = np.asarray(handle.convert("RGBA") if mode == "P" else handle)
-    except IMAGE_ERRORS as error:
-        raise ManifestError(f"{path}: cannot read mask ({error})") from error
-    if array.ndim != 3:
-        raise ManifestError(f"{path}: mask is a single-channel ({mode}) image; expected an RGB(A) mask with "
-                            f"secondary precipitates painted pure blue and tertiary ones pure red")
-    try:
-        return rgba_mask_to_classes(array)
-    except ValueError as error:
-        raise ManifestError(f"{path}: {error}") from error
+    """Class indices (uint8 H x W) of one mask file, or ManifestError naming the file and the problem: a user's
+    colour mask read with the preset description."""
+    return read_mask_file(path, DESCRIPTION)
 
 
 # --- the data root and its items -------------------------------------------------------------------------
@@ -127,12 +127,10 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
                             f"{LAYOUT_HELP}")
 
 
-@dataclass(frozen=True)
-class SuperalloyItem:
-    item_id: str  # the image's path relative to the data root, e.g. "Super1/train/spot3_0d_3.tif"
-    mask_path: str  # relative to the data root
-    group: str  # "spot3", or "ood:<stem>" for a Super2 micrograph
-    source: str  # "train" / "val" / "test" (the Super1 folder) or "ood"
+# An item of the layout: ``item_id`` the image's path relative to the data root (e.g. "Super1/train/spot3_0d_3.tif"),
+# ``group`` "spot3" (or "ood:<stem>" for a Super2 micrograph), ``source`` "train"/"val"/"test" (the Super1 folder)
+# or "ood": a manifest row of a user's folder, with its split.
+SuperalloyItem = SegmentationItem
 
 
 def _tiffs(folder: Path) -> list[Path]:
@@ -227,9 +225,3 @@ def read_pair(root: Path, item: SuperalloyItem) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def crop_to_network_multiple(array: np.ndarray, multiple: int = NETWORK_MULTIPLE) -> np.ndarray:
-    """Top-left crop of an image or mask to the largest multiple of ``multiple`` in each dimension."""
-    height, width = (array.shape[0] // multiple) * multiple, (array.shape[1] // multiple) * multiple
-    if height == 0 or width == 0:
-        raise ValueError(f"an image of {array.shape[1]}x{array.shape[0]} px is smaller than {multiple} px")
-    return array[:height, :width]

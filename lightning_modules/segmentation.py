@@ -3,6 +3,11 @@
 ``SegmentationEvaluation`` owns what every segmentation model shares — per-image Dice and IoU on
 validation and test (smp.metrics, threshold 0.5) and the list of per-image test scores the harness
 records — so a trained network and an untrained baseline are scored by the same code.
+
+A user's data (``datamodules/user_segmentation.py``) may mark pixels as ignored (class index
+``IGNORE_INDEX``): they are left out of every score, and ``SmpSegmentationTask`` leaves them out of its loss.
+Its whole test images may be larger than the training crops: the DataModule's ``eval_tile_size`` then has
+them scored tile by tile (overlapping tiles, logits averaged), every pixel once.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from matcv.datamodules.dataset_description import IGNORE_INDEX
 from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.edge_losses import RegionLoss
 from matcv.lightning_modules.segmentation_figures import (
@@ -22,9 +29,21 @@ from matcv.lightning_modules.segmentation_figures import (
 )
 
 
-def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dice (F1) and IoU of each image of a batch; an empty prediction of an empty mask scores 1."""
-    stats = smp.metrics.get_stats(logits.sigmoid(), target.long(), mode="binary", threshold=threshold)
+def _ignored(target: torch.Tensor) -> torch.Tensor | None:
+    """The ignored pixels of a target, or None when it has none (the usual case: scores computed as always)."""
+    ignored = target == IGNORE_INDEX
+    return ignored if bool(ignored.any()) else None
+
+
+def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor,
+                       threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dice (F1) and IoU of each image of a batch; an empty prediction of an empty mask scores 1. Ignored
+    pixels count as true negatives, which neither Dice nor IoU reads."""
+    probabilities, target = logits.sigmoid(), target.long()
+    ignored = _ignored(target)
+    if ignored is not None:
+        probabilities, target = probabilities.masked_fill(ignored, 0.0), target.masked_fill(ignored, 0)
+    stats = smp.metrics.get_stats(probabilities, target, mode="binary", threshold=threshold)
     dice = smp.metrics.f1_score(*stats, reduction="none", zero_division=1.0)
     iou = smp.metrics.iou_score(*stats, reduction="none", zero_division=1.0)
     return dice.flatten(), iou.flatten()
@@ -32,9 +51,11 @@ def per_image_dice_iou(logits: torch.Tensor, target: torch.Tensor, threshold: fl
 
 def per_image_class_dice_iou(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-class: (B, C) Dice and IoU of every class on every image (argmax prediction). A class absent
-    from both truth and prediction scores 1 on that image, so mean IoU is the usual per-image mIoU."""
-    stats = smp.metrics.get_stats(logits.argmax(dim=1), target.long(), mode="multiclass",
-                                  num_classes=logits.shape[1])
+    from both truth and prediction scores 1 on that image, so mean IoU is the usual per-image mIoU. Ignored
+    pixels are left out."""
+    target = target.long()
+    stats = smp.metrics.get_stats(logits.argmax(dim=1), target, mode="multiclass", num_classes=logits.shape[1],
+                                  ignore_index=IGNORE_INDEX if _ignored(target) is not None else None)
     dice = smp.metrics.f1_score(*stats, reduction="none", zero_division=1.0)
     iou = smp.metrics.iou_score(*stats, reduction="none", zero_division=1.0)
     return dice, iou
@@ -53,6 +74,7 @@ class SegmentationEvaluation(BenchmarkModule):
     monitor = "val_dice"  # checkpoint selection: grouped validation split only, never test
     mode = "max"
     n_figure_examples = 6
+    learns_ignored_pixels = False  # True where ``loss`` leaves IGNORE_INDEX pixels out (else such data is refused)
 
     def __init__(self, num_classes: int = 1, class_names: list[str] | None = None) -> None:
         super().__init__()
@@ -62,6 +84,30 @@ class SegmentationEvaluation(BenchmarkModule):
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(max(num_classes, 2))]
         self.threshold = 0.5
         self.test_results: list[dict] = []
+
+    def prepare_from_training_data(self, datamodule) -> None:
+        """Refuse data this model cannot learn, before any training: another number of classes than its outputs
+        (a DataModule that states ``num_classes``), or ignored pixels its loss would take for a class."""
+        super().prepare_from_training_data(datamodule)
+        wanted = getattr(datamodule, "num_classes", None)
+        if wanted is not None and int(wanted) != self.num_classes:
+            names = list(getattr(datamodule, "class_names", []))
+            raise ValueError(f"{type(self).__name__} has num_classes={self.num_classes} but the data has "
+                             f"{len(names) or wanted} classes {names} (a model needs num_classes={wanted}: 1 for two "
+                             f"classes, else one per class); set num_classes and class_names in the task YAML, or run "
+                             f"`matcv bench --data-root`, which sets them from the data's dataset.yaml")
+        ignored = getattr(datamodule, "has_ignored_pixels", False)
+        if ignored and self.requires_training and not self.learns_ignored_pixels:
+            raise ValueError(f"{type(self).__name__} cannot learn from masks with ignored pixels (dataset.yaml's "
+                             f"'ignore'): its loss has no ignore index and would learn them as a class; train "
+                             f"SmpSegmentationTask models on this data, or give masks without ignored pixels")
+
+    def test_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of whole test images: in one pass, or tile by tile where the DataModule says so
+        (``eval_tile_size``: a user's images at native resolution, larger than the training crops)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        tile = getattr(datamodule, "eval_tile_size", None)
+        return self(images) if tile is None else tiled_logits(self, images, int(tile))
 
     def predicted_mask(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, H, W) hard prediction: 0/1 (binary) or class indices."""
@@ -103,7 +149,7 @@ class SegmentationEvaluation(BenchmarkModule):
         return datamodule.item_evaluator if datamodule is not None else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch["image"])
+        logits = self.test_logits(batch["image"])
         scores = self._scores(logits, batch["mask"])
         predicted = self.predicted_mask(logits).cpu().numpy()
         truth = batch["mask"].cpu().numpy().reshape(predicted.shape)
@@ -128,7 +174,7 @@ class SegmentationEvaluation(BenchmarkModule):
         index = {item: i for i, item in enumerate(test.item_ids)}
         scores = {r["item_id"]: r for r in self.test_results}
         items = list(self.test_examples)
-        images, truths = [test.images[index[i]] for i in items], [test.masks[index[i]] for i in items]
+        images, truths = [_displayable(test.images[index[i]]) for i in items], [test.masks[index[i]] for i in items]
         if self.num_classes == 1:
             return save_segmentation_examples(
                 path, images, truths, [self.test_examples[i] for i in items],
@@ -136,6 +182,51 @@ class SegmentationEvaluation(BenchmarkModule):
         return save_class_map_examples(path, images, truths, [self.test_examples[i] for i in items],
                                        [f"{Path(i).name}  mIoU {scores[i]['iou']:.3f}" for i in items],
                                        self.class_names)
+
+
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a stored test image (16-bit sources are kept as floats in [0, 1])."""
+    image = np.asarray(image)
+    return image if image.dtype == np.uint8 else np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+NETWORK_MULTIPLE = 32  # five 2x down-samplings of a UNet encoder
+
+
+def _pad(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad (bottom, right) to height x width: mirrored where the image is large enough, else repeated edges."""
+    bottom, right = height - images.shape[-2], width - images.shape[-1]
+    if bottom == 0 and right == 0:
+        return images
+    mode = "reflect" if bottom < images.shape[-2] and right < images.shape[-1] else "replicate"
+    return F.pad(images, (0, right, 0, bottom), mode=mode)
+
+
+def tiled_logits(network, images: torch.Tensor, tile: int) -> torch.Tensor:
+    """Logits of whole images (B, 3, H, W) of any size: padded to a multiple of 32 and, where larger than
+    ``tile``, predicted in tiles of ``tile`` px with half-tile overlap whose logits are averaged, then cut back
+    to H x W. Every pixel is predicted with the context the network was trained with (crops of ``tile``)."""
+    height, width = images.shape[-2:]
+    if height <= tile and width <= tile:
+        padded = _pad(images, -(-height // NETWORK_MULTIPLE) * NETWORK_MULTIPLE,
+                      -(-width // NETWORK_MULTIPLE) * NETWORK_MULTIPLE)
+        return network(padded)[..., :height, :width]
+    stride = max(1, tile // 2)  # tiles are multiples of 32; where they start is free
+
+    def span(size: int) -> int:  # at least one tile, and a whole number of strides after it
+        return tile + -(-max(size - tile, 0) // stride) * stride
+
+    padded = _pad(images, span(height), span(width))
+    total, count = None, torch.zeros(padded.shape[-2:], device=images.device)
+    for top in range(0, padded.shape[-2] - tile + 1, stride):
+        for left in range(0, padded.shape[-1] - tile + 1, stride):
+            window = (..., slice(top, top + tile), slice(left, left + tile))
+            logits = network(padded[window])
+            if total is None:
+                total = torch.zeros((*logits.shape[:2], *padded.shape[-2:]), dtype=logits.dtype, device=logits.device)
+            total[window] += logits
+            count[top:top + tile, left:left + tile] += 1
+    return (total / count)[..., :height, :width]
 
 
 class SmpSegmentationTask(SegmentationEvaluation):
@@ -168,11 +259,15 @@ class SmpSegmentationTask(SegmentationEvaluation):
         self.ddp_find_unused_parameters = (arch_kwargs or {}).get("encoder_depth", 5) < 5
         self.region_loss = RegionLoss(num_classes, overlap="dice")
 
+    learns_ignored_pixels = True
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.region_loss(logits, target)
+        if _ignored(target) is None:
+            return self.region_loss(logits, target)
+        return ignoring_region_loss(logits, target, self.num_classes)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
@@ -182,6 +277,19 @@ class SmpSegmentationTask(SegmentationEvaluation):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def ignoring_region_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """RegionLoss's BCE/CE + Dice with IGNORE_INDEX pixels left out of both terms."""
+    if num_classes == 1:
+        keep = (target != IGNORE_INDEX).float()
+        pixelwise = F.binary_cross_entropy_with_logits(logits, (target * keep).float(), weight=keep, reduction="sum")
+        pixelwise = pixelwise / keep.sum().clamp_min(1.0)
+        overlap = smp.losses.DiceLoss(mode="binary", from_logits=True, ignore_index=IGNORE_INDEX)
+    else:
+        pixelwise = F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+        overlap = smp.losses.DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE_INDEX)
+    return pixelwise + overlap(logits, target.long() if num_classes > 1 else target)
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
@@ -206,16 +314,23 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
 
 
 class ConstantMaskBaseline(SegmentationEvaluation):
-    """Predict-nothing (value 0) or predict-everything (value 1): the floor every model must clear."""
+    """Predict-nothing (value 0) or predict-everything (value 1): the floor every model must clear. On
+    multi-class data (``num_classes > 1``) it predicts class ``value`` everywhere (0: all background)."""
 
     requires_training = False
 
-    def __init__(self, value: int = 0) -> None:
-        super().__init__()  # binary: the corrosion task's floor
-        if value not in (0, 1):
+    def __init__(self, value: int = 0, num_classes: int = 1, class_names: list[str] | None = None) -> None:
+        super().__init__(num_classes, class_names)  # binary by default: the corrosion task's floor
+        if num_classes == 1 and value not in (0, 1):
             raise ValueError(f"a constant mask is all 0 or all 1, got {value!r}")
+        if num_classes > 1 and not (isinstance(value, int) and 0 <= value < num_classes):
+            raise ValueError(f"a constant class map is one of the classes 0..{num_classes - 1}, got {value!r}")
         self.save_hyperparameters()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.num_classes > 1:
+            logits = torch.full((images.shape[0], self.num_classes, *images.shape[2:]), -20.0, device=images.device)
+            logits[:, self.hparams.value] = 20.0
+            return logits
         logit = 20.0 if self.hparams.value else -20.0
         return torch.full((images.shape[0], 1, *images.shape[2:]), logit, device=images.device)

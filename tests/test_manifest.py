@@ -101,6 +101,38 @@ def test_custom_group_column(tmp_path):
     assert "panel_id" in manifest_error(root, ManifestSpec())
 
 
+def test_group_and_label_are_read_as_panel_id_and_rating(tmp_path):
+    # The generic column names of a user's folder; the corrosion panels' names stay valid (see above).
+    root = make_root(tmp_path, n=3, rows=["images/im0.png,masks/im0.png,p0,5", "images/im1.png,masks/im1.png,p0,6",
+                                          "images/im2.png,masks/im2.png,p1,7"])
+    (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace("panel_id,rating", "group,label"))
+    table = load_manifest(root, FULL)
+    assert list(table["panel_id"]) == ["p0", "p0", "p1"] and list(table["rating"]) == [5, 6, 7]
+    assert list(load_manifest(root, ManifestSpec(group_column="group"))["group"]) == ["p0", "p0", "p1"]
+    (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace(",7\n", ",12\n"))
+    assert "row 4 (images/im2.png): label '12' is not an integer in 0..10" in manifest_error(root, FULL)
+    message = manifest_error(write_manifest(tmp_path / "bare", ["image_path", "a.png"]), RATED)
+    assert "missing column(s) 'panel_id' (or 'group'), 'rating' (or 'label')" in message
+
+
+def test_group_ids_written_with_spaces_are_noted(tmp_path):
+    root = make_root(tmp_path, n=2, rows=["images/im0.png,masks/im0.png, p0 ,5", "images/im1.png,masks/im1.png,p1,6"])
+    table = load_manifest(root, FULL)
+    assert list(table["panel_id"]) == ["p0", "p1"]
+    assert table.attrs["notes"] == ["row 2: panel_id ' p0 ' is read as 'p0'"]
+
+
+def test_split_column_is_checked_when_asked(tmp_path):
+    root = make_root(tmp_path, n=4)
+    text = (root / "manifest.csv").read_text().splitlines()
+    splits = ["split", "train", "Test", "test", "holdout"]  # p0 in train and test; an unknown split
+    (root / "manifest.csv").write_text("\n".join(f"{line},{s}" for line, s in zip(text, splits)) + "\n")
+    assert len(load_manifest(root, FULL)) == 4  # only a task that reads the split checks it
+    message = manifest_error(root, ManifestSpec(require_mask=True, check_split=True))
+    assert "2 problem(s)" in message and "row 5: split 'holdout' is not one of train, val, test" in message
+    assert "panel_id 'p0' is in train (row 2) and test (row 3): a group must stay in one split" in message
+
+
 @pytest.mark.parametrize("high", [1, 255])
 def test_masks_01_and_0255_both_come_back_as_01(tmp_path, high):
     root = make_root(tmp_path, n=1)

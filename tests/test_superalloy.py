@@ -444,6 +444,48 @@ def test_workers_are_reseeded_and_reproducible(tiny, tmp_path):
     assert len(set(crops_seen)) == len(crops_seen)  # the two workers do not repeat each other's crops
 
 
+# --- a preset of a user's data folder ----------------------------------------------------------------------
+
+def test_the_release_reads_as_a_user_folder_with_its_preset(tiny, tmp_path):
+    """The release is the user format with a built-in description: written as manifest.csv (group = spot,
+    split = Super1 folder) + dataset.yaml (the preset's colours), a user's folder gives the same items, groups,
+    masks, fold and training crops."""
+    from matcv.datamodules.dataset_description import read_mask_file
+    from matcv.datamodules.superalloy_files import DESCRIPTION
+    from matcv.datamodules.user_segmentation import UserSegmentationDataModule
+
+    root, expected = tiny
+    assert issubclass(SuperalloyDataModule, UserSegmentationDataModule)
+    assert DESCRIPTION.class_names == list(CLASS_NAMES) and DESCRIPTION.unlisted_class == "matrix"
+    items = SuperalloyDataModule.index_dataset(root, "official")
+    manifest = ["image_path,mask_path,group,split"]
+    for item, group in zip(items["items"], items["groups"]):
+        partition, name = item.split("/")[1:]
+        manifest.append(f"{item},Super1/{partition}_annot/{name[:-4]}_mask.tif,{group},{partition}")
+    (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    colours = "".join(f"  - {{name: {c.name}, color: {list(c.color)}}}\n" for c in DESCRIPTION.classes)
+    (root / "dataset.yaml").write_text(f"name: my-superalloy\nclasses:\n{colours}unlisted_class: matrix\n"
+                                       f"crop_size: 32\ncrops_per_image: {TINY['crops_per_image']}\n")
+    for item in items["items"]:
+        mask = item.replace("/train/", "/train_annot/").replace("/val/", "/val_annot/").replace("/test/", "/test_annot/")
+        assert np.array_equal(read_mask_file(root / mask.replace(".tif", "_mask.tif"), DESCRIPTION), expected[item])
+    user = UserSegmentationDataModule.check_dataset(root, progress=False)
+    assert (user["items"], user["groups"]) == (items["items"], items["groups"])
+    fold = UserSegmentationDataModule.fixed_fold_manifest(root, split="manifest")
+    assert fold["folds"] == SuperalloyDataModule.fixed_fold_manifest(root, "official")["folds"]
+    path = tmp_path / "user-folds.json"
+    write_fold_manifest(path, fold)
+    mine = UserSegmentationDataModule(str(path), 0, data_root=str(root), split="manifest", seed=7, batch_size=4)
+    mine.setup("fit")
+    published = datamodule(root, tmp_path, "official", seed=7)
+    for partition in ("train", "val", "test"):
+        ours, theirs = mine.datasets[partition], published.datasets[partition]
+        assert ours.item_ids == theirs.item_ids and len(ours) == len(theirs)
+        for index in range(len(ours)):
+            a, b = ours[index], theirs[index]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]), (partition, index)
+
+
 # --- the published data ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,163 @@
+"""A task YAML fitted to the data folder it runs on, so a user's own data is benchmarked without writing Python.
+
+``matcv bench --task segmentation --data-root DIR`` runs the segmentation YAML, written for the binary corrosion
+panels. When DIR has a ``dataset.yaml`` (its classes, ignore value, input size), or the command line asks for
+another input size (``--image-size`` / ``--crop-size``), the YAML is adapted here before the harness sees it:
+
+- segmentation on a described folder (or with ``--crop-size``) reads it with ``UserSegmentationDataModule``
+  (any number of classes, crops or resizing), grouped by the manifest's ``group`` column and stratified by its
+  ``stratum`` column; the corrosion panels' per-image extras (difficulty slices, stain false positives) go;
+- every model whose class takes ``num_classes`` / ``class_names`` gets the data's (1 output for two classes),
+  the way segmentation-superalloy.yaml gives its models 3; a YAML that already says otherwise is an error;
+- the input size of every profile is the command line's, else dataset.yaml's, else the profile's own;
+- a label task (rating, ordinal) learns the values of dataset.yaml's ``labels``, when it lists them.
+
+The adapted YAML is written to a temporary folder under the original's name (``adapted_task``); the harness keeps
+a copy with the runs (``task.yaml``), so ``matcv leaderboard`` rebuilds the tables with it. Without a dataset.yaml and size
+options the task is run as it is: the corrosion data, its hashes and its results do not change.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import inspect
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from matcv.datamodules.core.atomic_io import atomic_write_text
+from matcv.datamodules.core.config import ConfigError, TaskConfig, import_object
+from matcv.datamodules.dataset_description import DatasetDescription, read_description
+
+CORROSION_DATAMODULE = "matcv.datamodules.corrosion.CorrosionPanelsDataModule"
+USER_DATAMODULE = "matcv.datamodules.user_segmentation.UserSegmentationDataModule"
+SIZE_KEYS = ("image_size", "crop_size", "crops_per_image")
+# CorrosionPanelsDataModule's arguments that UserSegmentationDataModule takes too.
+SHARED_ARGS = ("batch_size", "num_workers", "augment", "seed")
+
+
+def adapted_config(task: str | Path, data_root: str | Path | None, image_size: int | None = None,
+                   crop_size: int | None = None) -> dict | None:
+    """The task YAML's content fitted to ``data_root`` and the size options, or None when it needs nothing."""
+    if image_size is not None and crop_size is not None:
+        raise ConfigError(f"give --image-size ({image_size}) or --crop-size ({crop_size}), not both: --image-size "
+                          f"resizes every image, --crop-size trains on random crops at native resolution")
+    config = TaskConfig.load(task)
+    description = read_description(data_root) if data_root is not None and Path(data_root).is_dir() else None
+    raw = copy.deepcopy(config.raw)
+    datamodule = raw["datamodule"]
+    target = datamodule.get("args", {}).get("target", "mask")
+    described_masks = datamodule["class"] == CORROSION_DATAMODULE and target == "mask"
+    switch = described_masks and data_root is not None and (description is not None or crop_size is not None)
+    if not switch and description is None and datamodule["class"] != USER_DATAMODULE \
+            and image_size is None and crop_size is None:
+        return None
+    if switch:
+        _to_user_datamodule(raw)
+    options = {"image_size": image_size, "crop_size": crop_size}
+    if raw["datamodule"]["class"] == USER_DATAMODULE:
+        _set_sizes(raw, description, options)
+        _set_classes(raw, config.source, description)
+    else:
+        _set_options(raw, config.source, options)
+        if datamodule["class"] == CORROSION_DATAMODULE and not described_masks and description is not None:
+            _set_labels(raw, config.source, description)
+    return None if raw == config.raw else raw
+
+
+def _set_labels(raw: dict, source: Path, description: DatasetDescription) -> None:
+    """A label task (rating, ordinal) on a folder whose dataset.yaml lists ``labels``: their values are the labels
+    the models learn (``ratings``) and the data check accepts (``rating_classes``), in dataset.yaml's order
+    (lowest first, for ordinal models). Without ``labels`` the task keeps its own (ASTM ratings 5-9)."""
+    if not description.labels:
+        return
+    labels = [c.value for c in description.labels]
+    raw["datamodule"].setdefault("args", {})["rating_classes"] = labels
+    for name, entry in raw["models"].items():
+        args = entry.setdefault("args", {})
+        if "ratings" in inspect.signature(import_object(entry["class"]).__init__).parameters:
+            if args.get("ratings") is not None and list(args["ratings"]) != labels:
+                raise ConfigError(f"{source}: model {name!r} has ratings {args['ratings']!r}, but the data's "
+                                  f"{description.source} lists the labels {labels}")
+            args["ratings"] = labels
+
+
+def _to_user_datamodule(raw: dict) -> None:
+    raw["datamodule"] = {"class": USER_DATAMODULE,
+                         "args": {k: v for k, v in raw["datamodule"].get("args", {}).items() if k in SHARED_ARGS}}
+    raw["group_column"], raw["stratify_column"] = "group", "stratum"
+    comparison = raw.get("comparison")
+    if isinstance(comparison, dict):  # the panels' per-image difficulty flags and extras: not in a user's data
+        raw["comparison"] = {k: v for k, v in comparison.items() if k not in ("slices", "item_values")}
+    for profile in raw["profiles"].values():
+        args = profile.get("datamodule", {})
+        profile["datamodule"] = {k: v for k, v in args.items() if k in SHARED_ARGS or k in SIZE_KEYS}
+        profile.pop("augmentation_study", None)  # Yin 2024's named photo augmentations are the panels' DataModule's
+
+
+def _set_sizes(raw: dict, description: DatasetDescription | None, options: dict) -> None:
+    """Every profile's input size: the command line's, else dataset.yaml's, else the profile's own."""
+    chosen = {k: v for k, v in options.items() if v is not None}
+    if not chosen and description is not None:
+        chosen = {k: getattr(description, k) for k in ("image_size", "crop_size") if getattr(description, k)}
+    base = raw["datamodule"].setdefault("args", {})
+    for profile in raw["profiles"].values():
+        args = profile.setdefault("datamodule", {})
+        if chosen:
+            for key in ("image_size", "crop_size"):
+                base.pop(key, None)
+                args.pop(key, None)
+            args.update(chosen)
+        if description is not None and description.crops_per_image is not None:
+            args["crops_per_image"] = description.crops_per_image
+
+
+def _set_options(raw: dict, source: Path, options: dict) -> None:
+    """The size options on a DataModule other than a user folder's: only the arguments it takes."""
+    datamodule = raw["datamodule"]["class"]
+    accepted = inspect.signature(import_object(datamodule).__init__).parameters
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            other = "crop_size" if key == "image_size" else "image_size"
+            hint = f"; it takes --{other.replace('_', '-')}" if other in accepted else ""
+            raise ConfigError(f"--{key.replace('_', '-')}: {datamodule} (the DataModule of {source}) has no "
+                              f"{key}{hint}")
+        for profile in raw["profiles"].values():
+            profile.setdefault("datamodule", {})[key] = value
+
+
+def _set_classes(raw: dict, source: Path, description: DatasetDescription | None) -> None:
+    """``num_classes`` / ``class_names`` of the data for every model whose class takes them."""
+    if description is None or not description.classes:
+        return  # binary {0,1}/{0,255} masks: every segmentation model's default
+    outputs, names = description.model_outputs, description.class_names
+    for name, entry in raw["models"].items():
+        accepted = inspect.signature(import_object(entry["class"]).__init__).parameters
+        args = entry.setdefault("args", {})
+        for key, value in (("num_classes", outputs), ("class_names", names)):
+            if key not in accepted:
+                continue
+            if args.get(key) is not None and args[key] != value:
+                raise ConfigError(f"{source}: model {name!r} has {key} {args[key]!r}, but the data's "
+                                  f"{description.source} says {value!r}")
+            args[key] = value
+
+
+def adapted_task(task: str | Path, data_root: str | Path | None, image_size: int | None = None,
+                 crop_size: int | None = None) -> str | Path:
+    """``task`` itself, or the path of its YAML fitted to the data and the size options: a file in a temporary
+    folder that lives as long as this process (the harness reads it once, then keeps a copy with the runs)."""
+    raw = adapted_config(task, data_root, image_size, crop_size)
+    if raw is None:
+        return task
+    folder = Path(tempfile.mkdtemp(prefix="matcv-task-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / f"{TaskConfig.load(task).name}.yaml"
+    atomic_write_text(path, "# Adapted by matcv to the data folder and the command line "
+                            "(matcv.benchmarks.user_data)\n" + yaml.safe_dump(raw, sort_keys=False))
+    return path
