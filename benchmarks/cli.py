@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from matcv.benchmarks.user_data import adapted_task
 from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks, named_datasets
 
 EPILOG = """examples:
@@ -18,6 +19,7 @@ EPILOG = """examples:
   matcv data --task segmentation                       generate the built-in data and print where it is
   matcv data --check ~/panels                          validate your own data root, image by image
   matcv leaderboard                                    rebuild every leaderboard table from runs/
+  matcv verify                                         rescore every run's kept test predictions, compare
   matcv predict --task rating --checkpoint runs/rating/.../best.ckpt PHOTOS_DIR   rate new photos (CSV)
   matcv generate --checkpoint runs/alloygan/.../best.ckpt --si 7 --fe 0.5 --cu 0.25 --mn 0.35 --mg 0.3 --ni 0 \
       --cooling-rate 10 --modified                     Al-Si micrographs for a composition (PNGs)
@@ -74,8 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", type=Path, default=None,
                        help="folder with manifest.csv and your images (or a named dataset's copy); "
                             "default: the built-in synthetic data")
+    # A user's data: the input size (else dataset.yaml's, else the profile's); see matcv.benchmarks.user_data.
+    bench.add_argument("--image-size", type=_count(32), default=None, metavar="PX",
+                       help="resize every image to PX x PX (a multiple of 32) for training and test")
+    bench.add_argument("--crop-size", type=_count(32), default=None, metavar="PX",
+                       help="train on random PX x PX crops at native resolution (a multiple of 32); whole images "
+                            "are tested, in tiles of PX when larger")
     bench.add_argument("--models", type=_str_list, default=None, help="comma-separated subset of models (default: all)")
     bench.add_argument("--folds", type=_int_list, default=None, help="comma-separated fold numbers (default: all)")
+    bench.add_argument("--seeds", type=_count(1), default=None, metavar="N",
+                       help="train every model x fold N times with N training seeds on the same folds (default: the "
+                            "profile's 'seeds', else 1); seed 1 is the single-seed run, so raising N later runs only "
+                            "the new seeds")
     bench.add_argument("--fold-manifest", type=Path, default=None,
                        help="use this existing fold manifest instead of creating one (e.g. an official one); "
                             "a path that does not exist is an error")
@@ -146,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
     board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
 
+    verify = commands.add_parser(
+        "verify", help="recompute every run's metrics from the test predictions it kept (predictions.npz)",
+        description="For every successful run under RUNS_DIR whose record names its predictions.npz: check the "
+                    "file's sha256, rebuild the fold's ground truth from the run's data and fold manifest, rescore "
+                    "the predictions with the task's leaderboard scorer (not the model's code) and compare with the "
+                    "recorded metrics and per-item values. Exit status 1 on any mismatch or missing/corrupt file.")
+    verify.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR",
+                        help="folder of benchmark runs (default: runs/)")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     from matcv.benchmarks.submission.submit import add_arguments as add_submit_arguments
 
     submit = commands.add_parser(
@@ -162,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             task, data_root = resolve_data_argument(args.task, args.data, args.data_root)
+            task = adapted_task(task, data_root, args.image_size, args.crop_size)  # fitted to dataset.yaml, sizes
             run_and_report(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
+                           seeds=args.seeds,
                            output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
                            retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
                            leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress,
@@ -183,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             from matcv.benchmarks.submission.submit import run_from_args
 
             return run_from_args(args)
+        elif args.command == "verify":
+            from matcv.leaderboard.verify import verify_command
+
+            return verify_command(args.runs_dir, progress=not args.no_progress)
         elif args.command == "leaderboard":
             from matcv.leaderboard.rebuild import write_all_leaderboards
 
@@ -266,12 +294,21 @@ def _generate(args) -> int:
 
 
 def _data(args) -> int:
-    config = TaskConfig.load(args.task)
+    # A folder with a dataset.yaml is checked by the DataModule `matcv bench` would read it with.
+    config = TaskConfig.load(adapted_task(args.task, args.check) if args.check is not None else args.task)
     datamodule_cls = config.datamodule_class()
     dm_args = config.datamodule_args(args.profile)
     if args.check is not None:
         index = datamodule_cls.check_dataset(args.check, **dm_args)
         print(f"{args.check}: OK - {len(index['items'])} images in {len(set(index['groups']))} groups")
+        for note in index.get("notes", []):
+            print(f"note: {note}")
+        pixels = index.get("class_pixels")
+        if pixels:
+            total = max(1, sum(pixels.values()))
+            print("pixels per class: " + ", ".join(f"{name} {100 * n / total:.3g} %" for name, n in pixels.items()))
+            for name in [name for name, n in pixels.items() if n == 0]:
+                print(f"note: class {name!r} has no pixel in any mask: no model can learn it")
         return 0
     root = datamodule_cls.prepare_dataset(None, config.profile(args.profile).get("generator"))
     index = datamodule_cls.index_dataset(root, **dm_args)

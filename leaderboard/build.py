@@ -1,21 +1,35 @@
-"""Leaderboard tables from run records: mean ± std over grouped folds, per-fold values, fold counts.
+"""Leaderboard tables from run records: mean ± std over grouped folds, seeds, intervals, costs, per-fold values.
 
 A table shows one benchmark: one fold manifest and one data version (scores on other folds or on other
 data are not comparable). For each (task, dataset, profile) the benchmark shown is the one the caller names
 (``matcv bench``: the one it just ran), else the newest data version on the folder's own
 ``fold_manifest.json``, else the newest benchmark with a successful run; of it the latest successful record of
-every (model, fold) is used; failed runs are listed under the table with their errors. Runs on other fold
-manifests or data versions in the same folder are counted in a section of their own, never mixed in, and a
-warning says the folder holds several.
-With a task's ``comparison`` settings the table also compares models per test image against a baseline
-(mean rank, increase, W-Inc, Wilcoxon p; see ``matcv.leaderboard.comparison``) and adds difficulty slices.
-Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
+every (model, fold, replicate) is used; failed runs are listed under the table with their errors. Runs on other
+fold manifests or data versions in the same folder are counted in a section of their own, never mixed in, and
+a warning says the folder holds several.
+
+A model run with several seeds per fold (``replicate`` 0, 1, ...): a fold's value is the mean over its seeds;
+``{m}_mean``/``{m}_std`` are over folds of those values (the spread of held-out groups), ``{m}_seed_std`` the
+std between seeds inside a fold, averaged over folds (training noise). Every table metric gets a 95 % interval:
+a t-interval over folds, replaced by a group bootstrap for a comparison metric a model has per-item scores of.
+Costs: parameters, fit seconds per run, inference milliseconds per test item, and the hardware they ran on.
+
+CSV columns (read by the HTML page and the cross-dataset ranking; keep them): ``rank``, ``model``, ``n_folds``,
+``folds``, ``n_seeds``, ``n_runs``; per table metric ``{m}_mean``, ``{m}_std``, ``{m}_seed_std``, ``{m}_ci_low``,
+``{m}_ci_high``, ``{m}_ci_kind`` ("group bootstrap" | "t over folds"), ``{m}_per_fold``; ``fit_s_mean``,
+``infer_ms_per_item``, ``params``, ``hardware``, ``config_hash``. With a task's ``comparison`` settings, per
+comparison metric (``matcv.leaderboard.comparison``): ``{m}_item_rank``, ``{m}_n_items``, ``{m}_n_groups``,
+``{m}_group_score``, ``{m}_ci_low``/``_ci_high``/``_ci_kind`` (group bootstrap where the model has per-item
+scores), ``{m}_is_best``, ``{m}_tied_best``, and against the baseline ``{m}_diff``, ``{m}_diff_ci_low``,
+``{m}_diff_ci_high``, ``{m}_w_inc``, ``{m}_p`` (Wilcoxon over groups), ``{m}_p_holm``, ``{m}_item_p``; the
+Markdown adds difficulty slices. Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +42,21 @@ from matcv.datamodules.core.records import FAILED, OK, TABLE_KEYS, RunRecords
 from matcv.datamodules.core.atomic_io import atomic_write_text, sha256_bytes
 from matcv.leaderboard.comparison import (
     BenchmarkId,
+    ItemGroups,
     benchmark_of,
     compare_to_baseline,
     difficulty_slices,
     format_p,
-    paired_item_scores,
+    item_groups,
+    per_item_records,
     rank_shares,
+    replicate_of,
+    scores_of,
     select_latest_runs,
     usable_records,
 )
 from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
+from matcv.leaderboard.statistics import GROUP_BOOTSTRAP, N_RESAMPLES, T_OVER_FOLDS, seed_spread, t_interval
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -55,6 +74,47 @@ class Leaderboard:
     data_sha256: str | None = None  # the data version every row was scored on
 
 
+def hardware_of(record: dict) -> str:
+    """Where a run ran, in words: its GPUs (``record["hardware"]["cuda_devices"]``) unless it ran on the CPU,
+    else the CPU and its core count; "unknown" for records without provenance (submissions)."""
+    info = record.get("hardware")
+    if not isinstance(info, dict):
+        return "unknown"
+    devices = [str(name) for name in info.get("cuda_devices") or []]
+    if devices and record.get("accelerator") != "cpu":  # a machine's GPUs say nothing of a run told to use the CPU
+        return ", ".join(f"{n}× {name}" if n > 1 else name for name, n in Counter(devices).items())
+    cpu, count = info.get("cpu"), info.get("cpu_count")
+    if not cpu and not count:
+        return "unknown"
+    return f"CPU {cpu or '?'}" + (f" ({count} cores)" if count else "")
+
+
+def _finite(value) -> float:
+    """A recorded number as a float, NaN when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _costs(runs: list[dict]) -> dict:
+    """``params`` (``n_parameters`` of the latest run reporting it), ``fit_s_mean`` (mean over runs),
+    ``infer_ms_per_item`` (mean over runs of 1000 * test seconds / test items) and ``hardware``."""
+    params = [_finite(r.get("n_parameters")) for r in runs]
+    params = [p for p in params if not math.isnan(p)]
+    durations = [r.get("durations") if isinstance(r.get("durations"), dict) else {} for r in runs]
+    fit = [_finite(d.get("fit_s")) for d in durations]
+    per_item = []
+    for run, duration in zip(runs, durations, strict=True):
+        n_test = _finite((run.get("n_items") or {}).get("test")) if isinstance(run.get("n_items"), dict) else math.nan
+        test_s = _finite(duration.get("test_s"))
+        if n_test > 0 and not math.isnan(test_s):
+            per_item.append(1000.0 * test_s / n_test)
+    return {"fit_s_mean": float(np.mean(fit)) if fit else math.nan,
+            "infer_ms_per_item": float(np.mean(per_item)) if per_item else math.nan,
+            "params": params[-1] if params else math.nan,
+            "hardware": "; ".join(dict.fromkeys(hardware_of(r) for r in runs))}
+
+
 def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: Iterable[str] = (),
                       benchmark: BenchmarkId | None = None) -> Leaderboard:
     """The table of one benchmark of ``records``: ``benchmark`` (fold manifest sha256, data sha256), by
@@ -66,20 +126,25 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
     if manifest is None:
         return Leaderboard(pd.DataFrame(), [r for r in records if r.get("status") == FAILED], None)
     failed = [r for r in records if r.get("status") == FAILED and benchmark_of(r) == selection.benchmark
-              and (r["model"], r["fold"]) not in selection.runs]
+              and (r["model"], r["fold"], replicate_of(r)) not in selection.runs]
     if not selection.runs:  # the benchmark asked for has failed runs only
         return Leaderboard(pd.DataFrame(), failed, manifest, data_sha256=selection.data_sha256)
     rows, first_metric = [], {}
     for model in selection.models():
-        runs = selection.runs_of(model)
-        row = {"model": model, "n_folds": len(runs), "folds": ",".join(str(r["fold"]) for r in runs)}
+        folds, runs = selection.folds_of(model), selection.runs_of(model)
+        row = {"model": model, "n_folds": len(folds), "folds": ",".join(str(fold) for fold in folds),
+               "n_seeds": min(len(seeds) for seeds in folds.values()), "n_runs": len(runs)}
         for metric in metrics:
             # A metric a record lacks (one written before the metric existed) does not apply to it: NaN, "–".
-            values = [r["metrics"].get(metric, math.nan) for r in runs]
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
-            row[f"{metric}_per_fold"] = " ".join("–" if math.isnan(v) else f"{v:.4f}" for v in values)
-        first_metric[model] = [float(r["metrics"].get(metrics[0], math.nan)) for r in runs]
-        row["fit_s_mean"] = float(np.mean([(r.get("durations") or {}).get("fit_s", math.nan) for r in runs]))
+            spread = seed_spread([[r["metrics"].get(metric, math.nan) for r in seeds] for seeds in folds.values()])
+            row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_seed_std"] = \
+                spread.mean, spread.std, spread.seed_std
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(spread.fold_values)
+            row[f"{metric}_ci_kind"] = T_OVER_FOLDS  # a comparison metric's group bootstrap replaces it later
+            row[f"{metric}_per_fold"] = " ".join("–" if math.isnan(v) else f"{v:.4f}" for v in spread.fold_values)
+            if metric == metrics[0]:
+                first_metric[model] = spread.fold_values
+        row.update(_costs(runs))
         row["config_hash"] = runs[-1].get("config_hash", "")
         rows.append(row)
     ascending = metrics[0] in set(lower_is_better)  # an error (MASE, MAE) ranks the smallest first
@@ -102,86 +167,160 @@ class ComparisonTables:
     per_metric: dict[str, pd.DataFrame]  # metric -> compare_to_baseline() (index = model)
     slices: pd.DataFrame | None  # difficulty_slices() of the first metric, None without slices
     rank_shares: pd.DataFrame  # first metric: models x places, share of images
+    groups: ItemGroups | None = None  # the items' groups the statistics were computed over
 
 
-def comparison_tables(records: list[dict], spec: ComparisonSpec,
-                      model_order: list[str] | None = None) -> ComparisonTables:
+def comparison_tables(records: list[dict], spec: ComparisonSpec, model_order: list[str] | None = None,
+                      folder: str | Path | None = None) -> ComparisonTables:
     """The comparison of ``records`` (one benchmark); slices and rank shares in ``model_order`` (the
-    leaderboard's ranking) where given."""
+    leaderboard's ranking) where given. ``folder``: the benchmark folder, whose ``fold_manifest.json`` gives the
+    items' groups when neither the per-image records nor the manifest file the records name do."""
+    selection = select_latest_runs(records)
+    by_model = per_item_records(records, selection)
+    groups = item_groups(records, folder, selection)
     per_metric, shares = {}, pd.DataFrame()
     for metric in spec.metrics:
-        scores = paired_item_scores(records, metric)
+        scores = scores_of(by_model, metric)
         higher_is_better = metric not in spec.lower_is_better
-        per_metric[metric] = compare_to_baseline(scores, spec.baseline, higher_is_better)
+        per_metric[metric] = compare_to_baseline(scores, spec.baseline, higher_is_better, groups.groups)
         if metric == spec.metrics[0]:
             shares = rank_shares(scores, higher_is_better)
     slices = None
     if spec.slices or spec.item_values:
-        slices = difficulty_slices(records, spec.metrics[0], spec.slices, spec.item_values)
+        slices = difficulty_slices(records, spec.metrics[0], spec.slices, spec.item_values, by_model=by_model)
     if model_order is not None:
         shares = shares.loc[[m for m in model_order if m in shares.index]]
         if slices is not None:
             slices = slices.set_index("model").loc[[m for m in model_order if m in set(slices["model"])]].reset_index()
-    return ComparisonTables(spec, per_metric, slices, shares)
+    return ComparisonTables(spec, per_metric, slices, shares, groups)
 
 
-COMPARISON_COLUMNS = {"item_rank": "rank", "increase": "increase", "w_inc": "w_inc", "wilcoxon_p": "wilcoxon_p",
-                      "n_items": "n_items"}  # table column suffix -> compare_to_baseline() column
+# table column suffix -> compare_to_baseline() column; the dtype of the table column
+COMPARISON_COLUMNS = {"item_rank": ("rank", float), "n_items": ("n_items", "Int64"), "n_groups": ("n_groups", "Int64"),
+                      "group_score": ("group_score", float), "is_best": ("is_best", "boolean"),
+                      "tied_best": ("tied_best", "boolean"), "diff": ("diff", float),
+                      "diff_ci_low": ("diff_ci_low", float), "diff_ci_high": ("diff_ci_high", float),
+                      "w_inc": ("w_inc", float), "p": ("p", float), "p_holm": ("p_holm", float),
+                      "item_p": ("item_p", float)}
 
 
 def with_comparison_columns(table: pd.DataFrame, comparison: ComparisonTables) -> pd.DataFrame:
-    """The leaderboard table plus ``{metric}_item_rank``, ``_increase``, ``_w_inc``, ``_wilcoxon_p`` and
-    ``_n_items`` per comparison metric (NaN for a model without per-image scores; only ``_item_rank`` and
-    ``_n_items`` when the baseline has no scores)."""
+    """The leaderboard table plus the per-item comparison columns of every comparison metric (module doc;
+    NaN/empty for a model without per-image scores; only the baseline-free ones when the baseline has no
+    scores). A model with per-item scores of a metric gets its group-bootstrap interval in ``{m}_ci_low``,
+    ``{m}_ci_high`` (``{m}_ci_kind`` "group bootstrap"); a table metric keeps its t-interval over folds for the
+    other models."""
     table = table.copy()
     for metric, compared in comparison.per_metric.items():
-        for suffix, column in COMPARISON_COLUMNS.items():
+        for suffix, (column, dtype) in COMPARISON_COLUMNS.items():
             if column in compared:
-                values = table["model"].map(compared[column])
-                table[f"{metric}_{suffix}"] = values.astype("Int64" if column == "n_items" else float)
+                table[f"{metric}_{suffix}"] = table["model"].map(compared[column]).astype(dtype)
+        scored = table["model"].isin(compared.index)
+        if f"{metric}_ci_low" not in table:  # a per-item score that is no table metric (e.g. `correct`)
+            table[f"{metric}_ci_low"], table[f"{metric}_ci_high"] = math.nan, math.nan
+            table[f"{metric}_ci_kind"] = ""
+        for bound in ("ci_low", "ci_high"):
+            table.loc[scored, f"{metric}_{bound}"] = table.loc[scored, "model"].map(compared[bound]).astype(float)
+        table.loc[scored, f"{metric}_ci_kind"] = GROUP_BOOTSTRAP
     return table
 
 
 def _cell(value: float, fmt: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, fmt)
+    return "–" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def format_interval(low: float, high: float, fmt: str = ".4f") -> str:
+    """"[0.5500, 0.6300]"; "–" when the interval could not be computed (one fold, one group)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "–"
+    return f"[{low:{fmt}}, {high:{fmt}}]"
+
+
+def _interval_cell(row: dict, metric: str) -> str:
+    """A table metric's interval with its kind: (g) group bootstrap, (t) t over folds."""
+    text = format_interval(row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high"))
+    kind = row.get(f"{metric}_ci_kind")
+    return text if text == "–" else text + (" (g)" if kind == GROUP_BOOTSTRAP else " (t)")
+
+
+def _estimate_cell(row: dict, estimate: str, interval: str, fmt: str) -> str:
+    """"0.6000 [0.4550, 0.7333]": ``row[estimate]`` and the interval ``{interval}_low``/``_high``."""
+    if pd.isna(row[estimate]):
+        return "–"
+    return f"{row[estimate]:{fmt}} {format_interval(row[f'{interval}_low'], row[f'{interval}_high'], fmt)}"
+
+
+def _p_cell(p: float, n) -> str:
+    return "–" if p is None or pd.isna(p) else f"{format_p(p)} (n={int(n)})"
+
+
+def _best_cell(row: dict, metric: str) -> str:
+    if pd.isna(row.get(f"{metric}_is_best")):
+        return "–"
+    return "best" if row[f"{metric}_is_best"] else "tied" if row[f"{metric}_tied_best"] else "no"
 
 
 def _comparison_header(comparison: ComparisonTables) -> tuple[list[str], list]:
     """Markdown header cells and, per cell, how to format a row's value."""
     header, formatters = [], []
     for metric, compared in comparison.per_metric.items():
-        header.append(f"{metric} rank/img")
-        formatters.append(lambda r, m=metric: _cell(r[f"{m}_item_rank"], ".2f"))
-        if "increase" in compared:
-            header += [f"{metric} inc.", f"{metric} W-Inc", f"{metric} p"]
-            formatters += [lambda r, m=metric: _cell(r[f"{m}_increase"], "+.4f"),
+        header += [f"{metric} rank/img", f"{metric} group mean [95% CI]"]
+        formatters += [lambda r, m=metric: _cell(r[f"{m}_item_rank"], ".2f"),
+                       lambda r, m=metric: _estimate_cell(r, f"{m}_group_score", f"{m}_ci", ".4f")]
+        if "diff" in compared:
+            header += [f"{metric} diff [95% CI]", f"{metric} W-Inc", f"{metric} p (groups)", f"{metric} p Holm",
+                       f"{metric} item p (secondary)"]
+            formatters += [lambda r, m=metric: _estimate_cell(r, f"{m}_diff", f"{m}_diff_ci", "+.4f"),
                            lambda r, m=metric: _cell(r[f"{m}_w_inc"], "+.4f"),
-                           lambda r, m=metric: format_p(r[f"{m}_wilcoxon_p"])]
+                           lambda r, m=metric: _p_cell(r[f"{m}_p"], r[f"{m}_n_groups"]),
+                           lambda r, m=metric: _p_cell(r[f"{m}_p_holm"], r[f"{m}_n_groups"]),
+                           lambda r, m=metric: _p_cell(r[f"{m}_item_p"], r[f"{m}_n_items"])]
+    first = comparison.spec.metrics[0]
+    header.append(f"vs best ({first})")
+    formatters.append(lambda r: _best_cell(r, first))
     return header, formatters
 
 
 def _comparison_notes(comparison: ComparisonTables, models: list[str]) -> list[str]:
     spec = comparison.spec
-    counts = ", ".join(f"{metric}: {_n_paired(compared)} images" for metric, compared in comparison.per_metric.items())
+    counts = ", ".join(f"{metric}: {_n_paired(compared)} images in {_n_groups(compared)} groups"
+                       for metric, compared in comparison.per_metric.items())
+    groups = comparison.groups.note if comparison.groups is not None else "groups unknown: items treated as groups"
     lines = [f"Per-image comparison on the test images scored by every compared model, each tested once in "
-             f"its held-out fold ({counts})"
+             f"its held-out fold ({counts}; {groups})"
              + (f", baseline `{spec.baseline}`:" if _has_baseline(comparison) else ":"), ""]
-    lines.append("- rank/img: the model's place on each test image (1 = best; tied models share the average place), "
-                 "averaged over the images.")
+    lines += ["- Why groups: the photos of one panel (the crops of one micrograph, the volumes of one filter family) "
+              "share their specimen and are not independent tests. Each image's score is first averaged within its "
+              "group (and over a model's seeds); the group means are the units of everything below but rank/img.",
+              "- rank/img: the model's place on each test image (1 = best; tied models share the average place), "
+              "averaged over the images.",
+              f"- group mean [95% CI]: the mean over groups of the group means; the interval is a percentile "
+              f"cluster bootstrap: the groups (not the images) are drawn with replacement {N_RESAMPLES} times, with a "
+              f"fixed seed so that the table is reproducible. Few groups make it too narrow rather than too wide."]
     if _has_baseline(comparison):
-        lines += ["- inc.: mean over images of (model score − baseline score).",
-                  "- W-Inc: the increase weighted per image by the baseline's rank there, so images the baseline "
+        lines += ["- diff [95% CI]: mean over groups of (model − baseline); the interval comes from the same "
+                  "resampled groups for both models, so it is paired.",
+                  "- W-Inc: the difference weighted per group by the baseline's rank there, so groups the baseline "
                   "finds hard count more: Σ r_base·(s − s_base) / Σ r_base.",
-                  "- p: two-sided paired Wilcoxon signed-rank test vs the baseline on the same images (zero "
+                  "- p (groups): two-sided paired Wilcoxon signed-rank test vs the baseline over the n groups (zero "
                   "differences dropped, all zero = 1); a small p says the difference is not chance, not that it "
-                  "is large."]
+                  "is large. With 5 groups or fewer no p can fall below 0.05.",
+                  "- p Holm: the p-values of the models compared with the baseline, Holm-corrected (step-down) per "
+                  "metric, so that the chance of calling any of them different by mistake stays at most 5 % "
+                  "(p Holm < 0.05).",
+                  "- item p (secondary): the same test over images; it counts the images of one group as independent "
+                  "and so overstates the evidence. Read p (groups)."]
     else:
-        lines.append(f"- Baseline `{spec.baseline}` has no per-image scores on this fold manifest: increase, "
+        lines.append(f"- Baseline `{spec.baseline}` has no per-image scores on this fold manifest: diff, "
                      f"W-Inc and p are omitted." if spec.baseline else
-                     "- No baseline named: increase, W-Inc and p are omitted.")
+                     "- No baseline named: diff, W-Inc and p are omitted.")
+    first = spec.metrics[0]
+    lines.append(f"- vs best: the model with the best group mean of {first} is *best*; *tied*: the 95 % interval of "
+                 f"its difference to the best includes 0, so the data do not separate it from the best; *no*: "
+                 f"its interval excludes 0.")
     if spec.lower_is_better & set(spec.metrics):
         lines.append(f"- Lower is better for {', '.join(sorted(spec.lower_is_better & set(spec.metrics)))}: "
-                     f"rank 1 = lowest; inc. and W-Inc stay model − baseline.")
+                     f"rank 1 and the best = lowest; diff and W-Inc stay model − baseline.")
     compared_models = set().union(*(set(c.index) for c in comparison.per_metric.values()))
     missing = [m for m in models if m not in compared_models]
     if missing:
@@ -194,8 +333,12 @@ def _n_paired(compared: pd.DataFrame) -> int:
     return int(compared["n_items"].iloc[0]) if len(compared) else 0
 
 
+def _n_groups(compared: pd.DataFrame) -> int:
+    return int(compared["n_groups"].iloc[0]) if len(compared) else 0
+
+
 def _has_baseline(comparison: ComparisonTables) -> bool:
-    return all("increase" in compared for compared in comparison.per_metric.values())
+    return all("diff" in compared for compared in comparison.per_metric.values())
 
 
 def render_slices(comparison: ComparisonTables) -> list[str]:
@@ -230,6 +373,59 @@ def render_slices(comparison: ComparisonTables) -> list[str]:
     return lines
 
 
+def _count_range(values: Iterable[int], noun: str) -> str:
+    """"3 folds", "1–3 seeds"."""
+    values = sorted({int(v) for v in values})
+    count = f"{values[0]}" if len(values) == 1 else f"{values[0]}–{values[-1]}"
+    return f"{count} {noun}{'' if values == [1] else 's'}"
+
+
+def format_params(value: float) -> str:
+    """11181642 -> "11.18 M", 5855 -> "5.9 k"; "–" when the records do not say."""
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else f"{value:.0f}"
+
+
+def _hardware_lines(table: pd.DataFrame) -> list[str]:
+    """The hardware the table's runs ran on; a warning when it differs, since times are then not comparable."""
+    users: dict[str, list[str]] = {}
+    for model, hardware in zip(table["model"], table["hardware"], strict=True):
+        for name in str(hardware).split("; "):
+            users.setdefault(name, []).append(model)
+    if len(users) == 1:
+        return [f"Hardware: {next(iter(users))} (every run)."]
+    return ["Runs used different hardware, so their times are not comparable: "
+            + "; ".join(f"{name} ({', '.join(models)})" for name, models in users.items()) + "."]
+
+
+def _multi_seed(table: pd.DataFrame) -> bool:
+    return bool((table["n_runs"] > table["n_folds"]).any())
+
+
+def render_intervals(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """Every table metric's 95 % interval (and, with several seeds, its seed std) per model."""
+    seeds = _multi_seed(table)
+    header = ["model"] + [c for m in metrics for c in ([f"{m} 95% CI"] + ([f"{m} seed std"] if seeds else []))]
+    lines = ["## 95 % intervals" + (" and seed spread" if seeds else ""), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table.to_dict("records"):
+        cells = [r["model"]]
+        for m in metrics:
+            cells.append(_interval_cell(r, m))
+            if seeds:
+                cells.append(_cell(r[f"{m}_seed_std"], ".4f"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "- (t): Student-t interval over folds (the per-fold values, n_folds − 1 degrees of freedom), for "
+                  "metrics that exist per fold only (QWK, FID, ...): with 3 folds it is wide, as it should be.",
+              "- (g): group bootstrap of the per-image scores (see the comparison notes), for the models with "
+              "per-image scores of a comparison metric; it is centred on the group mean, not on the fold mean."]
+    if seeds:
+        lines.append("- seed std: the std between the seeds (training runs) of one fold, averaged over folds: the "
+                     "training noise, apart from the fold-to-fold spread shown as ± in the table.")
+    return lines
+
+
 def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
                     plot_name: str | None = None, comparison: ComparisonTables | None = None,
                     rank_plot_name: str | None = None, others: dict[BenchmarkId, list[dict]] | None = None) -> str:
@@ -244,11 +440,17 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
                           f"data `{str(board.data_sha256)[:12]}`."]
     else:
         example = next(r for r in records if benchmark_of(r) == (manifest, board.data_sha256))
+        seeds = _multi_seed(table)
+        first = metrics[0]
         lines += [f"Grouped cross-validation on fold manifest `{manifest[:12]}` "
                   f"(`{example.get('fold_manifest', '')}`), data `{example['data_sha256'][:12]}`; "
-                  f"mean ± std over folds (sample std), ranked by {metrics[0]}"
-                  f"{' (lower is better)' if board.ascending else ''}.", ""]
-        header = ["rank", "model", "folds"] + [f"{m} (mean ± std)" for m in metrics] + [f"{metrics[0]} per fold", "fit s/fold"]
+                  f"{_count_range(table['n_seeds'], 'seed')} × {_count_range(table['n_folds'], 'fold')}; "
+                  f"mean ± std over folds (sample std{' of the per-fold means over seeds' if seeds else ''}), "
+                  f"ranked by {first}{' (lower is better)' if board.ascending else ''}.",
+                  *_hardware_lines(table), ""]
+        header = ["rank", "model", "folds"] + [f"{m} (mean ± std)" for m in metrics]
+        header += [f"{first} 95% CI", f"{first} per fold"] + ([f"{first} seed std"] if seeds else [])
+        header += ["seeds", "fit s/run", "infer ms/item", "params"]
         extra_header, extra_cells = _comparison_header(comparison) if comparison else ([], [])
         header += extra_header
         lines.append("| " + " | ".join(header) + " |")
@@ -256,11 +458,21 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
         for r in table.to_dict("records"):
             cells = [str(r["rank"]), r["model"], str(r["n_folds"])]
             cells += [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
-            cells += [r[f"{metrics[0]}_per_fold"], f"{r['fit_s_mean']:.0f}"]
+            cells += [_interval_cell(r, first), r[f"{first}_per_fold"]]
+            cells += [_cell(r[f"{first}_seed_std"], ".4f")] if seeds else []
+            cells += [str(r["n_seeds"]), _cell(r["fit_s_mean"], ".0f"), _cell(r["infer_ms_per_item"], ".2f"),
+                      format_params(r["params"])]
             cells += [format_cell(r) for format_cell in extra_cells]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"- mean ± std: over the folds' values (each fold tests held-out groups)"
+                      f"{', each the mean over its seeds' if seeds else ''}; 95% CI: see the intervals below; "
+                      f"seeds: training runs per fold"
+                      f"{'' if seeds else ' (one: the seed-to-seed spread is not measured)'}.",
+                  "- fit s/run: training seconds per run; infer ms/item: 1000 × test seconds / test items, mean over "
+                  "runs (data loading included); params: the model's parameter count as the run recorded it."]
         if comparison:
             lines += [""] + _comparison_notes(comparison, list(table["model"]))
+        lines += [""] + render_intervals(table, metrics)
         if plot_name:
             lines += ["", f"![{metrics[0]} per fold]({plot_name})"]
         if rank_plot_name:
@@ -269,7 +481,9 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
             lines += [""] + render_slices(comparison)
     if failed:
         lines += ["", "Failed runs (not in the table):", ""]
-        lines += [f"- {r['model']} fold {r['fold']}: {r.get('error', 'unknown error')}" for r in failed]
+        lines += [f"- {r['model']} fold {r['fold']}"
+                  + (f" replicate {replicate_of(r)}" if replicate_of(r) else "")
+                  + f": {r.get('error', 'unknown error')}" for r in failed]
     if others:
         lines += [""] + render_other_benchmarks(others)
     return "\n".join(lines) + "\n"
@@ -364,7 +578,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
         if board.per_fold:
             plot = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], title)
         if spec is not None and not board.table.empty:
-            tables = comparison_tables(subset, spec, list(board.table["model"]))
+            tables = comparison_tables(subset, spec, list(board.table["model"]), Path(records_path).parent)
             board.table = with_comparison_columns(board.table, tables)
             if len(tables.rank_shares) > 1 and _n_paired(tables.per_metric[spec.metrics[0]]) > 0:
                 rank_plot = rank_share_plot(stem.parent / f"{stem.name}__ranks.png", tables.rank_shares,

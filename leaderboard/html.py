@@ -1,9 +1,11 @@
 """A static, self-contained HTML leaderboard page (``leaderboard/results/index.html``).
 
 Sections: every official benchmark with accepted submissions (table, per-fold scores plot, per-item rank
-plot), the rejected submissions with their reasons, then the built-in leaderboards written by
-``matcv leaderboard``. Plots are embedded as base64 PNGs, so the page is one file; every text that comes
-from a submission is HTML-escaped.
+plot), the rejected submissions with their reasons, then per task the comparison across its benchmarks (mean
+rank and critical-difference diagram, Demšar 2006; accuracy against training cost), then the built-in
+leaderboards written by ``matcv leaderboard`` (with the confidence interval, seed spread, Holm-adjusted
+comparison and cost columns where their CSV has them). Plots are embedded as base64 PNGs, so the page is one
+file; every text on it is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 
 from matcv.datamodules.core.atomic_io import atomic_write_text
 from matcv.datamodules.core.submission_format import printable_text
+from matcv.leaderboard.ranking import CITATION, board_description, cd_summary, table_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -26,7 +29,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
 th { background: #eef2f7; } tr.submission td { background: #fff7e0; }
 .rejected li { color: #a40000; } img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
-.note { color: #555; font-size: 0.9em; }
+.note { color: #555; font-size: 0.9em; } .wide { overflow-x: auto; }
 """
 
 
@@ -52,10 +55,11 @@ def _img(path: Path | None, alt: str) -> str:
 
 
 def _number(value, fmt: str = ".4f") -> str:
+    """A number as text (escaped by the caller, with the cell it goes in)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
-        return _e(value)
+        return str(value)
     return "–" if math.isnan(value) else format(value, fmt)
 
 
@@ -91,6 +95,66 @@ def _submission_section(board) -> str:
         "<ul>", *details, "</ul>", "</section>"])
 
 
+def _p(value) -> str:
+    """A p-value: "<0.001" below 0.001, "–" where there is none."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "–" if math.isnan(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _true(value) -> bool:
+    """A CSV boolean (True/False, 1/0; empty = not stated)."""
+    return str(value).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def _params(value) -> str:
+    try:
+        return f"{int(float(value)):,}"
+    except (TypeError, ValueError, OverflowError):  # NaN, empty: not recorded
+        return "–"
+
+
+def _builtin_columns(table: pd.DataFrame) -> list[tuple[str, object]]:
+    """(header, row -> cell text) for the columns the table has: older CSVs lack the CI, seed, comparison and
+    cost columns, and get the table they always had."""
+    columns: list[tuple[str, object]] = [("rank", lambda r: r["rank"]), ("model", lambda r: r["model"])]
+    if "n_folds" in table:
+        columns.append(("folds", lambda r: r["n_folds"]))
+    for m in table_metrics(table):
+        columns.append((f"{m} (mean ± std)",
+                        lambda r, m=m: f"{_number(r[f'{m}_mean'])} ± {_number(r.get(f'{m}_std'))}"))
+        if {f"{m}_ci_low", f"{m}_ci_high"} <= set(table.columns):
+            columns.append((f"{m} CI", lambda r, m=m: f"[{_number(r[f'{m}_ci_low'])}, {_number(r[f'{m}_ci_high'])}]"))
+        if f"{m}_seed_std" in table:
+            columns.append((f"{m} seed std", lambda r, m=m: _number(r[f"{m}_seed_std"])))
+        if f"{m}_diff" in table:
+            columns.append((f"{m} Δ baseline", lambda r, m=m: _number(r[f"{m}_diff"], "+.4f")))
+        if f"{m}_p_holm" in table:
+            columns.append((f"{m} p (Holm)", lambda r, m=m: _p(r[f"{m}_p_holm"])))
+        if f"{m}_tied_best" in table:
+            columns.append((f"{m} tied best", lambda r, m=m: "≈ best" if _true(r[f"{m}_tied_best"]) else ""))
+    if "params" in table:
+        columns.append(("params", lambda r: _params(r["params"])))
+    if "fit_s_mean" in table:
+        columns.append(("fit s/fold", lambda r: _number(r["fit_s_mean"], ".1f")))
+    if "infer_ms_per_item" in table:
+        columns.append(("infer ms/item", lambda r: _number(r["infer_ms_per_item"], ".2f")))
+    if "hardware" in table:
+        columns.append(("hardware", lambda r: "–" if pd.isna(r["hardware"]) else r["hardware"]))
+    return columns
+
+
+BUILTIN_NOTES = {  # header suffix -> what the column means, said once under a table that has it
+    " CI": "CI: confidence interval [low, high] of the mean over folds",
+    " seed std": "seed std: spread between training seeds",
+    " Δ baseline": "Δ baseline: difference of the mean to the baseline model's",
+    " p (Holm)": "p (Holm): the comparison's p-value, Holm-adjusted over the models compared",
+    " tied best": "≈ best: not significantly different from the best model",
+}
+
+
 def _builtin_section(markdown: Path) -> str:
     csv = markdown.with_suffix(".csv")
     title = markdown.read_text().splitlines()[0].lstrip("# ") if markdown.is_file() else markdown.stem
@@ -100,15 +164,15 @@ def _builtin_section(markdown: Path) -> str:
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
     if {"rank", "model"} <= set(table.columns):
-        means = [c for c in table.columns if c.endswith("_mean") and c != "fit_s_mean"]
-        header = ["rank", "model"] + (["folds"] if "n_folds" in table else [])
-        header += [c.removesuffix("_mean") for c in means]
-        parts.append("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        columns = _builtin_columns(table)
+        parts.append("<div class=\"wide\"><table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h, _ in columns)
+                     + "</tr></thead><tbody>")
         for row in table.to_dict("records"):
-            cells = [row["rank"], row["model"]] + ([row["n_folds"]] if "n_folds" in table else [])
-            cells += [f"{_number(row[c])} ± {_number(row.get(c.removesuffix('_mean') + '_std'))}" for c in means]
-            parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-        parts.append("</tbody></table>")
+            parts.append("<tr>" + "".join(f"<td>{_e(cell(row))}</td>" for _, cell in columns) + "</tr>")
+        parts.append("</tbody></table></div>")
+        notes = [note for suffix, note in BUILTIN_NOTES.items() if any(h.endswith(suffix) for h, _ in columns)]
+        if notes:
+            parts.append(f"<p class=\"note\">{_e('; '.join(notes))}.</p>")
     else:
         parts.append(f"<p class=\"note\">See <code>{_e(markdown.name)}</code>.</p>")
     parts.append(_img(markdown.with_suffix(".png"), "per fold"))
@@ -116,8 +180,64 @@ def _builtin_section(markdown: Path) -> str:
     return "\n".join(parts)
 
 
-def write_html(out_dir: str | Path, boards: list, verdicts: list, builtin_markdown: list[Path]) -> Path:
-    """Write ``out_dir/index.html`` atomically and return its path."""
+def _place(value) -> str:
+    value = float(value)
+    return "–" if math.isnan(value) else f"{value:g}" if value.is_integer() else f"{value:.2f}"
+
+
+def _ranking_html(ranking) -> list[str]:
+    parts = []
+    if ranking.boards:
+        names = [board.name for board in ranking.boards]
+        parts.append(f"<p class=\"note\">Each benchmark ranks its models by its own first metric (1 = best; tied "
+                     f"models share the average place): {_e('; '.join(board_description(b) for b in ranking.boards))}. "
+                     f"Models on more benchmarks first, then by mean rank.</p>")
+        header = ["model", *names, "mean rank", "benchmarks", "mean rank (CD)"]
+        parts.append("<div class=\"wide\"><table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header)
+                     + "</tr></thead><tbody>")
+        for row in ranking.table.to_dict("records"):
+            cells = [row["model"], *(_place(row[name]) for name in names), _number(row["mean_rank"], ".2f"),
+                     int(row["n_boards"]), _number(row["cd_mean_rank"], ".2f")]
+            parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</tbody></table></div>")
+    if ranking.left_out_boards:
+        parts.append("<ul>" + "".join(f"<li>Not ranked: {_e(name)} ({_e(why)})</li>"
+                                      for name, why in ranking.left_out_boards.items()) + "</ul>")
+    parts.append("<h3>Critical-difference diagram</h3>")
+    if ranking.cd is not None:
+        left_out = (f" Not on every benchmark, so not in the diagram: {', '.join(ranking.left_out_models)}."
+                    if ranking.left_out_models else "")
+        parts.append(f"<p class=\"note\">{_e(cd_summary(ranking.cd))} Mean rank (CD): places among the "
+                     f"compared models only.{_e(left_out)}</p>")
+        parts.append(_img(ranking.png, "critical-difference diagram"))
+    else:
+        parts.append(f"<p class=\"note\">{_e(' '.join(ranking.notes))}</p>")
+    parts.append(f"<p class=\"note\">Friedman test and Nemenyi critical difference after {_e(CITATION)}.</p>")
+    return parts
+
+
+def _task_section(summary) -> str:
+    """A task across its benchmarks: ``summary`` has ``task``, ``ranking`` (``matcv.leaderboard.ranking.Ranking``
+    or None), ``cost_png`` and ``notes`` (``matcv.leaderboard.rebuild.TaskSummary``)."""
+    parts = [f"<section class=\"task\" id=\"across__{_e(summary.task)}\">",
+             f"<h2>Across benchmarks: {_e(summary.task)}</h2>"]
+    if summary.ranking is not None:
+        parts.append("<h3>Mean rank</h3>")
+        parts += _ranking_html(summary.ranking)
+    parts.append("<h3>Accuracy against training cost</h3>")
+    if summary.cost_png is not None:
+        parts.append(_img(summary.cost_png, f"{summary.task}: accuracy against training cost"))
+    if summary.notes:
+        parts.append("<ul class=\"note\">" + "".join(f"<li>{_e(note)}</li>" for note in summary.notes) + "</ul>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def write_html(out_dir: str | Path, boards: list, verdicts: list, builtin_markdown: list[Path],
+               tasks: list | None = None) -> Path:
+    """Write ``out_dir/index.html`` atomically and return its path. ``tasks``: one summary per task across its
+    benchmarks (``matcv.leaderboard.rebuild.TaskSummary``)."""
+    tasks = tasks or []
     out_dir = Path(out_dir)
     rejected = [v for v in verdicts if not v.ok]
     body = [f"<h1>matcv leaderboard</h1><p class=\"note\">Generated "
@@ -131,6 +251,7 @@ def write_html(out_dir: str | Path, boards: list, verdicts: list, builtin_markdo
         body.append("<section class=\"rejected\"><h2>Rejected submissions</h2><ul>")
         body += [f"<li><code>{_e(v.path)}</code>: {_e(v.reason)}</li>" for v in rejected]
         body.append("</ul></section>")
+    body += [_section(_task_section, task, f"comparison across the benchmarks of {task.task}") for task in tasks]
     body += [_section(_builtin_section, path, f"table {Path(path).name}") for path in builtin_markdown]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "

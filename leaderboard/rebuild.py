@@ -7,12 +7,16 @@ beside its grouped benchmark instead of a leaderboard of its own.
 Then every submission under ``leaderboard/submissions/`` is validated without running its code and scored
 from its predictions (``matcv.leaderboard.submission``): rejected ones are printed with the reason, accepted
 ones get ``<task>__<dataset>__<profile>__submissions.md/.csv`` beside the built-in models run on the same
-official folds; finally the static page ``index.html`` (``matcv.leaderboard.html``) is written.
+official folds. Across the benchmarks of each task: the models' mean rank and critical-difference diagram
+(``ranking__<task>.md/.csv/.png``, ``matcv.leaderboard.ranking``) where the task has two benchmarks or more,
+and the accuracy-vs-training-cost picture (``cost__<task>.png``, ``matcv.leaderboard.cost``); finally the
+static page ``index.html`` (``matcv.leaderboard.html``) is written.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from matcv.datamodules.core.config import ConfigError, TaskConfig
@@ -21,9 +25,11 @@ from matcv.datamodules.core.submission_format import printable_text
 from matcv.leaderboard.augmentation_matrix import write_augmentation_matrix
 from matcv.leaderboard.build import choose_benchmark, own_manifest_sha256, write_leaderboard
 from matcv.leaderboard.comparison import BenchmarkId, benchmark_of
+from matcv.leaderboard.cost import cost_plot
 from matcv.leaderboard.html import write_html
 from matcv.leaderboard.leakage import write_leakage_report
 from matcv.leaderboard.profile_summary import write_profile_summary
+from matcv.leaderboard.ranking import Board, Ranking, rank_boards, read_board, write_ranking
 from matcv.leaderboard.submission import OFFICIAL_DIR, validate_all, write_submission_boards
 
 
@@ -40,19 +46,23 @@ def companion_records(folder: Path, profile: str) -> Path | None:
 def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path,
                            submissions_dir: str | Path | None = "leaderboard/submissions",
                            official_dir: str | Path | None = None, html: bool = True) -> list[Path]:
-    """Rebuild every table (returned, Markdown), validate the submissions and write ``index.html``."""
+    """Rebuild every table (returned, Markdown; the rankings across benchmarks after the benchmarks' own),
+    validate the submissions and write ``index.html``."""
     written = _write_benchmark_leaderboards(runs_dir, out_dir)
     builtin = list(written)
+    tasks = write_task_summaries(runs_dir, out_dir)
+    written += [task.ranking.markdown for task in tasks if task.ranking is not None]
     if submissions_dir is not None:
-        written += write_submissions(submissions_dir, runs_dir, out_dir, official_dir, html, builtin)
+        written += write_submissions(submissions_dir, runs_dir, out_dir, official_dir, html, builtin, tasks)
     elif html and builtin:
-        write_html(out_dir, [], [], builtin)
+        write_html(out_dir, [], [], builtin, tasks)
     return written
 
 
 def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir: str | Path,
                       official_dir: str | Path | None = None, html: bool = True,
-                      builtin_markdown: list[Path] | None = None) -> list[Path]:
+                      builtin_markdown: list[Path] | None = None,
+                      tasks: list[TaskSummary] | None = None) -> list[Path]:
     """Validate every submission (printing a line per rejected one), write the submission tables and the page.
     Each submission is validated on its own: a bad one is a REJECTED line, never a build without a page."""
     verdicts = validate_all(submissions_dir, official_dir or OFFICIAL_DIR)
@@ -61,16 +71,85 @@ def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir
             print(f"REJECTED {printable_text(verdict.path)}: {printable_text(verdict.reason)}", flush=True)
     boards = write_submission_boards(verdicts, runs_dir, out_dir)
     if html and (verdicts or builtin_markdown):
-        write_html(out_dir, boards, verdicts, builtin_markdown or [])
+        write_html(out_dir, boards, verdicts, builtin_markdown or [], tasks or [])
     return [board.markdown for board in boards]
+
+
+def _benchmark_folders(runs_dir: str | Path) -> list[Path]:
+    """Every ``<task>/<dataset>/<profile>/`` with records that has a leaderboard of its own (a photo-level-fold
+    sibling is written beside its grouped benchmark instead)."""
+    return [path.parent for path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl"))
+            if not path.parent.name.endswith(PHOTO_FOLDS_SUFFIX)]
 
 
 def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     written = []
-    for records_path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl")):
-        if not records_path.parent.name.endswith(PHOTO_FOLDS_SUFFIX):  # written beside its grouped benchmark
-            written += write_benchmark_tables(records_path.parent, out_dir)
+    for folder in _benchmark_folders(runs_dir):
+        written += write_benchmark_tables(folder, out_dir)
     return written
+
+
+@dataclass
+class TaskSummary:
+    """What the page shows across the benchmarks of one task."""
+
+    task: str
+    ranking: Ranking | None  # None with fewer than 2 benchmarks (then ``notes`` says so)
+    cost_png: Path | None  # accuracy against training cost; None when no table gives a point
+    notes: list[str] = field(default_factory=list)
+
+
+def ranking_settings(folder: Path) -> tuple[str | None, bool | None, bool]:
+    """(first metric, lower is better, smoke-test profile) of a benchmark folder, from the task YAML its
+    tables were written with (see ``write_benchmark_tables``); (None, None, False) for a YAML that cannot be
+    found: the ranking then reads the metric and direction from the table itself."""
+    task, dataset, profile = folder.parents[1].name, folder.parent.name, folder.name
+    try:
+        own = folder / TASK_YAML_COPY
+        config = TaskConfig.load(own) if own.is_file() else TaskConfig.for_dataset(task, dataset)
+        metric = config.metrics[0]
+        return metric, metric in config.lower_is_better, profile in config.smoke_profiles
+    except ConfigError:
+        return None, None, False
+
+
+def write_task_summaries(runs_dir: str | Path, out_dir: str | Path) -> list[TaskSummary]:
+    """Per task of ``runs_dir``: the ranking across its benchmark tables under ``out_dir`` (written when there
+    are two or more) and the accuracy-vs-cost picture. Smoke-test profiles (a few steps on tiny data, to test
+    the plumbing) are left out: their scores say nothing about the models."""
+    by_task: dict[str, list[Path]] = {}
+    for folder in _benchmark_folders(runs_dir):
+        by_task.setdefault(folder.parents[1].name, []).append(folder)
+    summaries = []
+    for task, folders in by_task.items():
+        boards: list[Board] = []
+        unreadable, smoke, notes = {}, [], []
+        for folder in folders:
+            name = f"{folder.parent.name}/{folder.name}"
+            csv = Path(out_dir) / f"{task}__{folder.parent.name}__{folder.name}.csv"
+            metric, lower_is_better, is_smoke = ranking_settings(folder)
+            if is_smoke:
+                smoke.append(name)
+            elif csv.is_file():
+                try:
+                    boards.append(read_board(csv, name, metric, lower_is_better))
+                except ValueError as error:
+                    unreadable[name] = str(error)
+        if not boards and not unreadable:  # nothing to show (e.g. smoke tests only)
+            continue
+        if smoke:
+            notes.append(f"Smoke-test profiles left out: {', '.join(smoke)}.")
+        ranking = None
+        if len(boards) + len(unreadable) >= 2:
+            ranking = rank_boards(task, boards, left_out=unreadable)
+            write_ranking(ranking, out_dir)
+        else:
+            notes += [f"Not ranked: {name} ({why})." for name, why in unreadable.items()]
+            if boards:
+                notes.append("One benchmark only: no ranking across benchmarks.")
+        cost_png, cost_notes = cost_plot(Path(out_dir) / f"cost__{task}.png", task, boards)
+        summaries.append(TaskSummary(task, ranking, cost_png, notes + cost_notes))
+    return summaries
 
 
 def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: TaskConfig | None = None,

@@ -1,4 +1,8 @@
-"""Per-image comparison (rank, increase, W-Inc, Wilcoxon p) and difficulty slices on a hand-worked example.
+"""Per-image comparison (rank, diff, W-Inc, Wilcoxon p) and difficulty slices on a hand-worked example.
+
+Without a group for its items (no per-image ``group``, no readable fold manifest) every image is a group of its
+own, so the group-level statistics are the per-image ones worked out below; tests/test_statistics.py covers
+groups, intervals, Holm, seeds and costs.
 
 Worked example: 3 models x 6 test images, two folds (p1-p3 in fold 0, p4-p6 in fold 1), baseline unet.
 
@@ -123,20 +127,30 @@ def test_paired_scores_rank_increase_w_inc_and_wilcoxon_by_hand():
     assert result.loc["unet", "rank"] == pytest.approx(16 / 6)
     assert result.loc["edge", "rank"] == pytest.approx(8.5 / 6)
     assert result.loc["other", "rank"] == pytest.approx(11.5 / 6)
-    assert (result["n_items"] == 6).all()
-    assert result.loc["edge", "increase"] == pytest.approx(0.05)
-    assert result.loc["other", "increase"] == pytest.approx(0.07 / 6)
-    assert result.loc["unet", "increase"] == 0.0 and result.loc["unet", "w_inc"] == 0.0
+    assert (result["n_items"] == 6).all() and (result["n_groups"] == 6).all()
+    assert result.loc["edge", "diff"] == pytest.approx(0.05)
+    assert result.loc["other", "diff"] == pytest.approx(0.07 / 6)
+    assert result.loc["unet", "diff"] == 0.0 and result.loc["unet", "w_inc"] == 0.0
     assert result.loc["edge", "w_inc"] == pytest.approx(0.74 / 16)
     assert result.loc["other", "w_inc"] == pytest.approx(0.34 / 16)
-    assert result.loc["edge", "wilcoxon_p"] == pytest.approx(2 / 64)
-    assert result.loc["other", "wilcoxon_p"] == pytest.approx(44 / 64)
-    assert math.isnan(result.loc["unet", "wilcoxon_p"])
+    assert result.loc["edge", "p"] == pytest.approx(2 / 64)
+    assert result.loc["other", "p"] == pytest.approx(44 / 64)
+    assert math.isnan(result.loc["unet", "p"]) and math.isnan(result.loc["unet", "item_p"])
+    # Each image its own group: the test over items is the test over groups.
+    assert result.loc["edge", "item_p"] == result.loc["edge", "p"]
+    # Holm over the two comparisons: 2 x 2/64 for the smaller, max(that, 44/64) for the larger.
+    assert result.loc["edge", "p_holm"] == pytest.approx(4 / 64)
+    assert result.loc["other", "p_holm"] == pytest.approx(44 / 64)
+    # edge: all six differences positive, so its interval lies above 0; edge has the best mean dice.
+    assert 0 < result.loc["edge", "diff_ci_low"] < 0.05 < result.loc["edge", "diff_ci_high"]
+    assert result.loc["edge", "ci_low"] < result.loc["edge", "group_score"] == pytest.approx(3.6 / 6)
+    assert list(result.index[result["is_best"]]) == ["edge"]
 
     # An error-like metric (lower is better) ranks the same models the same way round.
     lower = compare_to_baseline(1 - scores, "unet", higher_is_better=False)
     assert lower["rank"].to_dict() == pytest.approx(result["rank"].to_dict())
-    assert lower.loc["edge", "increase"] == pytest.approx(-0.05)
+    assert lower.loc["edge", "diff"] == pytest.approx(-0.05)
+    assert list(lower.index[lower["is_best"]]) == ["edge"]  # the lowest error is the best
 
 
 def test_rank_shares_split_ties_and_average_to_the_mean_rank():
@@ -157,7 +171,7 @@ def test_only_items_every_model_scored_count():
     assert list(scores.index) == ["p1", "p2", "p3"] and "legacy" not in scores.columns
     result = compare_to_baseline(scores, "unet")
     assert (result["n_items"] == 3).all()
-    assert result.loc["edge", "increase"] == pytest.approx((.05 + .10 + .03) / 3)
+    assert result.loc["edge", "diff"] == pytest.approx((.05 + .10 + .03) / 3)
     # partial has edge's scores: both tie with each other everywhere (p1: three-way tie with other).
     assert result.loc["partial", "rank"] == result.loc["edge", "rank"] == pytest.approx((2 + 1.5 + 1.5) / 3)
 
@@ -171,16 +185,17 @@ def test_an_item_tested_twice_is_an_error():
 def test_baseline_absent_keeps_rank_and_omits_the_rest():
     scores = paired_item_scores(worked_records(), "dice")
     result = compare_to_baseline(scores, "deeplab")
-    assert list(result.columns) == ["rank", "n_items"]
+    baseline_free = ["rank", "n_items", "n_groups", "group_score", "ci_low", "ci_high", "is_best", "tied_best"]
+    assert list(result.columns) == baseline_free
     assert result.loc["edge", "rank"] == pytest.approx(8.5 / 6)
-    assert list(compare_to_baseline(scores, None).columns) == ["rank", "n_items"]
+    assert list(compare_to_baseline(scores, None).columns) == baseline_free
 
 
 def test_wilcoxon_and_p_formatting_edge_cases():
     assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0  # identical to the baseline: no evidence of a difference
     assert math.isnan(wilcoxon_p([]))
     scores = pd.DataFrame({"unet": [.5, .6, .7], "copy": [.5, .6, .7]}, index=["x", "y", "z"])
-    assert compare_to_baseline(scores, "unet").loc["copy", "wilcoxon_p"] == 1.0
+    assert compare_to_baseline(scores, "unet").loc["copy", "p"] == 1.0
     assert format_p(0.0312) == "0.031" and format_p(2 / 64) == "0.031"
     assert format_p(0.0004) == "<0.001" and format_p(0.001) == "0.001" and format_p(1.0) == "1.000"
     assert format_p(math.nan) == "–"
@@ -235,30 +250,50 @@ def test_write_leaderboard_adds_comparison_columns_and_slices(tmp_path):
     table = pd.read_csv(stem.with_suffix(".csv")).set_index("model")
     assert list(table.index) == ["edge", "other", "unet", "legacy"]  # ranked by dice fold mean, as before
     assert table.loc["edge", "dice_item_rank"] == pytest.approx(8.5 / 6)
-    assert table.loc["other", "dice_increase"] == pytest.approx(0.07 / 6)
+    assert table.loc["other", "dice_diff"] == pytest.approx(0.07 / 6)
     assert table.loc["edge", "dice_w_inc"] == pytest.approx(0.74 / 16)
-    assert table.loc["edge", "dice_wilcoxon_p"] == pytest.approx(0.03125)
-    assert table.loc["other", "dice_wilcoxon_p"] == pytest.approx(0.6875)
-    assert math.isnan(table.loc["unet", "dice_wilcoxon_p"]) and math.isnan(table.loc["legacy", "dice_item_rank"])
-    assert table.loc["edge", "dice_n_items"] == 6
+    assert table.loc["edge", "dice_p"] == pytest.approx(0.03125) == table.loc["edge", "dice_item_p"]
+    assert table.loc["other", "dice_p"] == pytest.approx(0.6875)
+    assert table.loc["edge", "dice_p_holm"] == pytest.approx(0.0625)
+    assert math.isnan(table.loc["unet", "dice_p"]) and math.isnan(table.loc["legacy", "dice_item_rank"])
+    assert table.loc["edge", "dice_n_items"] == 6 and table.loc["edge", "dice_n_groups"] == 6
+    # Intervals: group bootstrap for the models with per-image scores, t over folds (one fold: none) for legacy.
+    assert list(table["dice_ci_kind"]) == ["group bootstrap"] * 3 + ["t over folds"]
+    assert math.isnan(table.loc["legacy", "dice_ci_low"])
+    assert table.loc["edge", "dice_ci_low"] < table.loc["edge", "dice_group_score"] < table.loc["edge", "dice_ci_high"]
+    assert table["dice_is_best"].tolist()[:3] == [True, False, False] and pd.isna(table.loc["legacy", "dice_is_best"])
+    # other's difference to edge changes sign across the resamples; unet loses to edge on every image.
+    assert table["dice_tied_best"].tolist()[:3] == [True, True, False]
+    assert table.loc["edge", "n_seeds"] == 1 and math.isnan(table.loc["edge", "dice_seed_std"])
     # iou = dice / (2 - dice) is increasing in dice: the same per-image ranks.
     compared = table.drop("legacy")
     assert compared["iou_item_rank"].to_dict() == pytest.approx(compared["dice_item_rank"].to_dict())
 
     markdown = markdown_path.read_text()
-    header = ("| rank | model | folds | dice (mean ± std) | iou (mean ± std) | dice per fold | fit s/fold "
-              "| dice rank/img | dice inc. | dice W-Inc | dice p | iou rank/img | iou inc. | iou W-Inc | iou p |")
+    header = ("| rank | model | folds | dice (mean ± std) | iou (mean ± std) | dice 95% CI | dice per fold | seeds "
+              "| fit s/run | infer ms/item | params "
+              "| dice rank/img | dice group mean [95% CI] | dice diff [95% CI] | dice W-Inc | dice p (groups) "
+              "| dice p Holm | dice item p (secondary) "
+              "| iou rank/img | iou group mean [95% CI] | iou diff [95% CI] | iou W-Inc | iou p (groups) "
+              "| iou p Holm | iou item p (secondary) | vs best (dice) |")
     assert header in markdown
     edge_row = next(line for line in markdown.splitlines() if line.startswith("| 1 | edge |"))
-    assert "| 1.42 | +0.0500 | +0.046" in edge_row and "| 0.031 |" in edge_row
+    assert "| 1.42 | 0.6000 [" in edge_row and "| +0.0500 [+0.0" in edge_row and "| +0.0462 |" in edge_row
+    assert "| 0.031 (n=6) | 0.062 (n=6) | 0.031 (n=6) |" in edge_row and edge_row.endswith("| best |")
     other_row = next(line for line in markdown.splitlines() if line.startswith("| 2 | other |"))
-    assert "| 1.92 | +0.0117 | +0.021" in other_row and "| 0.688 |" in other_row
+    assert "| 1.92 | 0.5617 [" in other_row and "| +0.0117 [-0.0" in other_row and "| 0.688 (n=6) |" in other_row
+    assert other_row.endswith("| tied |")
     unet_row = next(line for line in markdown.splitlines() if line.startswith("| 3 | unet |"))
-    assert "| 2.67 | +0.0000 | +0.0000 | – |" in unet_row
+    assert "| 2.67 | 0.5500 [" in unet_row and "| +0.0000 | – | – | – |" in unet_row
+    assert unet_row.endswith("| no |")
     legacy_row = next(line for line in markdown.splitlines() if line.startswith("| 4 | legacy |"))
-    assert legacy_row.endswith("| 10 |" + " – |" * 8)
-    assert "(dice: 6 images, iou: 6 images)" in markdown and "baseline `unet`" in markdown
-    assert "- W-Inc:" in markdown and "- p: two-sided paired Wilcoxon" in markdown
+    assert legacy_row.endswith("| 1 | 10 | – | – |" + " – |" * 15)
+    assert "(dice: 6 images in 6 groups, iou: 6 images in 6 groups; groups unknown: items treated as groups)" \
+        in markdown and "baseline `unet`" in markdown
+    assert "1 seed × 1–2 folds" in markdown and "Hardware: unknown (every run)." in markdown
+    for note in ("- Why groups:", "- W-Inc:", "- p (groups): two-sided paired Wilcoxon", "- p Holm:",
+                 "- item p (secondary):", "- vs best:", "## 95 % intervals", "- (t): Student-t interval over folds"):
+        assert note in markdown, note
     assert "No per-image scores (not compared, –): legacy." in markdown
     assert "- broken fold 1: OOM" in markdown
 
@@ -282,16 +317,19 @@ def test_write_leaderboard_without_baseline_or_comparison(tmp_path):
     [markdown_path] = write_leaderboard(records.path, tmp_path / "board", ["dice"],
                                         comparison={"baseline": "deeplab", "metrics": ["dice"]})
     markdown = markdown_path.read_text()
-    assert "| dice rank/img |" in markdown and "dice inc." not in markdown and "| dice p |" not in markdown
+    assert "| dice rank/img |" in markdown and "dice diff" not in markdown and "| dice p (groups) |" not in markdown
     assert "Baseline `deeplab` has no per-image scores on this fold manifest" in markdown
     assert "Difficulty slices" not in markdown
     table = pd.read_csv(markdown_path.with_suffix(".csv")).set_index("model")
-    assert table.loc["edge", "dice_item_rank"] == pytest.approx(8.5 / 6) and "dice_increase" not in table
+    assert table.loc["edge", "dice_item_rank"] == pytest.approx(8.5 / 6) and "dice_diff" not in table
+    assert table.loc["edge", "dice_is_best"] and "dice_p" not in table  # the best needs no baseline
 
     # Without `comparison` the leaderboard is what it always was.
     [plain] = write_leaderboard(records.path, tmp_path / "plain", ["dice"])
     assert "rank/img" not in plain.read_text() and "Difficulty slices" not in plain.read_text()
-    assert not any(c.endswith(("_item_rank", "_increase")) for c in pd.read_csv(plain.with_suffix(".csv")).columns)
+    plain_table = pd.read_csv(plain.with_suffix(".csv"))
+    assert not any(c.endswith(("_item_rank", "_diff")) for c in plain_table.columns)
+    assert list(plain_table["dice_ci_kind"]) == ["t over folds"] * 3  # no per-image statistics without `comparison`
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
         "segmentation__panels__quick.csv", "segmentation__panels__quick.md", "segmentation__panels__quick.png"]
 
@@ -302,7 +340,8 @@ def test_write_leaderboard_with_comparison_but_no_per_image_scores(tmp_path):
         records.append(record(model, 0, None, metrics={"dice": .5, "iou": .3}))
     [markdown_path] = write_leaderboard(records.path, tmp_path / "board", ["dice"], comparison=COMPARISON)
     markdown = markdown_path.read_text()
-    assert "(dice: 0 images, iou: 0 images)" in markdown and "No per-image scores for the slices yet." in markdown
+    assert "(dice: 0 images in 0 groups, iou: 0 images in 0 groups; no per-image scores)" in markdown
+    assert "No per-image scores for the slices yet." in markdown
     assert "No per-image scores (not compared, –): unet, edge." in markdown
     slices = pd.read_csv(markdown_path.parent / "segmentation__panels__quick__slices.csv")
     assert slices.empty and list(slices.columns)[:3] == ["model", "n_items", "dice_all"]

@@ -41,7 +41,7 @@ def test_edge_models_get_the_comparison_against_unet_and_the_difficulty_slices(t
     assert "W-Inc" in markdown and "## Difficulty slices" in markdown and "dice, thin" in markdown
     table = pd.read_csv(next(p for p in (tmp_path / "board").glob("*.csv") if "slices" not in p.name))
     unet = table.set_index("model").loc["unet"]
-    assert unet["dice_increase"] == 0.0 and unet["dice_w_inc"] == 0.0  # the baseline against itself
+    assert unet["dice_diff"] == 0.0 and unet["dice_w_inc"] == 0.0  # the baseline against itself
     slices = pd.read_csv(next((tmp_path / "board").glob("*__slices.csv"))).set_index("model")
     assert set(slices.index) == {"unet", "s-guided-et-unet-ftl"}
 

@@ -8,6 +8,7 @@ gives the order of the calls); what it asks of the DataModule by ``matcv.datamod
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import signal
@@ -31,11 +32,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
+from matcv.benchmarks.harness.annotations import parameter_count, with_groups
 from matcv.benchmarks.harness.prepare import Benchmark
 from matcv.benchmarks.harness.provenance import provenance
 from matcv.benchmarks.harness.wandb_logging import finish_run, run_logger, wandb_mode
 from matcv.datamodules.core.atomic_io import sha256_bytes
-from matcv.datamodules.core.config import RunSpec, import_object, run_seed
+from matcv.datamodules.core.config import RunSpec, import_object, run_seed, training_seed
 from matcv.datamodules.core.records import FAILED, OK, RunClaims
 from matcv.lightning_modules.base import BenchmarkModule
 
@@ -220,7 +222,7 @@ def run_claimed(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             if ctrl_c_pressed():  # its KeyboardInterrupt was lost on the way: the run may be cut short anyway
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise RunInterrupted([f"{spec.model} fold {spec.fold}"]) from None
+            raise RunInterrupted([spec.label]) from None
         bench.records.append(record)
         return run_outcome(record)
 
@@ -244,6 +246,7 @@ def record_head(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     return {
         "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
         "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
+        "replicate": spec.replicate, "training_seed": training_seed(spec.config["seed"], spec.fold, spec.replicate),
         "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
         "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
         "data_sha256": bench.data_sha256, "data_root": str(bench.data_root), "devices": devices,
@@ -285,7 +288,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     """Train on the fold's train part, select on its validation part, test the best checkpoint."""
     _quiet_lightning()
     started = time.time()
-    run_dir = bench.folder / spec.model / f"fold-{spec.fold}"
+    run_dir = run_folder(bench, spec)
     if run_dir.exists():  # left by a run that was killed: redo it from scratch
         shutil.rmtree(run_dir)
     record = record_head(bench, spec, key, accelerator, devices, started)
@@ -294,13 +297,22 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
     # Lightning refuses devices it cannot set up when a Trainer is built: a failure there is the environment's.
     building_trainer = False
     try:
+        # Two seeds. The DataModule always gets the fold's run seed, whatever the replicate: some draw their test
+        # part with it (UHCSDB's test patches) and the scorers rebuild the test truth with it, so every replicate
+        # is tested on the same items and targets. The replicate's training seed seeds torch's global RNG: the
+        # weights' initialisation, dropout, and (below) the order of the training batches.
         seed = run_seed(spec.config["seed"], spec.fold)
-        L.seed_everything(seed, workers=True, verbose=False)
+        L.seed_everything(training_seed(spec.config["seed"], spec.fold, spec.replicate), workers=True, verbose=False)
         datamodule_cls = import_object(spec.config["datamodule"]["class"])
         # Paths as text: checkpoints store the datamodule's hyper-parameters and are reloaded weights-only.
         datamodule = datamodule_cls(fold_manifest_path=str(bench.fold_manifest_path), fold=spec.fold,
                                     data_root=str(bench.data_root), seed=seed,
                                     **spec.config["datamodule"]["args"])
+        if spec.replicate:
+            # A loader generator seeded by the DataModule's seed would give every replicate the same batches:
+            # replicates shuffle from the global RNG instead (seeded above), which BenchmarkDataModule offers.
+            # Replicate 0 keeps its loader generator, so it stays exactly the run a single-seed benchmark makes.
+            datamodule.seeded_shuffle = False
         model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
         if not isinstance(model, BenchmarkModule):
             raise TypeError(f"{type(model).__name__} is not a BenchmarkModule (matcv.lightning_modules.base): "
@@ -341,6 +353,10 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         t0 = time.time()
         model.fit_baseline(datamodule)  # scikit-learn and procedure baselines: fitted outside Lightning
         durations["fit_s"] += time.time() - t0
+        # Its test predictions are kept as a submission of its task keeps them (predictions.npz, which `matcv
+        # verify` rescores); None: the task YAML declares no submission block.
+        from matcv.benchmarks.harness.predictions import PredictionRecording
+        recording = PredictionRecording.start(model, bench.config)
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
         building_trainer = True
         tester = L.Trainer(devices=1, logger=False, enable_checkpointing=False, default_root_dir=run_dir, **common)
@@ -352,11 +368,17 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         if len(per_image) != counts["test"]:
             raise RuntimeError(f"scored {len(per_image)} test images, expected {counts['test']}")
         record["metrics"] = fold_metrics(model, per_image, bench.config.metrics)
-        record["per_image"] = per_image
+        record["per_image"] = with_groups(per_image, _manifest_groups(bench), str(bench.fold_manifest_path))
+        if recording is not None:  # never fails the run: a reason is recorded instead
+            record.update(recording.save(model, run_dir, bench.folder, [row["item_id"] for row in per_image]))
         details = model.test_details()
         if details is not None:
             record["details"] = details
         record.setdefault("throughput", {})["test_images_per_s"] = counts["test"] / max(durations["test_s"], 1e-9)
+        # Counted once fitted: a scikit-learn baseline's note needs its fitted estimator.
+        record["n_parameters"], note = parameter_count(model)
+        if note:
+            record["n_parameters_note"] = note
         figure = model.save_test_figure(run_dir / "test_examples.png", datamodule)
         record["figure"] = str(figure) if figure else None
         record["status"] = OK
@@ -372,7 +394,7 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         try:
             finish_run(wandb_logger, record, run_dir)
         except Exception as error:  # noqa: BLE001 - a dashboard problem must not turn a finished run into a failure
-            warnings.warn(f"W&B logging of {spec.model} fold {spec.fold} failed ({type(error).__name__}: {error})")
+            warnings.warn(f"W&B logging of {spec.label} failed ({type(error).__name__}: {error})")
     return record
 
 
@@ -384,8 +406,19 @@ def _wandb_run_logger(bench: Benchmark, spec: RunSpec, key: str, record: dict):
         return None
     run_id = sha256_bytes(f"{key}|{record['started_at']}".encode())[:16]  # unique per attempt
     config = {k: v for k, v in record.items() if k not in ("key", "started_at")}
-    return run_logger(mode, bench.folder, spec.task, bench.wandb_group, f"{spec.model}-fold{spec.fold}", run_id,
-                      config)
+    name = f"{spec.model}-fold{spec.fold}" + (f"-seed{spec.replicate}" if spec.replicate else "")
+    return run_logger(mode, bench.folder, spec.task, bench.wandb_group, name, run_id, config)
+
+
+def run_folder(bench: Benchmark, spec: RunSpec) -> Path:
+    """A run's checkpoints and logs: ``<model>/fold-<k>/``, ``<model>/fold-<k>-seed-<r>/`` for replicate r > 0."""
+    return bench.folder / spec.model / (f"fold-{spec.fold}-seed-{spec.replicate}" if spec.replicate
+                                        else f"fold-{spec.fold}")
+
+
+def _manifest_groups(bench: Benchmark) -> dict[str, str]:
+    """The fold manifest's item -> group map (the harness checked the manifest before any run)."""
+    return json.loads(bench.fold_manifest_path.read_text())["groups"]
 
 
 def fold_metrics(model: BenchmarkModule, per_item: list[dict], names: list[str]) -> dict[str, float]:

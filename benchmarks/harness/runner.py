@@ -36,9 +36,13 @@ from matcv.datamodules.core.records import OK, RunClaims, run_key
 def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
                   models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
                   fold_manifest: str | Path | None = None, settings: RunSettings | None = None,
-                  **setting_values) -> Benchmark:
+                  seeds: int | None = None, **setting_values) -> Benchmark:
     """Run every pending model x fold of a benchmark and append their records; the harness stops there
     (``matcv bench`` then writes the tables through ``matcv.leaderboard.rebuild.write_benchmark_tables``).
+
+    ``seeds`` N (default: the profile's ``seeds``, else 1) runs every model x fold N times with N training seeds
+    on the same folds (``TaskConfig.runs``); replicate 0 is the run a single-seed benchmark makes, so raising N
+    later runs only the new replicates. Unlike ``settings`` it changes what is run, hence the results.
 
     How the runs are executed is ``settings`` (a ``RunSettings``), or its fields given as keywords
     (``accelerator="cpu", parallel_runs=2, ...``). A profile's leakage report runs its models again on
@@ -55,13 +59,13 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         if selected is not None and len(selected) == 0:
             raise ConfigError(f"{option} selects nothing; name at least one, or leave the option out for all")
     config = TaskConfig.load(task)
-    runs = config.runs(profile, models, folds)  # validates names before any work is done
+    runs = config.runs(profile, models, folds, seeds)  # validates names and seeds before any work is done
     comparison = config.raw.get("comparison")
     if comparison is not None:
         ComparisonSpec.parse(comparison, config.metrics)  # a bad block fails now, not after hours of training
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, settings.progress)
     bench.log_wandb = settings.log_wandb
-    bench.running_elsewhere = run_all(bench, runs, settings, config.runs(profile))
+    bench.running_elsewhere = run_all(bench, runs, settings, config.runs(profile, seeds=seeds))
 
     # The leakage report: the same models on photo-level random folds, beside the grouped result.
     leakage = config.profile(profile).get("leakage_report")
@@ -70,14 +74,14 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         leaky = prepare_benchmark(config, profile, data_root, output_dir, None, settings.progress,
                                   photo_level_folds=True)
         leaky.log_wandb = settings.log_wandb
-        bench.running_elsewhere += run_all(leaky, config.runs(profile, leaky_models, folds), settings,
-                                           config.runs(profile, leakage["models"]))
+        bench.running_elsewhere += run_all(leaky, config.runs(profile, leaky_models, folds, seeds), settings,
+                                           config.runs(profile, leakage["models"], seeds=seeds))
 
     # Companion profiles: the same models under other protocols of the same data (e.g. a dataset's official
     # split and an out-of-distribution test set beside its grouped CV); the leaderboard puts them side by side.
     for other in config.profile(profile).get("companion_profiles", []):
         bench.companions.append(run_benchmark(task, other, data_root=data_root, models=models,
-                                              output_dir=output_dir, settings=settings))
+                                              output_dir=output_dir, settings=settings, seeds=seeds))
     return bench
 
 
@@ -106,8 +110,7 @@ def run_all(bench: Benchmark, runs: list[RunSpec], settings: RunSettings,
     Ctrl-C raises ``run.RunInterrupted``, naming the runs it stopped (not recorded: the next bench redoes them).
     """
     records = bench.records.load()
-    keyed = [(spec, run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256))
-             for spec in runs]
+    keyed = [(spec, spec_key(bench, spec)) for spec in runs]
     by_key = _records_by_key(records)
     reasons = {key: rerun_reason(by_key.get(key, []), settings.accelerator, settings.devices, settings.retry_failed)
                for _, key in keyed}
@@ -170,7 +173,7 @@ def _execute(bench: Benchmark, numbered: list[tuple[int, RunSpec, str]], setting
         if ctrl_c_pressed():  # a KeyboardInterrupt lost between runs
             raise KeyboardInterrupt
         if bar is not None:
-            bar.set_postfix_str(f"{spec.model} fold {spec.fold}")
+            bar.set_postfix_str(spec.label)
         outcome = run_claimed(bench, spec, key, settings.accelerator, settings.devices, settings.progress,
                               settings.retry_failed, seen=seen.get(key))
         outcomes[number] = outcome["outcome"]
@@ -199,13 +202,18 @@ def running_elsewhere(bench: Benchmark, runs: list[RunSpec]) -> int:
     same folder) right now."""
     done = {key for key, records in _records_by_key(bench.records.load()).items()
             if any(r.get("status") == OK for r in records)}
-    keys = {run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256)
-            for spec in runs}
+    keys = {spec_key(bench, spec) for spec in runs}
     return sum(1 for key in sorted(keys - done) if _held_elsewhere(bench, key))
 
 
+def spec_key(bench: Benchmark, spec: RunSpec) -> str:
+    """The run key of ``spec`` in ``bench`` (its replicate included)."""
+    return run_key(spec.model, spec.fold, spec.config_hash, bench.fold_manifest_sha256, bench.data_sha256,
+                   spec.replicate)
+
+
 def _progress_line(number: int, total: int, spec: RunSpec, outcome: dict, retry_reason: str = "") -> str:
-    head = f"[matcv] run {number}/{total} {spec.model} fold {spec.fold}: "
+    head = f"[matcv] run {number}/{total} {spec.label}: "
     if outcome["outcome"] == "claimed":
         return head + "skipped - another process is running it (claimed)"
     if outcome["outcome"] == "recorded":

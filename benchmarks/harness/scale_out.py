@@ -144,7 +144,7 @@ def run_parallel(bench: Benchmark, pending: Pending, settings: RunSettings,
         counts: dict[str, int] = {}
         for record in bench.records.load():
             counts[record.get("key")] = counts.get(record.get("key"), 0) + 1
-        raise RunInterrupted([f"{spec.model} fold {spec.fold}" for _, spec, key, _ in busy.values()
+        raise RunInterrupted([spec.label for _, spec, key, _ in busy.values()
                               if counts.get(key, 0) <= seen.get(key, 0)]) from None
     finally:
         for process, inbox in workers.values():
@@ -257,7 +257,7 @@ def launch_runs(bench: Benchmark, pending: Pending, settings: RunSettings, poll_
                 yield number, spec, outcome
         finished = True
     except KeyboardInterrupt:
-        raise RunInterrupted([f"{spec.model} fold {spec.fold}" for _, spec, _, _ in running.values()],
+        raise RunInterrupted([spec.label for _, spec, _, _ in running.values()],
                              elsewhere=not local) from None
     finally:
         if not finished and running:

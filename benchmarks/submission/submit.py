@@ -32,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from matcv.datamodules.core.config import ConfigError, RunSpec, TaskConfig, available_tasks, submission_modules
+from matcv.datamodules.core.config import (
+    ConfigError,
+    RunSpec,
+    TaskConfig,
+    available_tasks,
+    check_seeds,
+    submission_modules,
+    training_seed,
+)
 from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
 from matcv.datamodules.core.submission_format import (
     OFFICIAL_DIR,
@@ -121,11 +129,17 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
            authors: list[str] | None = None, description: str = "", hyperparameters: dict | None = None,
            tuning: str = "", official_dir: str | Path = OFFICIAL_DIR,
            submissions_dir: str | Path = SUBMISSIONS_DIR, work_dir: str | Path = "runs/submissions",
-           accelerator: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
-    """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder."""
+           accelerator: str = "auto", overwrite: bool = False, progress: bool = True, seeds: int = 1) -> Path:
+    """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder.
+
+    ``seeds`` N > 1 trains every fold N times with N training seeds (``--seeds``, as ``matcv bench`` does). A
+    submission holds one set of predictions per fold, so its predictions and claimed metrics stay those of seed 1
+    (replicate 0, the run a single-seed submission makes) and its metadata says ``"seeds": N``; the record of every
+    replicate, its metrics and per-item scores, goes to the work folder's ``records.jsonl`` as a bench's records do
+    (``matcv leaderboard --runs <work dir>/<name>`` tables them)."""
     from matcv.benchmarks.harness.provenance import git_state, hardware, package_versions
     from matcv.benchmarks.harness.prepare import prepare_benchmark
-    from matcv.benchmarks.harness.run import check_accelerator, execute_run
+    from matcv.benchmarks.harness.run import check_accelerator
     from matcv.benchmarks.submission.models import RECORDER, model_class
 
     check_name(name)
@@ -136,6 +150,10 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         if problem:
             raise SubmissionError(f"--{field.split('[')[0]}: {field} holds {problem}")
     check_accelerator(accelerator, 1)  # an impossible --accelerator fails now, not as every fold's failure
+    try:
+        seeds = check_seeds(seeds, "--seeds")
+    except ConfigError as error:
+        raise SubmissionError(str(error)) from None
     hyperparameters = dict(hyperparameters or {})
     if not isinstance(hyperparameters, dict):
         raise SubmissionError("hyper-parameters must be a JSON object")
@@ -166,15 +184,15 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     dm_args = config.datamodule_args(profile)
     if "batch_size" in hyperparameters:
         dm_args["batch_size"] = int(hyperparameters["batch_size"])
-    run_config = config.run_config(profile, name, class_ref, model_args, trainer, dm_args)
-
+    run_configs = [config.run_config(profile, name, class_ref, model_args, trainer, dm_args, replicate=r)
+                   for r in range(seeds)]
     manifest = json.loads(manifest_path.read_text())
+    for fold in range(len(manifest["folds"])):  # every training seed in range, before any training
+        training_seed(config.profile_seed(profile), fold, seeds - 1)
     folds, files = [], {}
     for fold in range(len(manifest["folds"])):
-        spec = RunSpec(config.task, profile, name, fold, run_config)
-        record = execute_run(bench, spec, f"submission|{name}|fold{fold}", accelerator, 1, progress)
-        if record["status"] != "ok":
-            raise SubmissionError(f"fold {fold} failed: {record['error']}\n{record.get('traceback', '')}")
+        spec = RunSpec(config.task, profile, name, fold, run_configs[0], 0, seeds)
+        record = _submission_run(bench, spec, name, accelerator, progress)
         test_ids = list(manifest["folds"][fold]["test"])
         if RECORDER.arrays is None:
             raise SubmissionError(f"fold {fold}: the test predictions were not recorded")
@@ -188,8 +206,14 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         folds.append({"fold": fold, "predictions": f"predictions/fold-{fold}.npz", "n_test": len(test_ids),
                       "metrics": record["metrics"], "fit_s": record["durations"]["fit_s"],
                       "epochs": record.get("epochs")})
-        print(f"[matcv] submission {name} fold {fold}: "
+        print(f"[matcv] submission {spec.label}: "
               + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items()), flush=True)
+        # The other seeds after the predictions of seed 1 are kept (each test overwrites the recorder's arrays).
+        for replicate in range(1, seeds):
+            other = RunSpec(config.task, profile, name, fold, run_configs[replicate], replicate, seeds)
+            extra = _submission_run(bench, other, name, accelerator, progress)
+            print(f"[matcv] submission {other.label}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in extra["metrics"].items()), flush=True)
 
     metadata = {
         "schema": SCHEMA, "name": name, "task": config.task, "profile": profile, "dataset": entry["dataset"],
@@ -201,6 +225,8 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         "metrics": config.metrics, "folds": folds,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if seeds > 1:  # the predictions are seed 1's; every seed's record is in the work folder's records.jsonl
+        metadata["seeds"] = seeds
     files["metadata.json"] = (json.dumps(metadata, indent=1, sort_keys=True, default=str) + "\n").encode()
     # Written beside its final place, then moved there in one rename.
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +241,20 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         if staging.exists():
             shutil.rmtree(staging)
     return final
+
+
+def _submission_run(bench, spec: RunSpec, name: str, accelerator: str, progress: bool) -> dict:
+    """One fold (one seed) of a submission through the harness; a failed one stops the submission. With several
+    seeds every replicate's record is appended to the work folder's records, as ``matcv bench`` appends them."""
+    from matcv.benchmarks.harness.run import execute_run
+
+    key = f"submission|{name}|fold{spec.fold}" + (f"|seed{spec.replicate}" if spec.replicate else "")
+    record = execute_run(bench, spec, key, accelerator, 1, progress)
+    if record["status"] != "ok":
+        raise SubmissionError(f"{spec.label} failed: {record['error']}\n{record.get('traceback', '')}")
+    if spec.seeds > 1:
+        bench.records.append(record)
+    return record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the submission folder goes (default: leaderboard/submissions)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/submissions"), help="checkpoints and logs")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train every fold N times with N training seeds (default 1); the submission's "
+                             "predictions are seed 1's, every seed's record goes to the work folder's records.jsonl")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing submission of that name")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -249,7 +292,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         sys.path.insert(0, path)
     folder = submit(args.task, args.model, args.name, args.profile, args.dataset, args.authors, args.description,
                     args.hyperparameters, args.tuning, args.official_dir, args.submissions_dir, args.work_dir,
-                    args.accelerator, args.overwrite, not args.no_progress)
+                    args.accelerator, args.overwrite, not args.no_progress, args.seeds)
     print(f"submission written to {folder}; `matcv leaderboard` validates and scores it")
     return 0
 

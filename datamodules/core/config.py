@@ -97,23 +97,72 @@ def import_object(reference: str):
 
 
 def run_seed(profile_seed: int, fold: int) -> int:
-    """The seed of one run: every run of a fold (the harness, a submission, a scorer rebuilding its data) uses it."""
+    """The seed of one run: every run of a fold (the harness, a submission, a scorer rebuilding its data) uses it.
+    It is also the fold's *data* seed: every replicate (``--seeds N``) builds the fold's data with it."""
     return profile_seed * 1000 + fold
+
+
+# Replicates (``--seeds N``): the training seed of replicate r of a fold's run is
+#   training_seed(profile_seed, fold, r) = run_seed(profile_seed, fold) + REPLICATE_SEED_STRIDE * r,
+# so replicate 0 is the run seed itself (a single-seed benchmark is replicate 0 of every run). Given the profile
+# seed p, seed - 1000 p = fold + 10^6 r names (fold, r) for every fold below 10^6: no two runs of a profile share a
+# training seed. (Over profile seeds 0..999 and folds 0..999 the seed names (p, fold, r) outright.)
+REPLICATE_SEED_STRIDE = 1_000_000
+MAX_SEED = 2**32 - 1  # the largest seed numpy and Lightning's seed_everything accept
+
+
+def training_seed(profile_seed: int, fold: int, replicate: int = 0) -> int:
+    """The seed of replicate ``replicate`` of a fold's run (the rule above): what ``L.seed_everything`` gets, and
+    with it weight initialisation, dropout and any shuffling from torch's global RNG."""
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+        raise ConfigError(f"replicate must be a whole number >= 0, got {replicate!r}")
+    seed = run_seed(profile_seed, fold) + REPLICATE_SEED_STRIDE * replicate
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"training seed {seed} of profile seed {profile_seed}, fold {fold}, replicate {replicate} "
+                          f"is outside 0..{MAX_SEED} (what numpy and Lightning accept): ask for fewer seeds")
+    return seed
+
+
+def check_seeds(seeds, where: str) -> int:
+    """``seeds`` (how many replicates of every model x fold) as a whole number >= 1, or a ConfigError naming
+    ``where`` it came from."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"{where} must be a whole number >= 1 (how many training seeds per model x fold), "
+                          f"got {seeds!r}")
+    return seeds
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One model on one fold, fully resolved."""
+    """One model on one fold, fully resolved; ``replicate`` r of ``seeds`` (``--seeds N``) trains with
+    ``training_seed(profile seed, fold, r)`` on the same fold manifest and data."""
 
     task: str
     profile: str
     model: str
     fold: int
-    config: dict  # resolved, fold-independent
+    config: dict  # resolved, fold-independent; replicate r > 0 has "replicate": r (its own hash and key)
+    replicate: int = 0
+    seeds: int = 1  # how many replicates its benchmark runs: for progress lines only, not the run's identity
+
+    def __post_init__(self) -> None:
+        # Replicate 0's config has no "replicate" key (it hashes as every run did before replicates existed); any
+        # other must carry its own, or two replicates would share one config hash and one run key.
+        stated = self.config.get("replicate", 0)
+        if stated != self.replicate or ("replicate" in self.config and not self.replicate):
+            raise ValueError(f"RunSpec of {self.model} fold {self.fold}: replicate {self.replicate} but its config "
+                             f"says {self.config.get('replicate')!r} (TaskConfig.run_config(..., replicate=r) sets it)")
 
     @property
     def config_hash(self) -> str:
         return sha256_bytes(json.dumps(self.config, sort_keys=True).encode())[:16]
+
+    @property
+    def label(self) -> str:
+        """How progress lines and messages name the run: "unet fold 1", or "unet fold 1 seed 2/3" (replicate 1)
+        when its benchmark runs several seeds."""
+        head = f"{self.model} fold {self.fold}"
+        return head if self.seeds == 1 and not self.replicate else f"{head} seed {self.replicate + 1}/{self.seeds}"
 
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
@@ -131,6 +180,7 @@ def _check_declarations(raw: dict, path: Path) -> None:
             raise ConfigError(f"{path}: profile {name!r} must be a mapping, got {profile!r}")
         if not isinstance(profile.get("smoke_test", False), bool):
             raise ConfigError(f"{path}: key 'profiles.{name}.smoke_test' must be true or false")
+        check_seeds(profile.get("seeds", 1), f"{path}: key 'profiles.{name}.seeds'")
     block = raw.get("submission")
     if block is not None:
         # scorer, plus exactly one of adapter (a module) or evaluation_base (a class recording its own arrays)
@@ -259,6 +309,11 @@ class TaskConfig:
         """The profile's seed; a fold's run seed is ``run_seed(profile_seed, fold)``."""
         return self.profile(profile).get("seed", 0)
 
+    def seeds(self, profile: str) -> int:
+        """How many training seeds (replicates) every model x fold gets under the profile (key ``seeds``, default
+        1); ``matcv bench --seeds N`` overrides it."""
+        return check_seeds(self.profile(profile).get("seeds", 1), f"{self.source}: key 'profiles.{profile}.seeds'")
+
     def model_names(self, profile: str, selected: list[str] | None = None) -> list[str]:
         names = list(self.profile(profile).get("models", self.raw["models"]))
         if selected:
@@ -268,7 +323,7 @@ class TaskConfig:
             names = [m for m in names if m in selected] + [m for m in selected if m not in names]
         return names
 
-    def resolve(self, profile: str, model: str) -> dict:
+    def resolve(self, profile: str, model: str, replicate: int = 0) -> dict:
         prof = self.profile(profile)
         entry = self.raw["models"][model]
         # A profile may change arguments of every model of a class (e.g. a lighter decoder on CPU), then per model.
@@ -276,13 +331,15 @@ class TaskConfig:
                       **prof.get("model_overrides", {}).get(model, {})}
         # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
         trainer = {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})}
-        return self.run_config(profile, model, entry["class"], model_args, trainer)
+        return self.run_config(profile, model, entry["class"], model_args, trainer, replicate=replicate)
 
     def run_config(self, profile: str, name: str, model_class: str, model_args: dict, trainer: dict,
-                   datamodule_args: dict | None = None) -> dict:
+                   datamodule_args: dict | None = None, replicate: int = 0) -> dict:
         """The resolved config of one model under a profile, in the one shape every run is hashed and recorded
-        in (a configured model's, via ``resolve``, and a submitted model's alike)."""
-        return {
+        in (a configured model's, via ``resolve``, and a submitted model's alike). Replicate r > 0 (``--seeds``)
+        adds ``"replicate": r``, so that its config hash and run key are its own; replicate 0 adds nothing and
+        is exactly the run a benchmark without ``--seeds`` makes (same hash, same key: its records stay valid)."""
+        config = {
             "task": self.task,
             "profile": profile,
             "model": {"name": name, "class": model_class, "args": model_args},
@@ -292,24 +349,41 @@ class TaskConfig:
             "trainer": trainer,
             "seed": self.profile_seed(profile),
         }
+        if replicate:
+            training_seed(config["seed"], 0, replicate)  # a replicate whose seeds would be out of range fails here
+            config["replicate"] = replicate
+        return config
 
-    def runs(self, profile: str, models: list[str] | None = None, folds: list[int] | None = None) -> list[RunSpec]:
+    def runs(self, profile: str, models: list[str] | None = None, folds: list[int] | None = None,
+             seeds: int | None = None) -> list[RunSpec]:
+        """Every run of the profile: each model x fold ``seeds`` times (default: the profile's ``seeds``),
+        replicate 0 of every run first, so that a benchmark stopped half way already has whole single-seed
+        results."""
         n_folds = self.profile(profile)["folds"]
         fold_ids = list(range(n_folds)) if folds is None else folds
         bad = [f for f in fold_ids if not 0 <= f < n_folds]
         if bad:
             raise ConfigError(f"fold(s) {bad} out of range: profile {profile!r} has {n_folds} folds (0..{n_folds - 1})")
+        n_seeds = self.seeds(profile) if seeds is None else check_seeds(seeds, "--seeds")
+        for fold in fold_ids:  # every training seed in range, before any work is done
+            training_seed(self.profile_seed(profile), fold, n_seeds - 1)
+        names = self.model_names(profile, models)
         study = self.profile(profile).get("augmentation_study")
-        if not study:
-            return [RunSpec(self.task, profile, m, f, self.resolve(profile, m))
-                    for m in self.model_names(profile, models) for f in fold_ids]
-        # An augmentation study (Yin 2024, Table 1): every model once per augmentation, named model+augmentation.
         specs = []
-        for model in self.model_names(profile, models):
-            for augmentation in study:
-                config = self.resolve(profile, model)
-                config["datamodule"]["args"]["augmentation"] = augmentation
-                specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config) for f in fold_ids]
+        for replicate in range(n_seeds):
+            if not study:
+                for model in names:
+                    config = self.resolve(profile, model, replicate)
+                    specs += [RunSpec(self.task, profile, model, f, config, replicate, n_seeds) for f in fold_ids]
+                continue
+            # An augmentation study (Yin 2024, Table 1): every model once per augmentation, named
+            # model+augmentation.
+            for model in names:
+                for augmentation in study:
+                    config = self.resolve(profile, model, replicate)
+                    config["datamodule"]["args"]["augmentation"] = augmentation
+                    specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config, replicate, n_seeds)
+                              for f in fold_ids]
         return specs
 
 

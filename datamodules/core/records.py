@@ -57,9 +57,13 @@ def record_problem(record, required: tuple[str, ...] = RUN_KEYS) -> str | None:
     return None
 
 
-def run_key(model: str, fold: int, config_hash: str, fold_manifest_sha256: str, data_sha256: str) -> str:
-    """Identity of a run: the same key means the same model, fold, config, folds and data."""
-    return f"{model}|fold{fold}|{config_hash}|{fold_manifest_sha256[:16]}|{data_sha256[:16]}"
+def run_key(model: str, fold: int, config_hash: str, fold_manifest_sha256: str, data_sha256: str,
+            replicate: int = 0) -> str:
+    """Identity of a run: the same key means the same model, fold, config, folds and data. Replicate r > 0 of a
+    run (``--seeds``) has its own config hash already; ``|seed<r>`` only makes the key readable. Replicate 0's key
+    is the one a run had before replicates existed, so its records are found by resume."""
+    seed = f"|seed{replicate}" if replicate else ""
+    return f"{model}|fold{fold}{seed}|{config_hash}|{fold_manifest_sha256[:16]}|{data_sha256[:16]}"
 
 
 class RunRecords:

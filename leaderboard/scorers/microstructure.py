@@ -49,9 +49,12 @@ MIN_SAMPLES, MAX_SAMPLES = 2, 4096
 def builtin_extractor_epochs(entry: dict, evaluation_base: type, uses_extractor=lambda cls: True) -> int:
     """``extractor_epochs`` of the built-in models of the official (task YAML, profile): the domain extractor their
     FID-domain numbers were computed with (the most common value where they differ; the evaluation's default
-    where none sets it)."""
+    where none sets it). An ``entry`` describing one run (``matcv verify``) names the run's own
+    ``extractor_epochs``."""
     from matcv.datamodules.core.config import TaskConfig, import_object
 
+    if entry.get("extractor_epochs") is not None:
+        return int(entry["extractor_epochs"])
     default = inspect.signature(evaluation_base.__init__).parameters["extractor_epochs"].default
     config = TaskConfig.load(entry["config"])
     counts: Counter = Counter()
