@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The tasks are the task YAMLs (a named dataset's is <task>-<dataset>.yaml): nothing to keep in step by hand.
 TASKS := $(sort $(basename $(notdir $(wildcard benchmarks/configs/*.yaml))))
 
-.PHONY: install bench data leaderboard submit browser test test-slow clean help
+.PHONY: install bench data leaderboard verify submit browser test test-slow clean help
 
 help:
 	@echo "make bench TASK=segmentation [PROFILE=quick|paper] [DATA=/path/to/data_root|superalloy] [ARGS='--models unet']"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
 	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write index.html"
+	@echo "make verify       recompute every run's metrics from its saved test predictions (runs/)"
 	@echo "make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ... --dataset ...']"
 	@echo "                  TASK: a task whose YAML has a submission block (\`$(BIN)/matcv submit --help\` lists them)"
 	@echo "make browser      install Debian's chromium (headless screenshot test of the HTML leaderboard)"
@@ -41,6 +42,9 @@ data: install
 
 leaderboard: install
 	$(BIN)/matcv leaderboard
+
+verify: install
+	$(BIN)/matcv verify
 
 # An external model (a factory returning an nn.Module, or a LightningModule class) on the official folds;
 # MODEL_PATH is put on sys.path first (default: this folder).

@@ -303,6 +303,8 @@ def _data(args) -> int:
         print(f"{args.check}: OK - {len(index['items'])} images in {len(set(index['groups']))} groups")
         for note in index.get("notes", []):
             print(f"note: {note}")
+        for warning in index.get("warnings", []):  # runs, but must not pass unseen (a leaky published split)
+            print(f"warning: {warning}")
         pixels = index.get("class_pixels")
         if pixels:
             total = max(1, sum(pixels.values()))

@@ -10,7 +10,10 @@ another input size (``--image-size`` / ``--crop-size``), the YAML is adapted her
 - every model whose class takes ``num_classes`` / ``class_names`` gets the data's (1 output for two classes),
   the way segmentation-superalloy.yaml gives its models 3; a YAML that already says otherwise is an error;
 - the input size of every profile is the command line's, else dataset.yaml's, else the profile's own;
-- a label task (rating, ordinal) learns the values of dataset.yaml's ``labels``, when it lists them.
+- a label task (rating, ordinal) learns the values of dataset.yaml's ``labels``, when it lists them;
+- a folder whose manifest has a ``split`` column gets, beside every profile, its publisher's split as a protocol
+  of its own (``<profile>-published-split``: one fold, run as a companion profile, in its own benchmark folder);
+  grouped CV stays the profile itself, unchanged. A split that cannot be run (no test rows) is said and left out.
 
 The adapted YAML is written to a temporary folder under the original's name (``adapted_task``); the harness keeps
 a copy with the runs (``task.yaml``), so ``matcv leaderboard`` rebuilds the tables with it. Without a dataset.yaml and size
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import atexit
 import copy
+import csv
 import inspect
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,12 +36,14 @@ import yaml
 from matcv.datamodules.core.atomic_io import atomic_write_text
 from matcv.datamodules.core.config import ConfigError, TaskConfig, import_object
 from matcv.datamodules.dataset_description import DatasetDescription, read_description
+from matcv.datamodules.manifest import MANIFEST_NAME
 
 CORROSION_DATAMODULE = "matcv.datamodules.corrosion.CorrosionPanelsDataModule"
 USER_DATAMODULE = "matcv.datamodules.user_segmentation.UserSegmentationDataModule"
 SIZE_KEYS = ("image_size", "crop_size", "crops_per_image")
 # CorrosionPanelsDataModule's arguments that UserSegmentationDataModule takes too.
 SHARED_ARGS = ("batch_size", "num_workers", "augment", "seed")
+PUBLISHED_SUFFIX = "-published-split"  # the profile of a folder's own split, beside the grouped one
 
 
 def adapted_config(task: str | Path, data_root: str | Path | None, image_size: int | None = None,
@@ -52,8 +59,9 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
     target = datamodule.get("args", {}).get("target", "mask")
     described_masks = datamodule["class"] == CORROSION_DATAMODULE and target == "mask"
     switch = described_masks and data_root is not None and (description is not None or crop_size is not None)
+    label_set = "labels" in datamodule.get("args", {}) and data_root is not None and Path(data_root).is_dir()
     if not switch and description is None and datamodule["class"] != USER_DATAMODULE \
-            and image_size is None and crop_size is None:
+            and image_size is None and crop_size is None and not label_set:
         return None
     if switch:
         _to_user_datamodule(raw)
@@ -61,9 +69,13 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
     if raw["datamodule"]["class"] == USER_DATAMODULE:
         _set_sizes(raw, description, options)
         _set_classes(raw, config.source, description)
+        if data_root is not None:
+            _add_published_split(raw, Path(data_root))
     else:
         _set_options(raw, config.source, options)
-        if datamodule["class"] == CORROSION_DATAMODULE and not described_masks and description is not None:
+        if label_set:
+            _set_label_set(raw, config.source, Path(data_root), description)
+        elif datamodule["class"] == CORROSION_DATAMODULE and not described_masks and description is not None:
             _set_labels(raw, config.source, description)
     return None if raw == config.raw else raw
 
@@ -74,6 +86,10 @@ def _set_labels(raw: dict, source: Path, description: DatasetDescription) -> Non
     (lowest first, for ordinal models). Without ``labels`` the task keeps its own (ASTM ratings 5-9)."""
     if not description.labels:
         return
+    if any(c.value is None for c in description.labels):
+        raise ConfigError(f"{description.source}: the {raw.get('task', 'rating')} task learns numbered ratings; its labels must be "
+                          f"whole numbers (lowest first), got {[c.name for c in description.labels]}: use the "
+                          f"classification task for named labels")
     labels = [c.value for c in description.labels]
     raw["datamodule"].setdefault("args", {})["rating_classes"] = labels
     for name, entry in raw["models"].items():
@@ -83,6 +99,65 @@ def _set_labels(raw: dict, source: Path, description: DatasetDescription) -> Non
                 raise ConfigError(f"{source}: model {name!r} has ratings {args['ratings']!r}, but the data's "
                                   f"{description.source} lists the labels {labels}")
             args["ratings"] = labels
+
+
+def _set_label_set(raw: dict, source: Path, data_root: Path, description: DatasetDescription | None) -> None:
+    """A classification (a YAML whose DataModule takes ``labels``): the classes are dataset.yaml's ``labels``
+    (their values, as the label column holds them), else the label column's distinct values, sorted. The
+    DataModule turns each row's label into its class index (0..n-1), which the models learn (``ratings``)."""
+    from matcv.datamodules.corrosion import label_classes  # reads the folder only when needed
+
+    if description is not None and description.labels:
+        labels = [c.name if c.value is None else str(c.value) for c in description.labels]
+    else:
+        labels = label_classes(data_root)
+    if len(labels) < 2:
+        raise ConfigError(f"{data_root / MANIFEST_NAME}: a classification needs at least two labels, found "
+                          f"{labels}")
+    args = raw["datamodule"].setdefault("args", {})
+    given = args.get("labels")
+    if given is not None and [str(v) for v in given] != labels:
+        raise ConfigError(f"{source}: datamodule labels {given!r}, but the data at {data_root} has {labels}")
+    args["labels"], args["rating_classes"] = labels, list(range(len(labels)))
+    for name, entry in raw["models"].items():
+        if "ratings" in inspect.signature(import_object(entry["class"]).__init__).parameters:
+            entry.setdefault("args", {})["ratings"] = list(range(len(labels)))
+
+
+def _add_published_split(raw: dict, data_root: Path) -> None:
+    """``<profile>-published-split`` beside every profile (smoke tests aside) when the manifest has a ``split``
+    column: the same models and settings on one fold, the publisher's split (a group it puts in two partitions is
+    declared in that fold manifest and shown in its table's title), run as a companion profile of the grouped one.
+    A split that cannot be run is said here, on stderr, and left out: it must not stop grouped CV."""
+    from matcv.datamodules.user_segmentation import UserSegmentationDataModule  # reads the folder only when needed
+
+    manifest = data_root / MANIFEST_NAME
+    if not manifest.is_file() or "split" not in _header(manifest):
+        return
+    try:
+        UserSegmentationDataModule.fixed_fold_manifest(data_root, split="manifest")
+    except ValueError as error:  # no test rows, bad split values, unreadable rows (the data check lists those)
+        print(f"[matcv] the published split of {data_root} is not run as a protocol of its own: {error}",
+              file=sys.stderr, flush=True)
+        return
+    declared = raw.get("official") is not None or raw.get("unpublished") is not None
+    for name, profile in list(raw["profiles"].items()):
+        split = profile.get("datamodule", {}).get("split", raw["datamodule"].get("args", {}).get("split"))
+        if profile.get("smoke_test") or name.endswith(PUBLISHED_SUFFIX) or split == "manifest":
+            continue
+        published = {k: copy.deepcopy(v) for k, v in profile.items()
+                     if k not in ("leakage_report", "companion_profiles", "augmentation_study", "val_fraction")}
+        published["folds"] = 1
+        published.setdefault("datamodule", {})["split"] = "manifest"
+        raw["profiles"][name + PUBLISHED_SUFFIX] = published
+        profile.setdefault("companion_profiles", []).append(name + PUBLISHED_SUFFIX)
+        if declared:
+            raw.setdefault("unpublished", {})[name + PUBLISHED_SUFFIX] = "a user's own published split"
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return [c.strip() for c in next(csv.reader(handle), [])]
 
 
 def _to_user_datamodule(raw: dict) -> None:

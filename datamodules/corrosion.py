@@ -9,11 +9,13 @@ validation or test photos leaks into the inputs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -27,7 +29,7 @@ from matcv.datamodules.manifest import (
     MAX_LISTED_PROBLEMS,
     ManifestError,
     ManifestSpec,
-    load_manifest,
+    raise_problems,
     read_image,
     read_mask,
     scan_manifest,
@@ -76,6 +78,51 @@ def refuse_described_masks(data_root: str | Path, target: str) -> None:
                             f"which CorrosionPanelsDataModule (binary masks) does not read: run `matcv bench --task "
                             f"segmentation --data-root {data_root}` (it picks the DataModule for {DESCRIPTION_NAME}), "
                             f"or name matcv.datamodules.user_segmentation.UserSegmentationDataModule in your task YAML")
+
+
+def label_classes(data_root: str | Path) -> list[str]:
+    """The distinct values of a manifest's ``label`` (or ``rating``) column, sorted: a classification's classes
+    when dataset.yaml lists no ``labels``. Numbers sort as numbers ("9" before "10")."""
+    table = pd.read_csv(Path(data_root) / MANIFEST_NAME, dtype=str, keep_default_na=False, na_values=[""])
+    column = "label" if "label" in table.columns else "rating" if "rating" in table.columns else None
+    if column is None:
+        raise ManifestError(f"{Path(data_root) / MANIFEST_NAME}: no 'label' (or 'rating') column to classify")
+    values = {v.strip() for v in table[column].dropna() if v.strip()}
+    return sorted(values, key=lambda v: (0, float(v), v) if _is_number(v) else (1, 0.0, v))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def scan_labelled(data_root: str | Path, spec: ManifestSpec, labels: Sequence[str] | None):
+    """``scan_manifest`` of a rating/label manifest. With ``labels`` (a classification's classes: the label
+    column's values, class index = position) each row's ``rating`` becomes its class index, and a value outside
+    ``labels`` is a problem naming the row; without, ASTM-style integer ratings as ``spec`` says."""
+    if labels is None:
+        return scan_manifest(data_root, spec)
+    labels = [str(v).strip() for v in labels]
+    table, problems, unreadable = scan_manifest(data_root, replace(spec, require_rating=False, rating_classes=None))
+    raw = pd.read_csv(Path(data_root) / MANIFEST_NAME, dtype=str, keep_default_na=False, na_values=[""])
+    column = "label" if "label" in raw.columns else "rating" if "rating" in raw.columns else None
+    if column is None:
+        raise ManifestError(f"{Path(data_root) / MANIFEST_NAME}: missing column 'label' (or 'rating'); found "
+                            f"{list(raw.columns)}")
+    index = {value: k for k, value in enumerate(labels)}
+    classes = []
+    for row, image, value in zip(table["row"], table["image_path"], raw[column]):
+        value = value.strip() if isinstance(value, str) else ""
+        if value not in index:
+            shown = repr(value) if value else "(empty)"
+            problems.append(f"row {row} ({image}): {column} {shown} is not among the labels this task learns "
+                            f"{labels} (dataset.yaml's labels, else the column's values)")
+        classes.append(index.get(value))
+    table["rating"] = classes
+    return table, problems, unreadable
 
 
 def _index(table, spec: ManifestSpec) -> dict:
@@ -150,6 +197,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         augmentation: str | None = None,
         seed: int = 0,
         rating_classes: Sequence[int] | None = None,
+        labels: Sequence[str] | None = None,
     ):
         super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
                          num_workers=num_workers)
@@ -157,6 +205,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         # Not called ``ratings``: Lightning merges the DataModule's hparams with the model's, whose ``ratings``
         # would clash with it.
         self.spec = manifest_spec(target, rating_classes)
+        self.labels = labels  # a classification's classes (the label column's values); None: integer ratings
         self.target, self.image_size, self.augment, self.augmentation = target, image_size, augment, augmentation
         self.native_sizes: dict[str, tuple[int, int]] = {}
 
@@ -167,21 +216,24 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
 
     @staticmethod
     def index_dataset(data_root: str | Path, target: str = "mask", rating_classes: Sequence[int] | None = None,
-                      **_unused) -> dict:
+                      labels: Sequence[str] | None = None, **_unused) -> dict:
         """Items, groups, strata and files of a data root, for fold manifests and data hashes."""
         refuse_described_masks(data_root, target)
         spec = manifest_spec(target, rating_classes)
-        return _index(load_manifest(data_root, spec), spec)
+        table, problems, _ = scan_labelled(data_root, spec, labels)
+        raise_problems(problems, Path(data_root) / MANIFEST_NAME)
+        return _index(table, spec)
 
     @staticmethod
     def check_dataset(data_root: str | Path, target: str = "mask", progress: bool = True,
-                      rating_classes: Sequence[int] | None = None, **_unused) -> dict:
+                      rating_classes: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+                      **_unused) -> dict:
         """``index_dataset`` after reading every image (and mask): one error listing every problem, those of the
         manifest's rows (paths, groups, ratings) and those of the files, so one pass finds them all."""
         refuse_described_masks(data_root, target)
         spec = manifest_spec(target, rating_classes)
         root = Path(data_root)
-        table, problems, unreadable = scan_manifest(root, spec)
+        table, problems, unreadable = scan_labelled(root, spec, labels)
         bad_files = []
         for record in tqdm(list(table.itertuples(index=False)), desc="checking images", unit="image",
                            disable=not progress):
@@ -212,7 +264,8 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
 
     def build_datasets(self) -> None:
         refuse_described_masks(self.data_root, self.target)
-        table = load_manifest(self.data_root, self.spec)
+        table, problems, _ = scan_labelled(self.data_root, self.spec, self.labels)
+        raise_problems(problems, Path(self.data_root) / MANIFEST_NAME)
 
         def groups(column: str | None) -> dict:
             # Folds are checked against the column they were grouped by: the specimen group, or any other

@@ -15,6 +15,8 @@ A data folder holds ``manifest.csv`` (``datamodules/manifest.py``) and, optional
     labels:                     # optional, for the label tasks (rating, ordinal): the label column's values,
       - {name: fine, value: 0}  #   lowest first
       - {name: coarse, value: 1}
+    loss: {name: focal, class_weights: inverse_frequency}  # optional: the training loss of SmpSegmentationTask
+    oversample: {class: crack, factor: 4}  # optional: training crops with a rare class drawn more often
 
 Masks are index images (8/16-bit grey PNG/TIFF, or palette PNGs whose palette *indices* are the values) when
 the classes give values, or RGB(A) images painted with the class colours when they give colours (16-bit colour
@@ -47,7 +49,14 @@ MAX_CLASSES = 255
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # one folder name of runs/<task>/<dataset>/
 AUGMENTS = ("square", "flips", "none")
 KEYS = ("name", "classes", "ignore", "unlisted_class", "pixel_size_um", "image_size", "crop_size", "crops_per_image",
-        "augment", "labels")
+        "augment", "labels", "loss", "oversample", "rare_classes")
+# ``loss: {name: ...}``: what ``lightning_modules.segmentation_losses`` builds; "default" is BCE/CE + Dice.
+LOSS_NAMES = ("default", "ce", "dice", "focal", "tversky", "lovasz")
+LOSS_KEYS = ("name", "class_weights", "alpha", "beta", "gamma")
+INVERSE_FREQUENCY = "inverse_frequency"
+OVERSAMPLE_KEYS = ("class", "classes", "factor", "crop_probability")
+DEFAULT_OVERSAMPLE_FACTOR = 4.0
+DEFAULT_RARE_CROP_PROBABILITY = 0.5
 # PIL modes read as grey/RGB with 8 bits per channel, and as one 16-bit channel.
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -62,6 +71,27 @@ class ClassSpec:
     name: str
     value: int | None = None  # in an index mask
     color: tuple[int, int, int] | None = None  # in an RGB(A) mask
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """``loss:`` of a dataset.yaml (or a model's ``loss`` argument): a loss name and its options."""
+
+    name: str = "default"
+    class_weights: tuple[float, ...] | str | None = None  # one per class, or "inverse_frequency"
+    alpha: float | None = None  # focal: the class-balance alpha; tversky: the weight of false positives
+    beta: float | None = None  # tversky: the weight of false negatives
+    gamma: float | None = None  # focal: the focusing exponent; tversky: the focal exponent
+
+
+@dataclass(frozen=True)
+class OversampleSpec:
+    """``oversample:`` (or ``rare_classes:``): training images holding one of ``classes`` are drawn ``factor``
+    times as often, and a crop is placed over one of their pixels with probability ``crop_probability``."""
+
+    classes: tuple[str, ...]
+    factor: float = DEFAULT_OVERSAMPLE_FACTOR
+    crop_probability: float = DEFAULT_RARE_CROP_PROBABILITY
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,8 @@ class DatasetDescription:
     augment: str | None = None
     source: str = DESCRIPTION_NAME
     labels: tuple[ClassSpec, ...] = ()  # the label column's values (label tasks), when given
+    loss: LossSpec | None = None  # the training loss it asks for (None: the model's own, BCE/CE + Dice)
+    oversample: OversampleSpec | None = None  # rare classes to over-sample in training (None: off)
 
     @property
     def by_color(self) -> bool:
@@ -185,10 +217,94 @@ def parse_description(raw, source: str) -> DatasetDescription:
     if augment is not None and augment not in AUGMENTS:
         problem("augment", f"must be one of {', '.join(AUGMENTS)}, got {augment!r}")
         augment = None
+    names = [c.name for c in classes]
+    loss = parse_loss(raw["loss"], len(names), problem) if raw.get("loss") is not None else None
+    oversample = _parse_oversample(raw, names, problem)
     if problems:
         raise DatasetDescriptionError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return DatasetDescription(name, tuple(classes), ignore, unlisted, pixel_size, sizes.get("image_size"),
-                              sizes.get("crop_size"), sizes.get("crops_per_image"), augment, source, tuple(labels))
+                              sizes.get("crop_size"), sizes.get("crops_per_image"), augment, source, tuple(labels),
+                              loss, oversample)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_loss(raw, n_classes: int, problem) -> LossSpec | None:
+    """A ``LossSpec`` of ``loss:`` (a name, or a mapping with ``name`` and options); ``problem(key, text)`` is told
+    what is wrong. ``n_classes``: the data's class count (0: unknown), which a weight list must match."""
+    raw = {"name": raw} if isinstance(raw, str) else raw
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        problem("loss", f"must be a loss name or {{name: {' | '.join(LOSS_NAMES)}, class_weights: [...] | "
+                        f"{INVERSE_FREQUENCY}, alpha: ..., beta: ..., gamma: ...}}, got {raw!r}")
+        return None
+    unknown = sorted(str(k) for k in raw if k not in LOSS_KEYS)
+    name, ok = raw["name"], True
+    if unknown:
+        problem("loss", f"has unknown key(s) {unknown}; known: {', '.join(LOSS_KEYS)}")
+        ok = False
+    if name not in LOSS_NAMES:
+        problem("loss.name", f"must be one of {', '.join(LOSS_NAMES)}, got {name!r}")
+        ok = False
+    weights = raw.get("class_weights")
+    if weights is not None and weights != INVERSE_FREQUENCY:
+        if not isinstance(weights, (list, tuple)) or not weights or not all(_number(w) and w >= 0 for w in weights):
+            problem("loss.class_weights", f"must be {INVERSE_FREQUENCY!r} or a list of non-negative numbers, one per "
+                                          f"class, got {weights!r}")
+            ok = False
+        elif n_classes and len(weights) != n_classes:
+            problem("loss.class_weights", f"lists {len(weights)} weights for {n_classes} classes")
+            ok = False
+        else:
+            weights = tuple(float(w) for w in weights)
+    if weights is not None and name in ("default", "lovasz"):
+        problem("loss.class_weights", f"cannot weight the {name!r} loss: use ce, dice, focal or tversky")
+        ok = False
+    options = {}
+    for key in ("alpha", "beta", "gamma"):
+        value = raw.get(key)
+        if value is not None and (not _number(value) or value < 0):
+            problem(f"loss.{key}", f"must be a non-negative number, got {value!r}")
+            ok = False
+        options[key] = float(value) if value is not None and _number(value) else None
+    return LossSpec(name, weights, **options) if ok else None
+
+
+def _parse_oversample(raw: Mapping, names: list[str], problem) -> OversampleSpec | None:
+    """``oversample: {class: crack, factor: 4, crop_probability: 0.5}`` or the short ``rare_classes: [crack]``."""
+    if raw.get("oversample") is not None and raw.get("rare_classes") is not None:
+        problem("rare_classes", "and 'oversample' are both given: give one (rare_classes: [..] is oversample with "
+                                "the default factor)")
+        return None
+    if raw.get("rare_classes") is not None:
+        entry, key = {"classes": raw["rare_classes"]}, "rare_classes"
+        if isinstance(entry["classes"], str):
+            entry = {"classes": [entry["classes"]]}
+    elif raw.get("oversample") is not None:
+        entry, key = raw["oversample"], "oversample"
+    else:
+        return None
+    if not isinstance(entry, Mapping) or set(entry) - set(OVERSAMPLE_KEYS):
+        problem(key, f"must be {{class: <name> (or classes: [..]), factor: N, crop_probability: p}}, got {entry!r}")
+        return None
+    wanted = entry.get("classes", [entry["class"]] if "class" in entry else None)
+    if not isinstance(wanted, (list, tuple)) or not wanted or not all(isinstance(c, str) for c in wanted):
+        problem(key, f"must name the rare class(es) (class: crack, or classes: [crack, pore]), got {entry!r}")
+        return None
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        problem(key, f"names {missing}, not among the classes {names}")
+        return None
+    factor = entry.get("factor", DEFAULT_OVERSAMPLE_FACTOR)
+    probability = entry.get("crop_probability", DEFAULT_RARE_CROP_PROBABILITY)
+    if not _number(factor) or factor < 1:
+        problem(f"{key}.factor", f"must be a number >= 1 (how many times as often), got {factor!r}")
+        return None
+    if not _number(probability) or not 0 <= probability <= 1:
+        problem(f"{key}.crop_probability", f"must be a probability 0-1, got {probability!r}")
+        return None
+    return OversampleSpec(tuple(wanted), float(factor), float(probability))
 
 
 def _is_int(value, lo: int, hi: int) -> bool:
@@ -203,7 +319,7 @@ def _color(value) -> tuple[int, int, int] | None:
 
 def _parse_classes(raw, problem, what: str = "classes", colours: bool = True) -> list[ClassSpec]:
     shapes = "{name: ..., value: N} (index masks) or {name: ..., color: [r, g, b]} (colour masks)" if colours \
-        else "{name: ..., value: N} (a value of the label column)"
+        else "a value of the label column, or {name: ..., value: N}"
     if not isinstance(raw, list) or len(raw) < 2:
         problem(what, f"must list at least two classes, each {shapes}")
         return []
@@ -213,6 +329,14 @@ def _parse_classes(raw, problem, what: str = "classes", colours: bool = True) ->
     classes: list[ClassSpec] = []
     for index, entry in enumerate(raw):
         key = f"{what}[{index}]"
+        if not colours and isinstance(entry, (str, int)) and not isinstance(entry, bool):
+            # A label list may simply list the label column's values: `labels: [ferrite, pearlite]` or `[5, 6, 7]`.
+            text = str(entry).strip()
+            if not re.fullmatch(r"[\w.-]+", text):
+                problem(key, f"must be a label of letters, digits, '.', '_' or '-', got {entry!r}")
+                continue
+            classes.append(ClassSpec(text, value=entry if isinstance(entry, int) else None))
+            continue
         if not colours and isinstance(entry, Mapping) and "color" in entry:
             problem(key, f"must be {shapes}: labels are values, not colours")
             continue
@@ -244,7 +368,7 @@ def _parse_classes(raw, problem, what: str = "classes", colours: bool = True) ->
         problem(what, "mixes 'value' and 'color': a mask holds either class values or class colours")
         return []
     names = [c.name for c in classes]
-    keys = [c.color or c.value for c in classes]
+    keys = [c.color or c.value for c in classes if c.color is not None or c.value is not None]  # named labels: no key
     for field, listed in (("name", names), ("value/color", keys)):
         repeated = sorted({str(v) for v in listed if listed.count(v) > 1})
         if repeated:

@@ -5,6 +5,11 @@ Folds are data, not code (matbench): ``make_fold_manifest`` draws k stratified g
 the result is a JSON file whose sha256 is recorded with every result. Each item's group is stored in
 the file, so ``check_no_group_leak`` can verify on every setup that no group (panel, specimen, alloy,
 sample) sits in two partitions of a fold, and ``check_matches_data`` that the file belongs to the data.
+
+One exception, never silent: a publisher's own split (``protocol: "published split"``) may put a group in two
+partitions. It is then run as published, beside the grouped folds, with the leak written into the manifest
+(``leaky_groups``: group -> its partitions) and into the table's title; a leak the manifest does not declare,
+group by group and partition by partition, is still a ``GroupLeakError``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from matcv.datamodules.core.atomic_io import atomic_write_text, sha256_bytes
 
 FORMAT = "matcv-fold-manifest/1"
 PARTITIONS = ("train", "val", "test")
+PUBLISHED_SPLIT = "published split"  # a fold manifest's ``protocol`` when it is a publisher's own split
 
 
 class GroupLeakError(ValueError):
@@ -201,22 +207,77 @@ def read_fold_manifest(path: str | Path) -> tuple[dict, str]:
     return manifest, sha256_bytes(data)
 
 
-def check_no_group_leak(manifest: Mapping, source: str = "fold manifest") -> None:
-    """Raise GroupLeakError naming the first group found in two partitions of a fold."""
+def group_leaks(manifest: Mapping, source: str = "fold manifest") -> list[dict[str, list[str]]]:
+    """Per fold, {group: the partitions it is in (in PARTITIONS order)} for every group in more than one."""
     groups = manifest["groups"]
+    leaks = []
     for k, fold in enumerate(manifest["folds"]):
-        owner: dict[str, str] = {}
+        where: dict[str, list[str]] = {}
         for partition in PARTITIONS:
             for item in fold[partition]:
                 if item not in groups:
                     raise FoldManifestError(f"{source}: fold {k} {partition} lists {item!r}, which has no group")
-                group = groups[item]
-                first = owner.setdefault(group, partition)
-                if first != partition:
-                    raise GroupLeakError(
-                        f"{source}: group {group!r} ({manifest.get('group_column', 'group')}) is in both "
-                        f"{first} and {partition} of fold {k} (e.g. item {item!r}); grouped CV forbids this"
-                    )
+                parts = where.setdefault(groups[item], [])
+                if partition not in parts:
+                    parts.append(partition)
+        leaks.append({group: parts for group, parts in sorted(where.items()) if len(parts) > 1})
+    return leaks
+
+
+def declare_leaks(manifest: dict, source: str = "fold manifest") -> dict:
+    """Mark ``manifest`` (a publisher's split, one fold) as the published-split protocol and write down every group
+    it puts in two partitions (``leaky_groups``), so that it can be run as published without the leak going
+    unnoticed. A manifest without leaks gets ``leaky_groups: {}``."""
+    leaks = group_leaks(manifest, source)
+    if len(leaks) != 1:
+        raise FoldManifestError(f"{source}: a published split has one fold, not {len(leaks)}")
+    manifest["protocol"] = PUBLISHED_SPLIT
+    manifest["leaky_groups"] = leaks[0]
+    return manifest
+
+
+def check_no_group_leak(manifest: Mapping, source: str = "fold manifest") -> None:
+    """Raise GroupLeakError naming the first group found in two partitions of a fold, unless the manifest is a
+    published split that declares exactly that leak (``declare_leaks``): the same groups, each in the same
+    partitions. A declared leak that is not there is an error too (the declaration belongs to other folds)."""
+    declared = manifest.get("leaky_groups")
+    if declared is not None and manifest.get("protocol") != PUBLISHED_SPLIT:
+        raise FoldManifestError(f"{source}: declares leaky_groups but is not a {PUBLISHED_SPLIT!r} protocol; "
+                                f"grouped folds never leak")
+    if declared is not None and (not isinstance(declared, Mapping) or
+                                 not all(isinstance(p, list) for p in declared.values())):
+        raise FoldManifestError(f"{source}: leaky_groups must map each group to a list of partitions, "
+                                f"got {declared!r}")
+    declared = {g: sorted(p, key=_partition_order) for g, p in (declared or {}).items()}
+    column = manifest.get("group_column", "group")
+    for k, leaks in enumerate(group_leaks(manifest, source)):
+        for group, parts in leaks.items():
+            if declared.get(group) != parts:
+                item = next(i for i in manifest["folds"][k][parts[1]] if manifest["groups"][i] == group)
+                said = f" (the manifest declares it in {' and '.join(declared[group])} only)" \
+                    if group in declared else ""
+                raise GroupLeakError(
+                    f"{source}: group {group!r} ({column}) is in both {parts[0]} and {parts[1]} of fold {k} "
+                    f"(e.g. item {item!r}){said}; grouped CV forbids this"
+                )
+        stale = sorted(set(declared) - set(leaks))
+        if stale:
+            raise FoldManifestError(f"{source}: declares group(s) {stale} in two partitions, but fold {k} keeps "
+                                    f"them apart: the declaration does not belong to these folds")
+
+
+def _partition_order(partition: str) -> int:
+    return PARTITIONS.index(partition) if partition in PARTITIONS else len(PARTITIONS)
+
+
+def protocol_note(manifest: Mapping) -> str | None:
+    """How a table names a protocol other than grouped CV, e.g. "published split; leaky: group 'S3' in train and
+    test"; None for grouped folds."""
+    if manifest.get("protocol") != PUBLISHED_SPLIT:
+        return None
+    leaks = manifest.get("leaky_groups") or {}
+    said = "; ".join(f"group {g} in {' and '.join(p)}" for g, p in leaks.items())
+    return PUBLISHED_SPLIT + (f"; leaky: {said}" if said else "")
 
 
 def check_matches_data(manifest: Mapping, groups_by_item: Mapping[str, str], source: str = "fold manifest") -> None:

@@ -50,6 +50,9 @@ class ManifestSpec:
     rating_classes: tuple[int, ...] | None = None
     # Check a ``split`` column when there is one (values train/val/test, no group in two of them).
     check_split: bool = False
+    # A group in two splits: "error", or "warning" (the split is run as a published protocol with the leak
+    # declared; the message goes to ``table.attrs["warnings"]``, which a data check prints).
+    split_leaks: str = "error"
 
 
 # One column, two names: the generic one and the corrosion panels' (older manifests keep working). When the
@@ -241,7 +244,7 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
             rows_of.setdefault(group, []).append(int(row))
     problems += similar_group_problems(list(rows_of), {g: _rows_text(r) for g, r in rows_of.items()}, group_name)
     if spec.check_split and "split" in table.columns:
-        problems += _split_problems(table, column, group_name)
+        problems += _split_problems(table, column, group_name, spec.split_leaks)
     if spec.require_rating:
         table["rating"] = [_as_rating(r, lo, hi) for r in table["rating"]]
     elif "rating" in table:
@@ -249,7 +252,7 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
     return table, problems, unreadable
 
 
-def _split_problems(table: pd.DataFrame, column: str, group_name: str) -> list[str]:
+def _split_problems(table: pd.DataFrame, column: str, group_name: str, leaks: str = "error") -> list[str]:
     """A ``split`` column's problems: values other than train/val/test (normalised to lower case in the table)
     and groups in two splits (a publisher's split must keep specimens apart, as grouped folds do)."""
     problems = []
@@ -266,7 +269,12 @@ def _split_problems(table: pd.DataFrame, column: str, group_name: str) -> list[s
     for group, splits in where.items():
         if len(splits) > 1:
             shown = " and ".join(f"{s} ({_rows_text(r)})" for s, r in splits.items())
-            problems.append(f"{group_name} {group!r} is in {shown}: a group must stay in one split")
+            if leaks == "warning":
+                table.attrs.setdefault("warnings", []).append(
+                    f"published split: {group_name} {group!r} is in {shown}; the published-split protocol runs "
+                    f"with this leak declared in its fold manifest and table title (grouped CV is unaffected)")
+            else:
+                problems.append(f"{group_name} {group!r} is in {shown}: a group must stay in one split")
     return problems
 
 

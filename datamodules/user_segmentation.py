@@ -27,7 +27,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from matcv.datamodules.augmentations import OneStreamCompose
@@ -41,7 +41,7 @@ from matcv.datamodules.dataset_description import (
     read_image_file,
     read_mask_file,
 )
-from matcv.datamodules.folds import FORMAT, PARTITIONS, check_no_group_leak
+from matcv.datamodules.folds import FORMAT, PARTITIONS, FoldManifestError, check_no_group_leak, declare_leaks
 from matcv.datamodules.manifest import (
     MANIFEST_NAME,
     ManifestError,
@@ -50,6 +50,7 @@ from matcv.datamodules.manifest import (
     read_mask,
     scan_manifest,
 )
+from matcv.datamodules.rare_class_sampling import RareClassCrops, rare_class_indices, rare_class_sampler
 
 GROUP_COLUMN = "group"
 STRATUM_COLUMN = "stratum"
@@ -57,7 +58,9 @@ SPLIT_MODES = ("grouped", "manifest")  # grouped folds drawn by the harness, or 
 NETWORK_MULTIPLE = 32  # five 2x down-samplings of a UNet encoder
 DEFAULT_CROPS_PER_IMAGE = 8
 CROP_STREAM = 1  # crop offsets get their own RNG stream, independent of albumentations' default_rng(seed)
-SPEC = ManifestSpec(group_column=GROUP_COLUMN, require_mask=True, check_split=True)
+# A group in two splits is a warning: grouped CV ignores the split column, and the published-split protocol runs
+# with the leak declared (``fixed_fold_manifest``).
+SPEC = ManifestSpec(group_column=GROUP_COLUMN, require_mask=True, check_split=True, split_leaks="warning")
 BINARY_CLASS_NAMES = ("background", "foreground")
 
 
@@ -205,6 +208,7 @@ class RandomCrops(Dataset):
         # draw the same numbers and tie the crop position to the flip decisions.
         self.crop_rng = np.random.default_rng([seed, CROP_STREAM])
         self._seeded_worker: int | None = None
+        self.crop_bias: RareClassCrops | None = None  # crops placed over rare-class pixels (dataset.yaml oversample)
 
     def _reseed_in_worker(self) -> None:
         # Every DataLoader worker gets a copy of both generators: give each worker its own streams, derived
@@ -223,8 +227,12 @@ class RandomCrops(Dataset):
         self._reseed_in_worker()
         source = index // self.crops_per_image
         image, mask = self.images[source], self.masks[source]
-        top = int(self.crop_rng.integers(0, image.shape[0] - self.crop_size + 1))
-        left = int(self.crop_rng.integers(0, image.shape[1] - self.crop_size + 1))
+        placed = self.crop_bias.origin(source, self.crop_rng) if self.crop_bias is not None else None
+        if placed is not None:
+            top, left = placed
+        else:
+            top = int(self.crop_rng.integers(0, image.shape[0] - self.crop_size + 1))
+            left = int(self.crop_rng.integers(0, image.shape[1] - self.crop_size + 1))
         window = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
         image, mask = image[window], mask[window]
         if self.symmetries is not None:
@@ -384,7 +392,7 @@ class UserSegmentationDataModule(BenchmarkDataModule):
             pixels += counts[:len(names)]
         raise_problems(problems, root / MANIFEST_NAME)
         return {**_index(root, items, table), "class_pixels": dict(zip(names, pixels.tolist())),
-                "notes": list(table.attrs.get("notes", []))}
+                "notes": list(table.attrs.get("notes", [])), "warnings": list(table.attrs.get("warnings", []))}
 
     @classmethod
     def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
@@ -396,8 +404,9 @@ class UserSegmentationDataModule(BenchmarkDataModule):
 
     @classmethod
     def fixed_fold_manifest(cls, data_root: str | Path, split: str = "grouped", **_unused) -> dict | None:
-        """split="manifest": the manifest's ``split`` column as a one-fold manifest (every row needs one and no
-        group may sit in two splits); "grouped": None (the harness draws grouped folds)."""
+        """split="manifest": the manifest's ``split`` column as a one-fold manifest, the published-split protocol
+        (every row needs a split; a group in two splits is declared in the manifest, ``published_split_manifest``);
+        "grouped": None (the harness draws grouped folds)."""
         if split == "grouped":
             return None
         if split not in SPLIT_MODES:
@@ -407,7 +416,7 @@ class UserSegmentationDataModule(BenchmarkDataModule):
         if "split" not in table.columns:
             problems.append(f"split 'manifest' needs a 'split' column (train/val/test) in {MANIFEST_NAME}")
         raise_problems(problems, root / MANIFEST_NAME)
-        return fold_manifest_of(items, f"the split column of {root / MANIFEST_NAME}")
+        return published_split_manifest(items, f"the split column of {root / MANIFEST_NAME}")
 
     # Lightning.
 
@@ -439,6 +448,7 @@ class UserSegmentationDataModule(BenchmarkDataModule):
             symmetries = OneStreamCompose(transforms, size.size, self.seed) if transforms else None
             self.datasets["train"] = RandomCrops(train_images, train_masks, train_ids, mean, std, size.size,
                                                  size.crops_per_image, symmetries, self.seed, binary)
+            self.datasets["train"].crop_bias = self._rare_class_crops(train_masks, size.size)
             for partition in ("val", "test"):
                 images, masks, ids = loaded[partition]
                 if partition == "val" or not self.tiled_test:
@@ -459,6 +469,30 @@ class UserSegmentationDataModule(BenchmarkDataModule):
             for partition, (images, masks, ids) in resized.items():
                 self.datasets[partition] = SegmentationImages(images, masks, ids, mean, std,
                                                               augment if partition == "train" else None, binary)
+
+    # Rare classes (dataset.yaml's ``oversample`` / ``rare_classes``; datamodules/rare_class_sampling.py).
+
+    def _rare_classes(self) -> tuple[tuple[int, ...], object] | None:
+        spec = getattr(self.description, "oversample", None)
+        return None if spec is None else (rare_class_indices(self.class_names, spec.classes), spec)
+
+    def _rare_class_crops(self, masks: list[np.ndarray], crop_size: int) -> RareClassCrops | None:
+        rare = self._rare_classes()
+        if rare is None or rare[1].crop_probability == 0:
+            return None
+        return RareClassCrops(masks, rare[0], crop_size, rare[1].crop_probability)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled as every DataModule's, or, with rare classes to over-sample, drawn by a weighted sampler
+        (seeded by the DataModule's seed; from the global RNG for the harness's replicates)."""
+        rare = self._rare_classes()
+        if rare is None or rare[1].factor == 1:
+            return super().train_dataloader()
+        train = self.datasets["train"]
+        sampler = rare_class_sampler(train.masks, rare[0], rare[1].factor, self.seed if self.seeded_shuffle else None,
+                                     getattr(train, "crops_per_image", 1))
+        return DataLoader(train, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     @staticmethod
     def default_augment(size: InputSize) -> str:
@@ -488,7 +522,7 @@ def _index(root: Path, items: list[SegmentationItem], table) -> dict:
 
 
 def fold_manifest_of(items: list[SegmentationItem], source: str, group_column: str = GROUP_COLUMN,
-                     partition_of: dict[str, str] | None = None) -> dict:
+                     partition_of: dict[str, str] | None = None, declare: bool = False) -> dict:
     """A one-fold manifest (make_fold_manifest's format) of a fixed split: ``partition_of`` maps each item's
     ``source`` to train/val/test (default: the source is the partition); items of other sources are left out."""
     partition_of = partition_of or {p: p for p in PARTITIONS}
@@ -506,5 +540,21 @@ def fold_manifest_of(items: list[SegmentationItem], source: str, group_column: s
         "groups": dict(sorted((i.item_id, i.group) for i in items if i.item_id in kept)),
         "folds": [fold],
     }
+    if declare:  # the published-split protocol: a leak is written down, not refused
+        return declare_leaks(manifest, source)
     check_no_group_leak(manifest, source=source)  # a copy could mix groups
     return manifest
+
+
+def published_split_manifest(items: list[SegmentationItem], source: str) -> dict:
+    """A user's own split (the manifest's ``split`` column) as the published-split protocol: one fold, taken as the
+    publisher made it, with every group it puts in two partitions declared (``folds.declare_leaks``) rather than
+    refused, so that it runs beside grouped CV and its table says it leaks. A split without training or test rows
+    cannot be run: FoldManifestError saying so."""
+    fold_sizes = {p: sum(1 for i in items if i.source == p) for p in PARTITIONS}
+    empty = [p for p in ("train", "test") if not fold_sizes[p]]
+    if empty:
+        raise FoldManifestError(f"{source}: the published split has no {' and no '.join(empty)} rows "
+                                f"({', '.join(f'{n} {p}' for p, n in fold_sizes.items())}): the published-split "
+                                f"protocol needs train and test rows; grouped CV does not use the split column")
+    return fold_manifest_of(items, source, declare=True)

@@ -22,11 +22,16 @@ comparison metric (``matcv.leaderboard.comparison``): ``{m}_item_rank``, ``{m}_n
 ``{m}_group_score``, ``{m}_ci_low``/``_ci_high``/``_ci_kind`` (group bootstrap where the model has per-item
 scores), ``{m}_is_best``, ``{m}_tied_best``, and against the baseline ``{m}_diff``, ``{m}_diff_ci_low``,
 ``{m}_diff_ci_high``, ``{m}_w_inc``, ``{m}_p`` (Wilcoxon over groups), ``{m}_p_holm``, ``{m}_item_p``; the
-Markdown adds difficulty slices. Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
+Markdown adds difficulty slices. Multi-class segmentation (per-image records with ``dice_<class>`` and
+``iou_<class>``) adds, per class, ``iou_<class>_mean``/``_std`` and ``dice_<class>_mean``/``_std`` (fold means of
+the per-image values) and ``never_predicted`` (the classes the model predicted on no pixel of any test image,
+";"-separated; empty: none; NaN: records without pixel counts), and the Markdown a "Per-class scores" section.
+Written as Markdown (with a per-fold plot, PNG) and CSV, atomically.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections import Counter
@@ -40,6 +45,7 @@ import pandas as pd
 from matcv.datamodules.core.config import ComparisonSpec
 from matcv.datamodules.core.records import FAILED, OK, TABLE_KEYS, RunRecords
 from matcv.datamodules.core.atomic_io import atomic_write_text, sha256_bytes
+from matcv.datamodules.folds import protocol_note
 from matcv.leaderboard.comparison import (
     BenchmarkId,
     ItemGroups,
@@ -72,6 +78,7 @@ class Leaderboard:
     per_fold: dict[str, list[float]] = field(default_factory=dict)  # model -> first metric per fold, ranked
     ascending: bool = False  # ranked smallest first (the first metric is an error)
     data_sha256: str | None = None  # the data version every row was scored on
+    classes: list[str] = field(default_factory=list)  # multi-class segmentation: the per-class columns' classes
 
 
 def hardware_of(record: dict) -> str:
@@ -115,6 +122,73 @@ def _costs(runs: list[dict]) -> dict:
             "hardware": "; ".join(dict.fromkeys(hardware_of(r) for r in runs))}
 
 
+PER_CLASS_METRICS = ("iou", "dice")  # per-image ``<metric>_<class>`` of multi-class segmentation records
+NEVER_PREDICTED = "never_predicted"
+
+
+def per_class_names(runs: Iterable[dict]) -> list[str]:
+    """The classes whose per-image records carry both ``iou_<class>`` and ``dice_<class>`` (multi-class
+    segmentation), in the records' order; none for binary records (plain ``dice``/``iou``)."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for item in run.get("per_image") or []:
+            if isinstance(item, dict):
+                for key in item:
+                    if key.startswith("iou_") and len(key) > 4 and f"dice_{key[4:]}" in item:
+                        names.setdefault(key[4:], None)
+    return list(names)
+
+
+def per_class_classes(columns: Iterable[str]) -> list[str]:
+    """The classes of a table's per-class columns (``iou_<class>_mean`` beside ``dice_<class>_mean``), for a
+    reader of the CSV; a table without ``never_predicted`` has none."""
+    columns = list(columns)
+    if NEVER_PREDICTED not in columns:
+        return []
+    present = set(columns)
+    return [c.removeprefix("iou_").removesuffix("_mean") for c in columns
+            if c.startswith("iou_") and c.endswith("_mean") and len(c) > len("iou__mean")
+            and f"dice_{c.removeprefix('iou_')}" in present]
+
+
+def _item_mean(run: dict, key: str) -> float:
+    """The mean of a per-image value over a run's test images (those that have it); NaN when none has it."""
+    values = [_finite(item.get(key)) for item in run.get("per_image") or [] if isinstance(item, dict)]
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def never_predicted(runs: list[dict], classes: list[str]) -> str | float:
+    """The classes a model predicted on no pixel of any of its test images (``pred_px_<class>`` summed over every
+    run), ";"-separated ("" when it predicted each somewhere); NaN when its records have no pixel counts."""
+    totals: dict[str, float] = {}
+    for run in runs:
+        for item in run.get("per_image") or []:
+            if not isinstance(item, dict):
+                continue
+            for name in classes:
+                value = _finite(item.get(f"pred_px_{name}"))
+                if not math.isnan(value):
+                    totals[name] = totals.get(name, 0.0) + value
+    if not totals:
+        return math.nan
+    return ";".join(name for name in classes if name in totals and totals[name] == 0)
+
+
+def _per_class_row(folds: dict[int, list[dict]], runs: list[dict], classes: list[str],
+                   metrics: list[str]) -> dict:
+    row = {}
+    for name in classes:
+        for metric in PER_CLASS_METRICS:
+            key = f"{metric}_{name}"
+            if key in metrics:  # already a table metric of the task: its columns are there
+                continue
+            spread = seed_spread([[_item_mean(r, key) for r in seeds] for seeds in folds.values()])
+            row[f"{key}_mean"], row[f"{key}_std"] = spread.mean, spread.std
+    row[NEVER_PREDICTED] = never_predicted(runs, classes)
+    return row
+
+
 def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: Iterable[str] = (),
                       benchmark: BenchmarkId | None = None) -> Leaderboard:
     """The table of one benchmark of ``records``: ``benchmark`` (fold manifest sha256, data sha256), by
@@ -130,6 +204,7 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
     if not selection.runs:  # the benchmark asked for has failed runs only
         return Leaderboard(pd.DataFrame(), failed, manifest, data_sha256=selection.data_sha256)
     rows, first_metric = [], {}
+    classes = per_class_names(selection.runs.values())
     for model in selection.models():
         folds, runs = selection.folds_of(model), selection.runs_of(model)
         row = {"model": model, "n_folds": len(folds), "folds": ",".join(str(fold) for fold in folds),
@@ -146,13 +221,15 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
                 first_metric[model] = spread.fold_values
         row.update(_costs(runs))
         row["config_hash"] = runs[-1].get("config_hash", "")
+        if classes:  # multi-class segmentation: per-class scores, after every existing column
+            row.update(_per_class_row(folds, runs, classes, metrics))
         rows.append(row)
     ascending = metrics[0] in set(lower_is_better)  # an error (MASE, MAE) ranks the smallest first
     table = pd.DataFrame(rows).sort_values(f"{metrics[0]}_mean", ascending=ascending, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     # Unrounded values for the plot, in the table's ranking.
     return Leaderboard(table, failed, manifest, {model: first_metric[model] for model in table["model"]}, ascending,
-                       selection.data_sha256)
+                       selection.data_sha256, classes)
 
 
 def format_mean_std(mean: float, std: float) -> str:
@@ -373,6 +450,35 @@ def render_slices(comparison: ComparisonTables) -> list[str]:
     return lines
 
 
+def _never_cell(value) -> str:
+    if not isinstance(value, str):  # NaN: records without pixel counts
+        return "–"
+    return f"never predicted: {value.replace(';', ', ')}" if value else "none"
+
+
+def render_per_class(table: pd.DataFrame, classes: list[str]) -> list[str]:
+    """The "Per-class scores" section: each class's IoU and Dice (mean ± std over folds) and the classes a model
+    never predicted."""
+    lines = ["## Per-class scores", ""]
+    header = ["model"] + [f"{m} {name}" for name in classes for m in PER_CLASS_METRICS] + ["never predicted"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table.to_dict("records"):
+        cells = [r["model"]] + [format_mean_std(r.get(f"{m}_{name}_mean", math.nan), r.get(f"{m}_{name}_std", math.nan))
+                                for name in classes for m in PER_CLASS_METRICS]
+        lines.append("| " + " | ".join(cells + [_never_cell(r.get(NEVER_PREDICTED))]) + " |")
+    lines += ["", "- iou/dice <class>: per test image (argmax prediction, ignored pixels left out), averaged over "
+                  "each fold's test images; mean ± std over folds.",
+              "- A class absent from both the truth and the prediction of an image scores 1 on that image (smp's "
+              "zero_division=1, as the segmentation module computes it): a rare class's mean is lifted by the "
+              "images without it, so read it together with never predicted.",
+              "- never predicted: the classes the model gave no pixel on any of its test images (from the records' "
+              "pred_px_<class>); –: records without pixel counts."]
+    missing = [(r["model"], r[NEVER_PREDICTED]) for r in table.to_dict("records")
+               if isinstance(r.get(NEVER_PREDICTED), str) and r[NEVER_PREDICTED]]
+    lines += [f"- **{model}** never predicted: {value.replace(';', ', ')}." for model, value in missing]
+    return lines
+
+
 def _count_range(values: Iterable[int], noun: str) -> str:
     """"3 folds", "1–3 seeds"."""
     values = sorted({int(v) for v in values})
@@ -428,8 +534,10 @@ def render_intervals(table: pd.DataFrame, metrics: list[str]) -> list[str]:
 
 def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
                     plot_name: str | None = None, comparison: ComparisonTables | None = None,
-                    rank_plot_name: str | None = None, others: dict[BenchmarkId, list[dict]] | None = None) -> str:
-    """The table's Markdown; ``others``: the runs of the folder on other benchmarks, counted, not compared."""
+                    rank_plot_name: str | None = None, others: dict[BenchmarkId, list[dict]] | None = None,
+                    protocol: str | None = None) -> str:
+    """The table's Markdown; ``others``: the runs of the folder on other benchmarks, counted, not compared;
+    ``protocol``: the fold manifest's protocol when it is not grouped CV (a publisher's split and its leaks)."""
     table, failed, manifest = board.table, board.failed, board.fold_manifest_sha256
     lines = [f"# {title}", ""]
     if table.empty:
@@ -442,7 +550,8 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
         example = next(r for r in records if benchmark_of(r) == (manifest, board.data_sha256))
         seeds = _multi_seed(table)
         first = metrics[0]
-        lines += [f"Grouped cross-validation on fold manifest `{manifest[:12]}` "
+        how = f"Protocol: {protocol}, not grouped cross-validation;" if protocol else "Grouped cross-validation on"
+        lines += [f"{how} fold manifest `{manifest[:12]}` "
                   f"(`{example.get('fold_manifest', '')}`), data `{example['data_sha256'][:12]}`; "
                   f"{_count_range(table['n_seeds'], 'seed')} × {_count_range(table['n_folds'], 'fold')}; "
                   f"mean ± std over folds (sample std{' of the per-fold means over seeds' if seeds else ''}), "
@@ -473,6 +582,8 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
         if comparison:
             lines += [""] + _comparison_notes(comparison, list(table["model"]))
         lines += [""] + render_intervals(table, metrics)
+        if board.classes:
+            lines += [""] + render_per_class(table, board.classes)
         if plot_name:
             lines += ["", f"![{metrics[0]} per fold]({plot_name})"]
         if rank_plot_name:
@@ -546,6 +657,16 @@ def split_by_benchmark(records: list[dict], benchmark: BenchmarkId | None
     return mine, dict(reversed(list(others.items())))
 
 
+def _protocol_note(folder: Path) -> str | None:
+    """The folder's fold manifest's protocol other than grouped CV (``folds.protocol_note``), or None."""
+    path = folder / "fold_manifest.json"
+    try:
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None  # the table is still written; the manifest's own checks report a bad file
+    return protocol_note(manifest) if isinstance(manifest, dict) else None
+
+
 def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str],
                       comparison: dict | None = None, lower_is_better: Iterable[str] = (),
                       benchmark: BenchmarkId | None = None) -> list[Path]:
@@ -574,6 +695,8 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
                           f"{n_other} run(s) on the others are listed there, not compared", stacklevel=2)
         board = leaderboard_table(subset, metrics, lower_is_better, shown)
         title = f"matcv leaderboard: {task} on {dataset}, profile {profile}"
+        note = _protocol_note(Path(records_path).parent)
+        title += f" ({note})" if note else ""  # a publisher's split, and any leak it declares, in the title
         plot = rank_plot = tables = None
         if board.per_fold:
             plot = per_fold_plot(stem.with_suffix(".png"), board.per_fold, metrics[0], title)
@@ -586,7 +709,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
             if tables.slices is not None:
                 atomic_write_text(stem.parent / f"{stem.name}__slices.csv", tables.slices.to_csv(index=False))
         markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None, tables,
-                                   rank_plot.name if rank_plot else None, others)
+                                   rank_plot.name if rank_plot else None, others, note)
         atomic_write_text(stem.with_suffix(".csv"), board.table.to_csv(index=False))
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written

@@ -20,6 +20,7 @@ import pandas as pd
 
 from matcv.datamodules.core.atomic_io import atomic_write_text
 from matcv.datamodules.core.submission_format import printable_text
+from matcv.leaderboard.build import NEVER_PREDICTED, PER_CLASS_METRICS, per_class_classes
 from matcv.leaderboard.ranking import CITATION, board_description, cd_summary, table_metrics
 
 STYLE = """
@@ -122,7 +123,8 @@ def _builtin_columns(table: pd.DataFrame) -> list[tuple[str, object]]:
     columns: list[tuple[str, object]] = [("rank", lambda r: r["rank"]), ("model", lambda r: r["model"])]
     if "n_folds" in table:
         columns.append(("folds", lambda r: r["n_folds"]))
-    for m in table_metrics(table):
+    per_class = {f"{m}_{name}" for name in per_class_classes(table.columns) for m in PER_CLASS_METRICS}
+    for m in [m for m in table_metrics(table) if m not in per_class]:  # per-class scores: a table of their own
         columns.append((f"{m} (mean ± std)",
                         lambda r, m=m: f"{_number(r[f'{m}_mean'])} ± {_number(r.get(f'{m}_std'))}"))
         if {f"{m}_ci_low", f"{m}_ci_high"} <= set(table.columns):
@@ -155,6 +157,28 @@ BUILTIN_NOTES = {  # header suffix -> what the column means, said once under a t
 }
 
 
+def _per_class_table(table: pd.DataFrame) -> list[str]:
+    """Multi-class segmentation: each class's IoU and Dice (mean ± std over folds) and the classes a model never
+    predicted; nothing for a table without per-class columns."""
+    classes = per_class_classes(table.columns)
+    if not classes:
+        return []
+    header = ["model"] + [f"{m} {name}" for name in classes for m in PER_CLASS_METRICS] + ["never predicted"]
+    parts = [f"<h3>Per-class scores</h3><div class=\"wide\"><table><thead><tr>"
+             + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    for row in table.to_dict("records"):
+        never = row.get(NEVER_PREDICTED)
+        never = "–" if not isinstance(never, str) else never.replace(";", ", ") or "none"
+        cells = [row["model"]] + [f"{_number(row.get(f'{m}_{name}_mean'))} ± {_number(row.get(f'{m}_{name}_std'))}"
+                                  for name in classes for m in PER_CLASS_METRICS] + [never]
+        parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</tbody></table></div>")
+    note = ("Per test image, then averaged over each fold; a class absent from both the truth and the prediction "
+            "of an image scores 1 there. never predicted: classes the model gave no pixel on any test image.")
+    parts.append(f"<p class=\"note\">{_e(note)}</p>")
+    return parts
+
+
 def _builtin_section(markdown: Path) -> str:
     csv = markdown.with_suffix(".csv")
     title = markdown.read_text().splitlines()[0].lstrip("# ") if markdown.is_file() else markdown.stem
@@ -173,6 +197,7 @@ def _builtin_section(markdown: Path) -> str:
         notes = [note for suffix, note in BUILTIN_NOTES.items() if any(h.endswith(suffix) for h, _ in columns)]
         if notes:
             parts.append(f"<p class=\"note\">{_e('; '.join(notes))}.</p>")
+        parts += _per_class_table(table)
     else:
         parts.append(f"<p class=\"note\">See <code>{_e(markdown.name)}</code>.</p>")
     parts.append(_img(markdown.with_suffix(".png"), "per fold"))

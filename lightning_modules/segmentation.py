@@ -8,6 +8,10 @@ A user's data (``datamodules/user_segmentation.py``) may mark pixels as ignored 
 ``IGNORE_INDEX``): they are left out of every score, and ``SmpSegmentationTask`` leaves them out of its loss.
 Its whole test images may be larger than the training crops: the DataModule's ``eval_tile_size`` then has
 them scored tile by tile (overlapping tiles, logits averaged), every pixel once.
+
+Rare classes: a multi-class test record also counts, per class, the pixels predicted (``pred_px_<class>``) and
+true (``true_px_<class>``), so a table can say which class a model never predicts; ``SmpSegmentationTask`` takes
+another loss (``loss``, ``class_weights``, or dataset.yaml's ``loss:``; ``lightning_modules.segmentation_losses``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from torch import nn
 from matcv.datamodules.dataset_description import IGNORE_INDEX
 from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.edge_losses import RegionLoss
+from matcv.lightning_modules.segmentation_losses import (
+    INVERSE_FREQUENCY,
+    build_loss,
+    class_pixel_counts,
+    inverse_frequency_weights,
+    loss_spec,
+    training_masks,
+)
 from matcv.lightning_modules.segmentation_figures import (
     save_class_map_examples,
     save_segmentation_examples,
@@ -66,7 +78,8 @@ class SegmentationEvaluation(BenchmarkModule):
     (B, 1, H, W) logit map, sigmoid) or multi-class (``num_classes > 1``: (B, C, H, W), softmax).
 
     Per test image: ``dice`` and ``iou`` (for multi-class: their means over classes, i.e. mIoU) and, for
-    multi-class, ``dice_<class>`` / ``iou_<class>``. A datamodule with an ``item_evaluator`` adds what its
+    multi-class, ``dice_<class>`` / ``iou_<class>`` (a class absent from both truth and prediction scores 1) and
+    the pixel counts ``pred_px_<class>`` / ``true_px_<class>`` (ignored pixels not counted). A datamodule with an ``item_evaluator`` adds what its
     data knows per item (the corrosion panels: difficulty flags, false positives on stains, the ASTM
     rating measured from the predicted mask).
     """
@@ -156,12 +169,24 @@ class SegmentationEvaluation(BenchmarkModule):
         evaluator = self._item_evaluator()
         for k, (item, row) in enumerate(zip(batch["item_id"], scores)):
             extra = evaluator(item, predicted[k], truth[k]) if evaluator is not None else {}
-            self.test_results.append({"item_id": item, **row, **extra})
+            counts = self._pixel_counts(predicted[k], truth[k]) if self.num_classes > 1 else {}
+            self.test_results.append({"item_id": item, **row, **counts, **extra})
             if len(self.test_examples) < self.n_figure_examples:
                 shown = logits[k, 0].sigmoid() if self.num_classes == 1 else predicted[k]
                 self.test_examples[item] = np.asarray(shown.float().cpu() if torch.is_tensor(shown) else shown)
         self.log("test_dice", float(np.mean([s["dice"] for s in scores])), batch_size=len(scores))
         self.log("test_iou", float(np.mean([s["iou"] for s in scores])), batch_size=len(scores))
+
+    def _pixel_counts(self, predicted: np.ndarray, truth: np.ndarray) -> dict[str, int]:
+        """Multi-class: pixels predicted as / truly of each class on one test image, ignored pixels left out
+        (what says that a model never predicts a rare class, which its per-class IoU of 1 on images without the
+        class hides)."""
+        scored = truth != IGNORE_INDEX
+        predicted_counts = np.bincount(predicted[scored].ravel(), minlength=self.num_classes)
+        true_counts = np.bincount(truth[scored].ravel().astype(np.int64), minlength=self.num_classes)
+        counts = {f"pred_px_{name}": int(n) for name, n in zip(self.class_names, predicted_counts)}
+        counts.update({f"true_px_{name}": int(n) for name, n in zip(self.class_names, true_counts)})
+        return counts
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=logits.device)
@@ -233,6 +258,11 @@ class SmpSegmentationTask(SegmentationEvaluation):
     """Any smp architecture (``unet``, ``unetplusplus``, ``fpn``, ...) with any smp/timm encoder by name,
     trained with BCE + Dice, or cross-entropy + Dice for ``num_classes > 1``.
 
+    ``loss`` (a name: ce | dice | focal | tversky | lovasz, or ``{name:, alpha:, beta:, gamma:, class_weights:}``)
+    and ``class_weights`` (one per class, or "inverse_frequency": from the training part's masks) choose another
+    loss (``segmentation_losses``); without them the data's dataset.yaml ``loss:`` is used, if it has one, else
+    the default. The model's arguments win over dataset.yaml's.
+
     Encoders start from random weights (``encoder_weights=None``): nothing is downloaded. A local
     weights file for the encoder (a plain state dict, loaded with ``weights_only=True``) may be given.
     """
@@ -248,6 +278,8 @@ class SmpSegmentationTask(SegmentationEvaluation):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         arch_kwargs: dict | None = None,
+        loss: str | dict | None = None,
+        class_weights: list[float] | str | None = None,
     ) -> None:
         super().__init__(num_classes, class_names)
         self.save_hyperparameters()
@@ -258,13 +290,50 @@ class SmpSegmentationTask(SegmentationEvaluation):
         # A shallower encoder (encoder_depth < 5) keeps smp's deepest encoder stages unused: DDP must know.
         self.ddp_find_unused_parameters = (arch_kwargs or {}).get("encoder_depth", 5) < 5
         self.region_loss = RegionLoss(num_classes, overlap="dice")
+        self.loss_spec = loss_spec(loss, class_weights, max(num_classes, 2))
+        self.resolved_class_weights: list[float] | None = None
+        # Another loss is built now when nothing about it waits for the data (an inverse-frequency one does).
+        needs_data = self.loss_spec is not None and self.loss_spec.class_weights == INVERSE_FREQUENCY
+        self.chosen_loss = build_loss(self.loss_spec, num_classes) if self.loss_spec and not needs_data else None
 
     learns_ignored_pixels = True
+
+    def prepare_from_training_data(self, datamodule) -> None:
+        """The checks of ``SegmentationEvaluation``, then the loss: the model's own, else dataset.yaml's; class
+        weights "inverse_frequency" from the training masks only."""
+        super().prepare_from_training_data(datamodule)
+        if self.loss_spec is None:
+            description = getattr(datamodule, "description", None)
+            source = getattr(description, "source", "dataset.yaml")
+            self.loss_spec = loss_spec(getattr(description, "loss", None), None, max(self.num_classes, 2), source)
+        if self.loss_spec is None:
+            return
+        weights = None
+        if self.loss_spec.class_weights == INVERSE_FREQUENCY:
+            counts = class_pixel_counts(training_masks(datamodule), max(self.num_classes, 2))
+            weights = inverse_frequency_weights(counts)
+        self.resolved_class_weights = weights
+        self.chosen_loss = build_loss(self.loss_spec, self.num_classes, weights)
+
+    def test_details(self) -> dict | None:
+        """The loss trained with, when it is not the default (its class weights resolved)."""
+        if self.loss_spec is None:
+            return None
+        weights = self.resolved_class_weights
+        weights = weights if weights is not None else self.loss_spec.class_weights
+        return {"loss": {"name": self.loss_spec.name, "class_weights": list(weights) if weights is not None else None,
+                         **{k: getattr(self.loss_spec, k) for k in ("alpha", "beta", "gamma")
+                            if getattr(self.loss_spec, k) is not None}}}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss_spec is not None:
+            if self.chosen_loss is None:
+                raise RuntimeError("class_weights 'inverse_frequency' are computed from the training masks: "
+                                   "call prepare_from_training_data(datamodule) before training")
+            return self.chosen_loss(logits, target)
         if _ignored(target) is None:
             return self.region_loss(logits, target)
         return ignoring_region_loss(logits, target, self.num_classes)

@@ -24,6 +24,7 @@ from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TASK_YAML_COPY, R
 from matcv.datamodules.folds import (
     check_matches_data,
     make_fold_manifest,
+    protocol_note,
     read_fold_manifest,
     write_fold_manifest,
 )
@@ -78,6 +79,8 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
     dm_args = config.datamodule_args(profile)
     root = datamodule_cls.prepare_dataset(data_root, prof.get("generator"), progress=progress)
     index = datamodule_cls.check_dataset(root, progress=progress, **dm_args)  # every file, before any training
+    for warning in index.get("warnings", []):  # e.g. a published split that leaks: run, but never silently
+        print(f"[matcv] warning: {warning}", flush=True)
     dataset = datamodule_cls.dataset_name(root, generated=data_root is None)
     # The folder appears with its fold manifest (written atomically, parents included): data whose folds cannot
     # be drawn leaves no empty benchmark folder behind.
@@ -105,6 +108,9 @@ def prepare_benchmark(config: TaskConfig, profile: str, data_root: str | Path | 
                                       val_fraction=prof.get("val_fraction", 0.2), seed=prof.get("seed", 0),
                                       group_column=group_column, stratify_column=config.raw.get("stratify_column"))
         manifest_sha = write_fold_manifest(path, manifest)
+    note = protocol_note(manifest)
+    if note:  # a protocol other than grouped CV (a publisher's split, with any leak it declares): say so
+        print(f"[matcv] {config.task}/{folder.name}: {note} ({path})", flush=True)
     if not photo_level_folds and Path(config.source).resolve().parent != CONFIG_DIR.resolve():
         # A task YAML of the user's own is kept with its runs: `matcv leaderboard` rebuilds the folder's tables
         # with it (metric directions, comparison, study), where no built-in YAML of that name says the same.

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from matcv.benchmarks.harness.annotations import parameter_count, with_groups
+from matcv.benchmarks.harness.predictions import PredictionRecording
 from matcv.benchmarks.harness.prepare import Benchmark
 from matcv.benchmarks.harness.provenance import provenance
 from matcv.benchmarks.harness.wandb_logging import finish_run, run_logger, wandb_mode
@@ -355,7 +356,6 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         durations["fit_s"] += time.time() - t0
         # Its test predictions are kept as a submission of its task keeps them (predictions.npz, which `matcv
         # verify` rescores); None: the task YAML declares no submission block.
-        from matcv.benchmarks.harness.predictions import PredictionRecording
         recording = PredictionRecording.start(model, bench.config)
         # Test on one device so every test image is scored exactly once (DDP would pad the last batch).
         building_trainer = True
