@@ -164,7 +164,7 @@ def _per_class_table(table: pd.DataFrame) -> list[str]:
     if not classes:
         return []
     header = ["model"] + [f"{m} {name}" for name in classes for m in PER_CLASS_METRICS] + ["never predicted"]
-    parts = [f"<h3>Per-class scores</h3><div class=\"wide\"><table><thead><tr>"
+    parts = ["<h3>Per-class scores</h3><div class=\"wide\"><table><thead><tr>"
              + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for row in table.to_dict("records"):
         never = row.get(NEVER_PREDICTED)
