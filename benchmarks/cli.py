@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
     board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
+    board.add_argument("--track", default=None, metavar="TRACK",
+                       help='only the models of one track (from their model cards): "from scratch", '
+                            '"pretrained (ImageNet)", "pretrained (in-domain)" or "extra data"')
 
     verify = commands.add_parser(
         "verify", help="recompute every run's metrics from the test predictions it kept (predictions.npz)",
@@ -212,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return verify_command(args.runs_dir, progress=not args.no_progress)
         elif args.command == "leaderboard":
+            from matcv.leaderboard.model_cards import check_track
             from matcv.leaderboard.rebuild import write_all_leaderboards
 
-            written = write_all_leaderboards(args.runs, args.out)
+            written = write_all_leaderboards(args.runs, args.out, track=check_track(args.track))
             if not written:
                 print(f"no records under {args.runs}/<task>/<dataset>/<profile>/records.jsonl; run `matcv bench` first")
                 return 1

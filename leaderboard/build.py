@@ -17,7 +17,8 @@ Costs: parameters, fit seconds per run, inference milliseconds per test item, an
 CSV columns (read by the HTML page and the cross-dataset ranking; keep them): ``rank``, ``model``, ``n_folds``,
 ``folds``, ``n_seeds``, ``n_runs``; per table metric ``{m}_mean``, ``{m}_std``, ``{m}_seed_std``, ``{m}_ci_low``,
 ``{m}_ci_high``, ``{m}_ci_kind`` ("group bootstrap" | "t over folds"), ``{m}_per_fold``; ``fit_s_mean``,
-``infer_ms_per_item``, ``params``, ``hardware``, ``config_hash``. With a task's ``comparison`` settings, per
+``infer_ms_per_item``, ``params``, ``hardware``, ``config_hash``, ``track`` (``matcv.leaderboard.model_cards``:
+"from scratch", "pretrained (ImageNet)", ...; the Markdown's last column). With a task's ``comparison`` settings, per
 comparison metric (``matcv.leaderboard.comparison``): ``{m}_item_rank``, ``{m}_n_items``, ``{m}_n_groups``,
 ``{m}_group_score``, ``{m}_ci_low``/``_ci_high``/``_ci_kind`` (group bootstrap where the model has per-item
 scores), ``{m}_is_best``, ``{m}_tied_best``, and against the baseline ``{m}_diff``, ``{m}_diff_ci_low``,
@@ -61,6 +62,7 @@ from matcv.leaderboard.comparison import (
     select_latest_runs,
     usable_records,
 )
+from matcv.leaderboard.model_cards import check_track, model_track
 from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
 from matcv.leaderboard.statistics import GROUP_BOOTSTRAP, N_RESAMPLES, T_OVER_FOLDS, seed_spread, t_interval
 
@@ -221,6 +223,7 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
                 first_metric[model] = spread.fold_values
         row.update(_costs(runs))
         row["config_hash"] = runs[-1].get("config_hash", "")
+        row["track"] = model_track(str(runs[-1].get("task", "")), model, runs)
         if classes:  # multi-class segmentation: per-class scores, after every existing column
             row.update(_per_class_row(folds, runs, classes, metrics))
         rows.append(row)
@@ -535,9 +538,10 @@ def render_intervals(table: pd.DataFrame, metrics: list[str]) -> list[str]:
 def render_markdown(title: str, board: Leaderboard, metrics: list[str], records: list[dict],
                     plot_name: str | None = None, comparison: ComparisonTables | None = None,
                     rank_plot_name: str | None = None, others: dict[BenchmarkId, list[dict]] | None = None,
-                    protocol: str | None = None) -> str:
+                    protocol: str | None = None, track: str | None = None) -> str:
     """The table's Markdown; ``others``: the runs of the folder on other benchmarks, counted, not compared;
-    ``protocol``: the fold manifest's protocol when it is not grouped CV (a publisher's split and its leaks)."""
+    ``protocol``: the fold manifest's protocol when it is not grouped CV (a publisher's split and its leaks);
+    ``track``: the track the table was filtered to (None: every track)."""
     table, failed, manifest = board.table, board.failed, board.fold_manifest_sha256
     lines = [f"# {title}", ""]
     if table.empty:
@@ -556,12 +560,12 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
                   f"{_count_range(table['n_seeds'], 'seed')} × {_count_range(table['n_folds'], 'fold')}; "
                   f"mean ± std over folds (sample std{' of the per-fold means over seeds' if seeds else ''}), "
                   f"ranked by {first}{' (lower is better)' if board.ascending else ''}.",
-                  *_hardware_lines(table), ""]
+                  *_hardware_lines(table), _tracks_line(table, track), ""]
         header = ["rank", "model", "folds"] + [f"{m} (mean ± std)" for m in metrics]
         header += [f"{first} 95% CI", f"{first} per fold"] + ([f"{first} seed std"] if seeds else [])
         header += ["seeds", "fit s/run", "infer ms/item", "params"]
         extra_header, extra_cells = _comparison_header(comparison) if comparison else ([], [])
-        header += extra_header
+        header += extra_header + ["track"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in table.to_dict("records"):
@@ -572,6 +576,7 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
             cells += [str(r["n_seeds"]), _cell(r["fit_s_mean"], ".0f"), _cell(r["infer_ms_per_item"], ".2f"),
                       format_params(r["params"])]
             cells += [format_cell(r) for format_cell in extra_cells]
+            cells.append(r["track"])
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"- mean ± std: over the folds' values (each fold tests held-out groups)"
                       f"{', each the mean over its seeds' if seeds else ''}; 95% CI: see the intervals below; "
@@ -598,6 +603,14 @@ def render_markdown(title: str, board: Leaderboard, metrics: list[str], records:
     if others:
         lines += [""] + render_other_benchmarks(others)
     return "\n".join(lines) + "\n"
+
+
+def _tracks_line(table: pd.DataFrame, track: str | None) -> str:
+    """Which tracks the table holds (results with pretraining or extra data are not on equal terms)."""
+    held = ", ".join(f'"{t}"' for t in dict.fromkeys(table["track"]))
+    if track is not None:
+        return f"Track: only \"{track}\" (filtered with `matcv leaderboard --track`); the unfiltered table has all."
+    return f"Tracks: {held} (from the model cards, leaderboard/cards/; `matcv leaderboard --track` filters)."
 
 
 OTHERS_HEADING = "## Other fold manifests / data versions in this folder"
@@ -669,15 +682,16 @@ def _protocol_note(folder: Path) -> str | None:
 
 def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: list[str],
                       comparison: dict | None = None, lower_is_better: Iterable[str] = (),
-                      benchmark: BenchmarkId | None = None) -> list[Path]:
+                      benchmark: BenchmarkId | None = None, track: str | None = None) -> list[Path]:
     """Write ``<task>__<dataset>__<profile>.md`` and ``.csv`` under ``out_dir``; return the Markdown paths.
 
     ``comparison`` is the task YAML's ``comparison`` block (see ``ComparisonSpec``); with it the table gets
     the per-image comparison columns, the Markdown a difficulty-slices table (also written as
     ``<stem>__slices.csv``) and a rank-per-image plot (``<stem>__ranks.png``). None: the plain leaderboard.
     ``benchmark``: the (fold manifest sha256, data sha256) to show; by default ``choose_benchmark`` with the
-    folder's own fold manifest.
+    folder's own fold manifest. ``track``: only the models of that track (``model_cards.TRACKS``); None: all.
     """
+    check_track(track)
     spec = ComparisonSpec.parse(comparison, metrics) if comparison is not None else None
     records = RunRecords(records_path).load(TABLE_KEYS)
     own_manifest = own_manifest_sha256(Path(records_path).parent)
@@ -687,6 +701,11 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
         everything = [r for r in records if (r["task"], r["dataset"], r["profile"]) == (task, dataset, profile)]
         shown = benchmark or choose_benchmark(everything, own_manifest)
         subset, others = split_by_benchmark(everything, shown)
+        if track is not None:  # the models of other tracks leave the table and its comparisons alike
+            runs_of = {}
+            for record in subset:
+                runs_of.setdefault(record.get("model"), []).append(record)
+            subset = [r for r in subset if model_track(task, r.get("model"), runs_of[r.get("model")]) == track]
         stem = Path(out_dir) / f"{task}__{dataset}__{profile}"
         if others:
             n_other = sum(len(runs) for runs in others.values())
@@ -709,7 +728,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
             if tables.slices is not None:
                 atomic_write_text(stem.parent / f"{stem.name}__slices.csv", tables.slices.to_csv(index=False))
         markdown = render_markdown(title, board, metrics, subset, plot.name if plot else None, tables,
-                                   rank_plot.name if rank_plot else None, others, note)
+                                   rank_plot.name if rank_plot else None, others, note, track)
         atomic_write_text(stem.with_suffix(".csv"), board.table.to_csv(index=False))
         written.append(atomic_write_text(stem.with_suffix(".md"), markdown))
     return written

@@ -11,6 +11,10 @@ official folds. Across the benchmarks of each task: the models' mean rank and cr
 (``ranking__<task>.md/.csv/.png``, ``matcv.leaderboard.ranking``) where the task has two benchmarks or more,
 and the accuracy-vs-training-cost picture (``cost__<task>.png``, ``matcv.leaderboard.cost``); finally the
 static page ``index.html`` (``matcv.leaderboard.html``) is written.
+
+The model cards (``leaderboard/cards/``, ``matcv.leaderboard.model_cards``) are checked on every rebuild: an
+invalid card, a built-in model without one, or a card's ``reference_scores`` that the rebuilt tables do not
+reproduce is printed as an ``INVALID CARD`` line (the tables are still written; CI's tests fail on them).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from matcv.leaderboard.comparison import BenchmarkId, benchmark_of
 from matcv.leaderboard.cost import cost_plot
 from matcv.leaderboard.html import write_html
 from matcv.leaderboard.leakage import write_leakage_report
+from matcv.leaderboard.model_cards import CARDS_DIR, card_problems_of_tasks, reference_mismatches
 from matcv.leaderboard.profile_summary import write_profile_summary
 from matcv.leaderboard.ranking import Board, Ranking, rank_boards, read_board, write_ranking
 from matcv.leaderboard.submission import OFFICIAL_DIR, validate_all, write_submission_boards
@@ -45,10 +50,14 @@ def companion_records(folder: Path, profile: str) -> Path | None:
 
 def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path,
                            submissions_dir: str | Path | None = "leaderboard/submissions",
-                           official_dir: str | Path | None = None, html: bool = True) -> list[Path]:
+                           official_dir: str | Path | None = None, html: bool = True,
+                           track: str | None = None, cards_dir: str | Path | None = CARDS_DIR) -> list[Path]:
     """Rebuild every table (returned, Markdown; the rankings across benchmarks after the benchmarks' own),
-    validate the submissions and write ``index.html``."""
-    written = _write_benchmark_leaderboards(runs_dir, out_dir)
+    validate the submissions and write ``index.html``. ``track``: only the models of that track in the
+    benchmark tables; ``cards_dir``: the model cards to check (None: no check)."""
+    written = _write_benchmark_leaderboards(runs_dir, out_dir, track)
+    if cards_dir is not None:
+        check_cards(cards_dir, out_dir)
     builtin = list(written)
     tasks = write_task_summaries(runs_dir, out_dir)
     written += [task.ranking.markdown for task in tasks if task.ranking is not None]
@@ -82,11 +91,22 @@ def _benchmark_folders(runs_dir: str | Path) -> list[Path]:
             if not path.parent.name.endswith(PHOTO_FOLDS_SUFFIX)]
 
 
-def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path, track: str | None = None) -> list[Path]:
     written = []
     for folder in _benchmark_folders(runs_dir):
-        written += write_benchmark_tables(folder, out_dir)
+        written += write_benchmark_tables(folder, out_dir, track=track)
     return written
+
+
+def check_cards(cards_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """Print (and return) an ``INVALID CARD`` line per card problem: invalid or missing cards, and reference
+    scores the tables just written under ``out_dir`` do not reproduce (a card's board not rebuilt here is not
+    compared: a rebuild of some runs says nothing about the others)."""
+    problems = card_problems_of_tasks(cards_dir)
+    problems += [line for line in reference_mismatches(out_dir, cards_dir) if "no committed table" not in line]
+    for problem in problems:
+        print(f"INVALID CARD {printable_text(problem)}", flush=True)
+    return problems
 
 
 @dataclass
@@ -153,7 +173,7 @@ def write_task_summaries(runs_dir: str | Path, out_dir: str | Path) -> list[Task
 
 
 def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: TaskConfig | None = None,
-                           benchmark: BenchmarkId | None = None) -> list[Path]:
+                           benchmark: BenchmarkId | None = None, track: str | None = None) -> list[Path]:
     """Every table of one benchmark folder ``<runs>/<task>/<dataset>/<profile>/`` (returned, Markdown): its
     leaderboard; the augmentation matrix of a study profile; the leakage report when the photo-level-fold
     sibling exists; the side-by-side table of its companion profiles when they have been run. ``matcv bench``
@@ -164,7 +184,8 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
     Every table shows one benchmark, ``benchmark`` = (fold manifest sha256, data sha256): ``matcv bench``
     names the one it ran; by default the newest data version on the folder's own ``fold_manifest.json``
     (``matcv.leaderboard.build.choose_benchmark``). Runs on other fold manifests or data versions in the folder
-    are counted under the leaderboard, never mixed into it."""
+    are counted under the leaderboard, never mixed into it. ``track``: only that track's models in the
+    leaderboard (the other tables keep every model)."""
     folder = Path(folder)
     records_path = folder / "records.jsonl"
     task, profile = folder.parents[1].name, folder.name
@@ -190,7 +211,7 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
         study = comparison = None
         lower_is_better, companions = [], []
     written = list(write_leaderboard(records_path, out_dir, metrics, comparison=comparison,
-                                     lower_is_better=lower_is_better, benchmark=benchmark))
+                                     lower_is_better=lower_is_better, benchmark=benchmark, track=track))
     if study:
         written.append(write_augmentation_matrix(records_path, out_dir, metrics[0], study, benchmark))
     leaky = folder.parent / (profile + PHOTO_FOLDS_SUFFIX) / "records.jsonl"

@@ -2,8 +2,9 @@
 
 Ratings are ordinal (ASTM D1654, 5..9 here), so the same backbone is benchmarked with a plain
 cross-entropy head and with two ordinal heads (``matcv.lightning_modules.ordinal``); the leaderboard then
-answers Yin 2024's (Part II, Table 2) "ordinal vs cross-entropy" question. Backbones start from random weights unless a
-local weights file is given (nothing is downloaded).
+answers Yin 2024's (Part II, Table 2) "ordinal vs cross-entropy" question. Backbones start from random weights unless
+``pretrained: imagenet`` (timm's published weights) or a local ``weights_path`` is given
+(``lightning_modules.pretrained_weights``); where they came from goes to the record's ``details["weights"]``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import timm
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
 from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.ordinal import HEADS, head_decode, head_loss, make_head
+from matcv.lightning_modules.pretrained_weights import WeightsFacts, create_timm_backbone
 from matcv.lightning_modules.rating_metrics import (
     confusion,
     rating_metrics,
     save_confusion_figure,
 )
-from matcv.lightning_modules.segmentation import load_encoder_weights
 
 
 class RatingEvaluation(BenchmarkModule):
@@ -53,9 +53,13 @@ class RatingEvaluation(BenchmarkModule):
     def test_summary(self) -> dict[str, float]:
         return rating_metrics(*self._true_and_predicted(), self.ratings)
 
+    # Where the network's starting weights came from (none for a model without one): record details["weights"].
+    weights_facts: WeightsFacts = WeightsFacts()
+
     def test_details(self) -> dict:
         return {"confusion": {"labels": self.ratings, "rows": "true", "columns": "predicted",
-                              "matrix": confusion(*self._true_and_predicted(), self.ratings).tolist()}}
+                              "matrix": confusion(*self._true_and_predicted(), self.ratings).tolist()},
+                "weights": self.weights_facts.as_dict()}
 
     def save_test_figure(self, path: Path, datamodule=None) -> Path | None:
         if not self.test_results:
@@ -78,14 +82,20 @@ class RatingTask(RatingEvaluation):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         class_weights: Sequence[float] | None = None,
+        pretrained: str = "none",
+        weights_path: str | None = None,
+        pretrained_on: str | None = None,
     ) -> None:
         super().__init__(ratings)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        self.save_hyperparameters()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_channels)
-        if backbone_weights_path:
-            load_encoder_weights(self.backbone, backbone_weights_path)
+        # The starting weights' source is not needed to rebuild a trained checkpoint (`matcv predict`): left out
+        # of the hyper-parameters, so loading one never downloads or looks for a file.
+        self.save_hyperparameters(ignore=["pretrained", "weights_path", "pretrained_on", "backbone_weights_path"])
+        if backbone_weights_path and weights_path:
+            raise ValueError("give weights_path or its alias backbone_weights_path, not both")
+        self.backbone, self.weights_facts = create_timm_backbone(
+            backbone, in_channels, pretrained, weights_path or backbone_weights_path, pretrained_on)
         self.head = make_head(head, self.backbone.num_features, self.num_classes)
         self.init_training_state(in_channels, class_weights)
 

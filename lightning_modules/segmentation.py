@@ -27,6 +27,7 @@ from torch import nn
 from matcv.datamodules.dataset_description import IGNORE_INDEX
 from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.edge_losses import RegionLoss
+from matcv.lightning_modules.pretrained_weights import create_smp_model, load_local_weights
 from matcv.lightning_modules.segmentation_losses import (
     INVERSE_FREQUENCY,
     build_loss,
@@ -263,8 +264,10 @@ class SmpSegmentationTask(SegmentationEvaluation):
     loss (``segmentation_losses``); without them the data's dataset.yaml ``loss:`` is used, if it has one, else
     the default. The model's arguments win over dataset.yaml's.
 
-    Encoders start from random weights (``encoder_weights=None``): nothing is downloaded. A local
-    weights file for the encoder (a plain state dict, loaded with ``weights_only=True``) may be given.
+    Encoders start from random weights unless ``pretrained: imagenet`` (smp's published weights, from
+    ``$MATCV_WEIGHTS_DIR`` or the hub) or ``weights_path`` (alias ``encoder_weights_path``: a local safetensors
+    file or weights-only state dict; ``pretrained_on`` says what on) is given: ``lightning_modules.pretrained_weights``,
+    whose facts go to the record's ``details["weights"]``.
     """
 
     def __init__(
@@ -280,13 +283,19 @@ class SmpSegmentationTask(SegmentationEvaluation):
         arch_kwargs: dict | None = None,
         loss: str | dict | None = None,
         class_weights: list[float] | str | None = None,
+        pretrained: str = "none",
+        weights_path: str | None = None,
+        pretrained_on: str | None = None,
     ) -> None:
         super().__init__(num_classes, class_names)
-        self.save_hyperparameters()
-        self.net = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None,
-                                    in_channels=in_channels, classes=num_classes, **(arch_kwargs or {}))
-        if encoder_weights_path:
-            load_encoder_weights(self.net.encoder, encoder_weights_path)
+        # Where the starting weights came from is not needed to rebuild a trained checkpoint (its weights are
+        # in it): left out of the hyper-parameters, so loading one never downloads or looks for a file.
+        self.save_hyperparameters(ignore=["pretrained", "weights_path", "pretrained_on", "encoder_weights_path"])
+        if encoder_weights_path and weights_path:
+            raise ValueError("give weights_path or its alias encoder_weights_path, not both")
+        self.net, self.weights_facts = create_smp_model(
+            arch, encoder_name, in_channels, num_classes, pretrained, weights_path or encoder_weights_path,
+            pretrained_on, **(arch_kwargs or {}))
         # A shallower encoder (encoder_depth < 5) keeps smp's deepest encoder stages unused: DDP must know.
         self.ddp_find_unused_parameters = (arch_kwargs or {}).get("encoder_depth", 5) < 5
         self.region_loss = RegionLoss(num_classes, overlap="dice")
@@ -316,12 +325,14 @@ class SmpSegmentationTask(SegmentationEvaluation):
         self.chosen_loss = build_loss(self.loss_spec, self.num_classes, weights)
 
     def test_details(self) -> dict | None:
-        """The loss trained with, when it is not the default (its class weights resolved)."""
+        """Where the encoder's weights came from; the loss trained with, when it is not the default (its class
+        weights resolved)."""
+        details = {"weights": self.weights_facts.as_dict()}
         if self.loss_spec is None:
-            return None
+            return details
         weights = self.resolved_class_weights
         weights = weights if weights is not None else self.loss_spec.class_weights
-        return {"loss": {"name": self.loss_spec.name, "class_weights": list(weights) if weights is not None else None,
+        return {**details, "loss": {"name": self.loss_spec.name, "class_weights": list(weights) if weights is not None else None,
                          **{k: getattr(self.loss_spec, k) for k in ("alpha", "beta", "gamma")
                             if getattr(self.loss_spec, k) is not None}}}
 
@@ -363,23 +374,7 @@ def ignoring_region_loss(logits: torch.Tensor, target: torch.Tensor, num_classes
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load a local encoder state dict safely (no pickle execution); name what does not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder weights file {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    own = encoder.state_dict()
-    matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
-    if not matching:
-        raise ValueError(f"{path}: none of its tensors match the encoder (file has e.g. {list(state)[:3]})")
-    missing = [k for k in own if k not in matching]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} encoder tensors missing or of another shape, e.g. {missing[:5]}")
-    # smp encoders override load_state_dict (dropping classifier heads), so compare keys ourselves.
-    encoder.load_state_dict(matching)
+    load_local_weights(encoder, path, None, "the encoder")
 
 
 class ConstantMaskBaseline(SegmentationEvaluation):

@@ -279,7 +279,7 @@ def test_write_leaderboard_adds_comparison_columns_and_slices(tmp_path):
     assert header in markdown
     edge_row = next(line for line in markdown.splitlines() if line.startswith("| 1 | edge |"))
     assert "| 1.42 | 0.6000 [" in edge_row and "| +0.0500 [+0.0" in edge_row and "| +0.0462 |" in edge_row
-    assert "| 0.031 (n=6) | 0.062 (n=6) | 0.031 (n=6) |" in edge_row and edge_row.endswith("| best |")
+    assert "| 0.031 (n=6) | 0.062 (n=6) | 0.031 (n=6) |" in edge_row and edge_row.endswith("| best | unknown (no card) |")  # track: no card for "edge"
     other_row = next(line for line in markdown.splitlines() if line.startswith("| 2 | other |"))
     assert "| 1.92 | 0.5617 [" in other_row and "| +0.0117 [-0.0" in other_row and "| 0.688 (n=6) |" in other_row
     assert other_row.endswith("| tied |")

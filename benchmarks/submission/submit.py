@@ -10,7 +10,9 @@ The model is a reference ``package.module:name`` to either
 Every fold of the *official* fold manifest (``leaderboard/official/``) is run through the harness
 (``prepare_benchmark`` / ``execute_run``), and the submission folder
 ``leaderboard/submissions/<task>/<name>/`` gets ``metadata.json`` and ``predictions/fold-<k>.npz`` (the test
-predictions, ``item_ids`` + ``pred_<i>`` arrays, no pickles). ``make leaderboard`` then validates it
+predictions, ``item_ids`` + ``pred_<i>`` arrays, no pickles). ``metadata.json`` holds the model ``card`` (the
+JSON Schema of ``leaderboard/model_card.schema.json``): the contributor's ``--card`` file, with what the runs
+measured (parameters, hardware, device-hours, date) filled in where it leaves them out; checked before training. ``make leaderboard`` then validates it
 without running any of its code and scores it from the predictions (``matcv.leaderboard.submission``).
 
 ``python -m matcv.benchmarks.submission.submit --refresh-official`` (re)creates the official fold manifests of the
@@ -31,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from matcv.datamodules.core.config import (
     ConfigError,
@@ -42,6 +45,7 @@ from matcv.datamodules.core.config import (
     training_seed,
 )
 from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text, sha256_file
+from matcv.datamodules.core.model_card_format import CARD_SCHEMA, CardError, check_card
 from matcv.datamodules.core.submission_format import (
     OFFICIAL_DIR,
     SCHEMA,
@@ -119,6 +123,49 @@ def refresh_official(official_dir: str | Path = OFFICIAL_DIR, profiles: dict | N
 
 # ---------------------------------------------------------------- the submission itself
 
+MEASURED_CARD_FIELDS = ("parameters", "hardware", "training_device_hours", "date")
+
+
+def read_card_file(path: str | Path) -> dict:
+    """A contributor's model card (YAML or JSON), as written; ``submission_card`` completes and checks it."""
+    try:
+        card = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SubmissionError(f"--card {path}: not a readable YAML/JSON file: {error}") from error
+    if not isinstance(card, dict):
+        raise SubmissionError(f"--card {path}: a model card is a mapping of fields, got {type(card).__name__}")
+    return card
+
+
+def hardware_text(info: dict) -> str:
+    """The machine in words for a card: its GPUs, else its CPU and cores."""
+    devices = [str(d) for d in info.get("cuda_devices") or []]
+    if devices:
+        return ", ".join(dict.fromkeys(f"{devices.count(d)}× {d}" if devices.count(d) > 1 else d for d in devices))
+    return f"CPU {info.get('cpu') or '?'} ({info.get('cpu_count') or '?'} cores)"
+
+
+def submission_card(name: str, task: str, model: str, authors: list[str] | None, given: dict | None,
+                    measured: dict) -> dict:
+    """The submission's model card: ``given`` (the contributor's, may be None) over defaults that claim nothing
+    (no paper, no pretraining, no extra data, licence unspecified), the measured fields filled in where
+    ``given`` leaves them out or null; ``SubmissionError`` naming the field when it breaks the schema."""
+    given = dict(given or {})
+    for field, value in (("name", name), ("task", task)):
+        if given.get(field, value) != value:
+            raise SubmissionError(f"--card: field '{field}' is {given[field]!r}, the submission's is {value!r}")
+    card = {"schema": CARD_SCHEMA, "name": name, "task": task, "authors": list(authors or []) or ["unspecified"],
+            "paper": None, "code": None, "implementation": model, "licence": "unspecified", "pretrained_on": "none",
+            "weights": None, "extra_training_data": "none", **given}
+    for field in MEASURED_CARD_FIELDS:
+        if card.get(field) is None:
+            card[field] = measured.get(field)
+    try:
+        return check_card(card, "--card")
+    except CardError as error:
+        raise SubmissionError(str(error)) from None
+
+
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -129,14 +176,17 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
            authors: list[str] | None = None, description: str = "", hyperparameters: dict | None = None,
            tuning: str = "", official_dir: str | Path = OFFICIAL_DIR,
            submissions_dir: str | Path = SUBMISSIONS_DIR, work_dir: str | Path = "runs/submissions",
-           accelerator: str = "auto", overwrite: bool = False, progress: bool = True, seeds: int = 1) -> Path:
+           accelerator: str = "auto", overwrite: bool = False, progress: bool = True, seeds: int = 1,
+           card: dict | None = None) -> Path:
     """Run ``model`` on every fold of the official manifest of (task, profile); write the submission folder.
 
     ``seeds`` N > 1 trains every fold N times with N training seeds (``--seeds``, as ``matcv bench`` does). A
     submission holds one set of predictions per fold, so its predictions and claimed metrics stay those of seed 1
     (replicate 0, the run a single-seed submission makes) and its metadata says ``"seeds": N``; the record of every
     replicate, its metrics and per-item scores, goes to the work folder's ``records.jsonl`` as a bench's records do
-    (``matcv leaderboard --runs <work dir>/<name>`` tables them)."""
+    (``matcv leaderboard --runs <work dir>/<name>`` tables them).
+
+    ``card``: the contributor's model card (``--card``); what it leaves out is filled in by ``submission_card``."""
     from matcv.benchmarks.harness.provenance import git_state, hardware, package_versions
     from matcv.benchmarks.harness.prepare import prepare_benchmark
     from matcv.benchmarks.harness.run import check_accelerator
@@ -150,6 +200,10 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         if problem:
             raise SubmissionError(f"--{field.split('[')[0]}: {field} holds {problem}")
     check_accelerator(accelerator, 1)  # an impossible --accelerator fails now, not as every fold's failure
+    machine = hardware()
+    measured = {"hardware": hardware_text(machine), "training_device_hours": 0.0,
+                "date": datetime.now(timezone.utc).date().isoformat()}
+    submission_card(name, task, model, authors, card, measured)  # a bad card fails now, not after training
     try:
         seeds = check_seeds(seeds, "--seeds")
     except ConfigError as error:
@@ -189,10 +243,12 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
     manifest = json.loads(manifest_path.read_text())
     for fold in range(len(manifest["folds"])):  # every training seed in range, before any training
         training_seed(config.profile_seed(profile), fold, seeds - 1)
-    folds, files = [], {}
+    folds, files, fit_seconds, parameters = [], {}, [], None
     for fold in range(len(manifest["folds"])):
         spec = RunSpec(config.task, profile, name, fold, run_configs[0], 0, seeds)
         record = _submission_run(bench, spec, name, accelerator, progress)
+        fit_seconds.append(record["durations"]["fit_s"])
+        parameters = record.get("n_parameters", parameters)
         test_ids = list(manifest["folds"][fold]["test"])
         if RECORDER.arrays is None:
             raise SubmissionError(f"fold {fold}: the test predictions were not recorded")
@@ -212,6 +268,7 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         for replicate in range(1, seeds):
             other = RunSpec(config.task, profile, name, fold, run_configs[replicate], replicate, seeds)
             extra = _submission_run(bench, other, name, accelerator, progress)
+            fit_seconds.append(extra["durations"]["fit_s"])
             print(f"[matcv] submission {other.label}: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in extra["metrics"].items()), flush=True)
 
@@ -220,10 +277,14 @@ def submit(task: str, model: str, name: str, profile: str = "quick", dataset: st
         "authors": list(authors or []), "description": description,
         "model": {"reference": model, "kind": kind},
         "hyperparameters": hyperparameters, "tuning": tuning,
-        "hardware": hardware(), "matcv": {**git_state(), "packages": package_versions()},
+        "hardware": machine, "matcv": {**git_state(), "packages": package_versions()},
         "fold_manifest_sha256": entry["sha256"], "fold_manifest": entry["path"],
         "metrics": config.metrics, "folds": folds,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # Device-hours: training only, one device per run (the harness's submission runs use one).
+        "card": submission_card(name, config.task, model, authors, card,
+                                {**measured, "parameters": parameters if isinstance(parameters, int) else None,
+                                 "training_device_hours": round(sum(fit_seconds) / 3600.0, 6)}),
     }
     if seeds > 1:  # the predictions are seed 1's; every seed's record is in the work folder's records.jsonl
         metadata["seeds"] = seeds
@@ -272,6 +333,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON object: lr, weight_decay, max_epochs, batch_size are used by the harness, the "
                              "rest is passed to the factory/class")
     parser.add_argument("--tuning", default="", help="how the hyper-parameters were chosen")
+    parser.add_argument("--card", type=Path, default=None, metavar="CARD.yaml",
+                        help="the model card (YAML/JSON, leaderboard/model_card.schema.json): paper, code, licence, "
+                             "pretraining and weights sha256, extra data; measured fields are filled in "
+                             "(default: a card claiming no pretraining and no extra data)")
     parser.add_argument("--model-path", type=Path, default=Path("."),
                         help="folder put on sys.path before importing --model (default: the current folder)")
     parser.add_argument("--official-dir", type=Path, default=OFFICIAL_DIR, help="official fold manifests")
@@ -290,9 +355,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     path = str(args.model_path.resolve())
     if path not in sys.path:
         sys.path.insert(0, path)
+    card = read_card_file(args.card) if args.card is not None else None
     folder = submit(args.task, args.model, args.name, args.profile, args.dataset, args.authors, args.description,
                     args.hyperparameters, args.tuning, args.official_dir, args.submissions_dir, args.work_dir,
-                    args.accelerator, args.overwrite, not args.no_progress, args.seeds)
+                    args.accelerator, args.overwrite, not args.no_progress, args.seeds, card)
     print(f"submission written to {folder}; `matcv leaderboard` validates and scores it")
     return 0
 

@@ -33,7 +33,8 @@ def submission_records(verdict: Verdict) -> list[dict]:
              "model": meta["name"] + SUBMISSION_SUFFIX, "fold": fold["fold"], "metrics": fold["metrics"],
              "per_image": fold["per_item"], "fold_manifest_sha256": entry["sha256"],
              "fold_manifest": f"leaderboard/official/{entry['path']}", "data_sha256": verdict.data_sha256,
-             "durations": {"fit_s": math.nan}, "config_hash": "submission", "submission": True}
+             "durations": {"fit_s": math.nan}, "config_hash": "submission", "submission": True,
+             "model_card": meta.get("card")}  # its track (matcv.leaderboard.model_cards.model_track)
             for fold in verdict.folds]
 
 

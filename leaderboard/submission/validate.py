@@ -11,6 +11,9 @@ scoring one submission rejects that submission too, naming the error, so one bad
    every path stays inside the folder;
 2. ``metadata.json``: nested at most 32 levels, every text printable Unicode (no lone surrogates, control or
    bidirectional control characters), the schema (keys and types), its ``name``/``task`` equal the folder's;
+   its model ``card`` (``matcv submit`` writes one; submissions made before cards existed have none) valid
+   under the model-card JSON Schema the built-in cards follow (``leaderboard/model_card.schema.json``), with the
+   submission's name and task;
 3. fold manifest: its sha256 equals the official one of (task, dataset, profile) in
    ``leaderboard/official/manifests.json``;
 4. predictions: every member of each ``.npz`` an ``.npy`` array whose header (dtype, shape) is read and checked
@@ -47,6 +50,7 @@ from matcv.datamodules.core.submission_format import (
     text_problem,
 )
 from matcv.datamodules.core.atomic_io import sha256_file
+from matcv.datamodules.core.model_card_format import CardError, check_card
 from matcv.leaderboard.scorers import FoldTruth, Rejected, Scorer, Truth, scorer_for
 
 TOLERANCE = 1e-6
@@ -139,7 +143,22 @@ def _read_metadata(folder: Path) -> dict:
     for name in ("profile", "dataset"):
         if not NAME_PATTERN.match(metadata[name]):
             raise Rejected(f"metadata.json: unsafe {name} {metadata[name]!r}")
+    if "card" in metadata:
+        _check_card(metadata)
     return metadata
+
+
+def _check_card(metadata: dict) -> None:
+    """The submission's model card: the schema of the built-in cards (the error names the field), and it
+    describes this submission (its tracks are read from it)."""
+    try:
+        card = check_card(metadata["card"], "metadata.json: card")
+    except CardError as error:
+        raise Rejected(str(error)) from None
+    for field in ("name", "task"):
+        if card[field] != metadata[field]:
+            raise Rejected(f"metadata.json: card field '{field}' is {card[field]!r}, the submission's is "
+                           f"{metadata[field]!r}")
 
 
 def _depth(value) -> int:
