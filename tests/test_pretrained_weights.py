@@ -1,0 +1,112 @@
+"""Starting weights of timm backbones and smp encoders: local files load exactly, their facts reach the record,
+bad files and an unreachable hub fail at build with a message that says what to do."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from matcv.datamodules.core.atomic_io import sha256_file
+from matcv.lightning_modules import pretrained_weights
+from matcv.lightning_modules.rating import RatingTask
+from matcv.lightning_modules.segmentation import SmpSegmentationTask
+
+TINY_UNET = {"arch": "unet", "encoder_name": "resnet18",
+             "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}
+
+
+@pytest.fixture()
+def resnet_files(tmp_path):
+    """A resnet18 classifier's weights (with its fc head, as published files have) as safetensors and as .pt."""
+    torch.manual_seed(7)
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=10).state_dict().items()}
+    save_file(state, str(tmp_path / "resnet18.safetensors"))
+    torch.save(state, tmp_path / "resnet18.pt")
+    return state, tmp_path
+
+
+@pytest.mark.parametrize("name", ["resnet18.safetensors", "resnet18.pt"])
+def test_local_file_loads_exactly_and_is_stated(resnet_files, name):
+    state, folder = resnet_files
+    torch.manual_seed(0)
+    model = RatingTask(backbone="resnet18", weights_path=str(folder / name), pretrained_on="in-domain")
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)  # every backbone tensor is the file's
+    details = model.weights_facts.as_dict()
+    assert details == {"source": "local-file", "file": name, "sha256": sha256_file(folder / name),
+                       "pretrained_on": "in-domain"}
+    assert "weights_path" not in model.hparams  # a checkpoint rebuilds without the file
+
+
+def test_relative_name_found_in_weights_dir_and_default_pretrained_on(resnet_files, monkeypatch):
+    _, folder = resnet_files
+    monkeypatch.setenv("MATCV_WEIGHTS_DIR", str(folder))
+    model = RatingTask(backbone="resnet18", weights_path="resnet18.safetensors")
+    assert model.weights_facts.pretrained_on == "other" and model.weights_facts.source == "local-file"
+    assert RatingTask(backbone="resnet18").weights_facts.as_dict() == {
+        "source": "none", "file": None, "sha256": None, "pretrained_on": "none"}
+
+
+def test_missing_and_mismatched_files_are_named(resnet_files, tmp_path, monkeypatch):
+    _, folder = resnet_files
+    monkeypatch.delenv("MATCV_WEIGHTS_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="nothere.safetensors"):
+        RatingTask(backbone="resnet18", weights_path=str(tmp_path / "nothere.safetensors"))
+    with pytest.raises(ValueError, match=r"does not fit timm backbone resnet34: .*missing"):
+        RatingTask(backbone="resnet34", weights_path=str(folder / "resnet18.safetensors"))
+    extra = {k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=0).state_dict().items()}
+    extra["adapter.weight"] = torch.zeros(3)
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(ValueError, match=r"1 unexpected \(e.g. \['adapter.weight'\]\)"):
+        RatingTask(backbone="resnet18", weights_path=str(tmp_path / "extra.safetensors"))
+    with pytest.raises(ValueError, match="pretrained must be one of"):
+        RatingTask(backbone="resnet18", pretrained="imagenet21k")
+    with pytest.raises(ValueError, match="not both"):
+        RatingTask(backbone="resnet18", pretrained="imagenet", weights_path=str(folder / "resnet18.pt"))
+
+
+def test_code_in_a_weights_file_is_refused(tmp_path):
+    torch.save({"conv1.weight": torch.zeros(1), "hook": print}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="(?i)weights only|unsupported global"):
+        RatingTask(backbone="resnet18", weights_path=str(tmp_path / "evil.pt"))
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: RatingTask(backbone="resnet18", pretrained="imagenet"), "resnet18.a1_in1k.safetensors"),
+    (lambda: SmpSegmentationTask(**TINY_UNET, pretrained="imagenet"), "resnet18.imagenet.safetensors"),
+])
+def test_imagenet_with_the_hub_unreachable_fails_at_build_naming_the_file(build, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATCV_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(pretrained_weights, "hub_reachable", lambda timeout=0: False)  # whatever this machine has
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)  # nor a cached copy
+    with pytest.raises(pretrained_weights.HubUnreachableError, match=str(tmp_path / expected)):
+        build()
+
+
+def test_imagenet_file_placed_locally_is_used_without_the_hub(tmp_path, monkeypatch):
+    """The offline way out that the error names: timm's own loader reads the placed file (dropping its head)."""
+    torch.manual_seed(3)
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
+    save_file(state, str(tmp_path / "resnet18.a1_in1k.safetensors"))
+    monkeypatch.setenv("MATCV_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(pretrained_weights, "hub_reachable", lambda timeout=0: pytest.fail("asked the hub"))
+    model = RatingTask(backbone="resnet18", pretrained="imagenet")
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
+    assert model.weights_facts.as_dict() == {"source": "local-file", "file": "resnet18.a1_in1k.safetensors",
+                                             "sha256": sha256_file(tmp_path / "resnet18.a1_in1k.safetensors"),
+                                             "pretrained_on": "imagenet"}
+
+
+def test_smp_encoder_from_a_local_file_in_details(tmp_path):
+    torch.manual_seed(1)
+    source = SmpSegmentationTask(**TINY_UNET)
+    save_file({k: v.contiguous() for k, v in source.net.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    torch.manual_seed(2)
+    loaded = SmpSegmentationTask(**TINY_UNET, weights_path=str(tmp_path / "enc.safetensors"), pretrained_on="imagenet")
+    for name, tensor in source.net.encoder.state_dict().items():
+        assert torch.equal(tensor, loaded.net.encoder.state_dict()[name]), name
+    assert loaded.test_details()["weights"]["sha256"] == sha256_file(tmp_path / "enc.safetensors")
+    assert loaded.test_details()["weights"]["pretrained_on"] == "imagenet"
