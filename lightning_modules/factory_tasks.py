@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from matcv.datamodules.core.config import import_object
-from matcv.lightning_modules.edge_losses import RegionLoss
+from matcv.lightning_modules.edge_losses import DEFAULT_FTL_ALPHA, DEFAULT_FTL_BETA, RegionLoss
 from matcv.lightning_modules.localization import PHASE_CENTRE, TrainedLocalizationTask
 from matcv.lightning_modules.rating import RatingTask
 from matcv.lightning_modules.segmentation import SegmentationEvaluation
@@ -47,11 +47,13 @@ class FactorySegmentationTask(SegmentationEvaluation):
     factory must output that many logit maps (pass it in ``factory_args`` if the factory needs to be told)."""
 
     def __init__(self, factory: str, factory_args: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, overlap: str = "dice", ftl_alpha: float = DEFAULT_FTL_ALPHA,
+                 ftl_beta: float = DEFAULT_FTL_BETA) -> None:
         super().__init__(num_classes=1)
         self.save_hyperparameters()
         self.net = build_factory_network(factory, factory_args)
-        self.region_loss = RegionLoss(1, overlap="dice")
+        # overlap "ftl": Focal Tversky in place of Dice, as the DeepSC-Edge "+FTL" models (edge_guided.py) train.
+        self.region_loss = RegionLoss(1, overlap, ftl_alpha, ftl_beta)
 
     def prepare_from_training_data(self, datamodule) -> None:
         """Binary or multi-class, as the data is (the harness calls this before fitting)."""
@@ -59,7 +61,8 @@ class FactorySegmentationTask(SegmentationEvaluation):
         if num_classes != self.num_classes:
             self.num_classes = num_classes
             self.class_names = list(getattr(datamodule, "class_names", [])) or [f"class{c}" for c in range(num_classes)]
-            self.region_loss = RegionLoss(num_classes, overlap="dice")
+            self.region_loss = RegionLoss(num_classes, self.hparams.overlap, self.hparams.ftl_alpha,
+                                          self.hparams.ftl_beta)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.net(images)

@@ -85,6 +85,7 @@ class RatingTask(RatingEvaluation):
         pretrained: str = "none",
         weights_path: str | None = None,
         pretrained_on: str | None = None,
+        backbone_args: dict | None = None,
     ) -> None:
         super().__init__(ratings)
         if head not in HEADS:
@@ -95,7 +96,8 @@ class RatingTask(RatingEvaluation):
         if backbone_weights_path and weights_path:
             raise ValueError("give weights_path or its alias backbone_weights_path, not both")
         self.backbone, self.weights_facts = create_timm_backbone(
-            backbone, in_channels, pretrained, weights_path or backbone_weights_path, pretrained_on)
+            backbone, in_channels, pretrained, weights_path or backbone_weights_path, pretrained_on,
+            **(backbone_args or {}))  # timm keywords fixed at build, e.g. a ViT's or Swin's img_size, window_size
         self.head = make_head(head, self.backbone.num_features, self.num_classes)
         self.init_training_state(in_channels, class_weights)
 

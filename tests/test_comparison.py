@@ -282,12 +282,12 @@ def test_write_leaderboard_adds_comparison_columns_and_slices(tmp_path):
     assert "| 0.031 (n=6) | 0.062 (n=6) | 0.031 (n=6) |" in edge_row and edge_row.endswith("| best | unknown (no card) |")  # track: no card for "edge"
     other_row = next(line for line in markdown.splitlines() if line.startswith("| 2 | other |"))
     assert "| 1.92 | 0.5617 [" in other_row and "| +0.0117 [-0.0" in other_row and "| 0.688 (n=6) |" in other_row
-    assert other_row.endswith("| tied |")
+    assert other_row.endswith("| tied | unknown (no card) |")
     unet_row = next(line for line in markdown.splitlines() if line.startswith("| 3 | unet |"))
     assert "| 2.67 | 0.5500 [" in unet_row and "| +0.0000 | – | – | – |" in unet_row
-    assert unet_row.endswith("| no |")
+    assert unet_row.endswith("| no | from scratch |")  # its card: leaderboard/cards/segmentation/unet.yaml
     legacy_row = next(line for line in markdown.splitlines() if line.startswith("| 4 | legacy |"))
-    assert legacy_row.endswith("| 1 | 10 | – | – |" + " – |" * 15)
+    assert legacy_row.endswith("| 1 | 10 | – | – |" + " – |" * 15 + " unknown (no card) |")
     assert "(dice: 6 images in 6 groups, iou: 6 images in 6 groups; groups unknown: items treated as groups)" \
         in markdown and "baseline `unet`" in markdown
     assert "1 seed × 1–2 folds" in markdown and "Hardware: unknown (every run)." in markdown

@@ -1,6 +1,7 @@
 """Training speed of every model of a task at a profile's image and batch size, on this machine.
 
     python -m matcv.benchmarks.speed.training_speed --task segmentation --profile quick
+    python -m matcv.benchmarks.speed.training_speed --task rating --models resnet18 vit-tiny swin
 
 Prints images/s for a training step (forward + loss + backward + optimizer step) on random inputs, so a
 profile's epochs can be sized for the hardware (the quick profile must fit a 2-core CPU). Numbers, not
@@ -21,11 +22,14 @@ def training_images_per_second(model, image_size: int, batch_size: int, steps: i
     optimizer = model.configure_optimizers()
     images = torch.randn(batch_size, 3, image_size, image_size)
     masks = (torch.rand(batch_size, 1, image_size, image_size) > 0.9).float()
+    rating_model = hasattr(model, "rating_index")  # a rater: random ratings instead of masks
+    if rating_model:
+        labels = model.rating_index(torch.tensor(model.ratings)[torch.randint(len(model.ratings), (batch_size,))])
     model.train()
     for step in range(warmup + steps):
         if step == warmup:
             started = time.perf_counter()
-        loss = model.loss(model(images), masks)
+        loss = model._loss(model(images), labels) if rating_model else model.loss(model(images), masks)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -37,12 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default="segmentation")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--models", nargs="*", help="only these models of the profile (default: all)")
     args = parser.parse_args(argv)
     config = TaskConfig.load(args.task)
     dm_args = config.resolve(args.profile, config.model_names(args.profile)[0])["datamodule"]["args"]
     size, batch = dm_args["image_size"], dm_args["batch_size"]
     print(f"{config.task}/{args.profile}: {size}x{size} px, batch {batch}, {torch.get_num_threads()} threads")
-    for name in config.model_names(args.profile):
+    for name in config.model_names(args.profile, args.models):
         resolved = config.resolve(args.profile, name)["model"]
         model = import_object(resolved["class"])(**resolved["args"])
         if not model.requires_training:

@@ -151,9 +151,8 @@ def submission_card(name: str, task: str, model: str, authors: list[str] | None,
     (no paper, no pretraining, no extra data, licence unspecified), the measured fields filled in where
     ``given`` leaves them out or null; ``SubmissionError`` naming the field when it breaks the schema."""
     given = dict(given or {})
-    for field, value in (("name", name), ("task", task)):
-        if given.get(field, value) != value:
-            raise SubmissionError(f"--card: field '{field}' is {given[field]!r}, the submission's is {value!r}")
+    if given.get("task", task) != task:
+        raise SubmissionError(f"--card: field 'task' is {given['task']!r}, the submission's is {task!r}")
     card = {"schema": CARD_SCHEMA, "name": name, "task": task, "authors": list(authors or []) or ["unspecified"],
             "paper": None, "code": None, "implementation": model, "licence": "unspecified", "pretrained_on": "none",
             "weights": None, "extra_training_data": "none", **given}

@@ -149,16 +149,12 @@ def _read_metadata(folder: Path) -> dict:
 
 
 def _check_card(metadata: dict) -> None:
-    """The submission's model card: the schema of the built-in cards (the error names the field), and it
-    describes this submission (its tracks are read from it)."""
+    """The submission's model card against the schema of the built-in cards (the error names the field); its
+    track is read from it. Its ``name`` and ``task`` describe the model, which a renamed copy keeps: not compared."""
     try:
-        card = check_card(metadata["card"], "metadata.json: card")
+        check_card(metadata["card"], "metadata.json: card")
     except CardError as error:
         raise Rejected(str(error)) from None
-    for field in ("name", "task"):
-        if card[field] != metadata[field]:
-            raise Rejected(f"metadata.json: card field '{field}' is {card[field]!r}, the submission's is "
-                           f"{metadata[field]!r}")
 
 
 def _depth(value) -> int:
