@@ -221,6 +221,22 @@ def _set_classes(raw: dict, source: Path, description: DatasetDescription | None
                 raise ConfigError(f"{source}: model {name!r} has {key} {args[key]!r}, but the data's "
                                   f"{description.source} says {value!r}")
             args[key] = value
+        if "num_classes" not in accepted:
+            # A factory-built network (MedT, smp's SegFormer through FactorySegmentationTask) takes its output
+            # channels from factory_args, here and in any profile override of them; the task itself follows the
+            # DataModule's classes at run time.
+            for holder in [args] + [profile.get("model_overrides", {}).get(name) or {}
+                                    for profile in raw["profiles"].values()]:
+                holder.update(_with_outputs(holder.get("factory_args"), outputs))
+
+
+def _with_outputs(factory_args, outputs: int) -> dict:
+    """``{"factory_args": ...}`` with its output-channel count (``num_classes``, or smp's ``classes``) set to
+    ``outputs``; nothing when it names none."""
+    if not isinstance(factory_args, dict):
+        return {}
+    keys = [key for key in ("num_classes", "classes") if key in factory_args]
+    return {"factory_args": {**factory_args, **{key: outputs for key in keys}}} if keys else {}
 
 
 def adapted_task(task: str | Path, data_root: str | Path | None, image_size: int | None = None,

@@ -440,7 +440,12 @@ def test_segmentation_yaml_is_fitted_to_a_described_folder(tmp_path):
     assert raw["datamodule"] == {"class": USER_DATAMODULE, "args": {}}
     assert raw["group_column"] == "group" and "slices" not in raw["comparison"]
     for entry in raw["models"].values():  # every built-in segmentation model takes the data's classes
-        assert entry["args"]["num_classes"] == 3 and entry["args"]["class_names"] == CLASSES
+        if "factory_args" in entry["args"]:  # a factory's network (MedT, SegFormer): its output channels
+            factory_args = entry["args"]["factory_args"]
+            assert factory_args.get("num_classes", factory_args.get("classes")) == 3
+        else:
+            assert entry["args"]["num_classes"] == 3 and entry["args"]["class_names"] == CLASSES
+    assert raw["profiles"]["tiny"]["model_overrides"]["medt"]["factory_args"]["num_classes"] == 3  # overrides too
     quick = raw["profiles"]["quick"]["datamodule"]
     assert quick["crop_size"] == 32 and "image_size" not in quick and quick["crops_per_image"] == 2
     assert adapted_config("segmentation", tmp_path, image_size=64)["profiles"]["quick"]["datamodule"]["image_size"] == 64
