@@ -316,7 +316,9 @@ def verify_runs(runs_dir: str | Path = "runs", progress: bool = True, echo=None)
             shown = folder.relative_to(runs_dir).as_posix()
         except ValueError:
             shown = str(folder)
-        check = check_run(folder, record, source, f"{shown} {record.get('model')} fold {record.get('fold')}")
+        replicate = record.get("replicate")
+        seed = f" seed {replicate + 1}" if isinstance(replicate, int) and replicate else ""
+        check = check_run(folder, record, source, f"{shown} {record.get('model')} fold {record.get('fold')}{seed}")
         checks.append(check)
         (echo or tqdm.write)(check.line())
     return checks
