@@ -134,9 +134,10 @@ def _builtin_columns(table: pd.DataFrame) -> list[tuple[str, object]]:
         if f"{m}_diff" in table:
             columns.append((f"{m} Δ baseline", lambda r, m=m: _number(r[f"{m}_diff"], "+.4f")))
         if f"{m}_p_holm" in table:
-            columns.append((f"{m} p (Holm)", lambda r, m=m: _p(r[f"{m}_p_holm"])))
+            columns.append((f"{m} p (Holm, groups)", lambda r, m=m: _p(r[f"{m}_p_holm"]) + _groups(r, m)))
         if f"{m}_tied_best" in table:
-            columns.append((f"{m} tied best", lambda r, m=m: "≈ best" if _true(r[f"{m}_tied_best"]) else ""))
+            columns.append((f"{m} vs best", lambda r, m=m: "best" if _true(r.get(f"{m}_is_best"))
+                            else "≈ best" if _true(r[f"{m}_tied_best"]) else ""))
     if "params" in table:
         columns.append(("params", lambda r: _params(r["params"])))
     if "fit_s_mean" in table:
@@ -145,15 +146,26 @@ def _builtin_columns(table: pd.DataFrame) -> list[tuple[str, object]]:
         columns.append(("infer ms/item", lambda r: _number(r["infer_ms_per_item"], ".2f")))
     if "hardware" in table:
         columns.append(("hardware", lambda r: "–" if pd.isna(r["hardware"]) else r["hardware"]))
+    if "track" in table:
+        columns.append(("track", lambda r: "–" if pd.isna(r["track"]) else r["track"]))
     return columns
 
 
+def _groups(row, metric: str) -> str:
+    """" (n=8)": the number of groups a p-value was computed over, where the table says."""
+    n = row.get(f"{metric}_n_groups")
+    return "" if n is None or pd.isna(n) or pd.isna(row.get(f"{metric}_p_holm")) else f" (n={int(n)})"
+
+
 BUILTIN_NOTES = {  # header suffix -> what the column means, said once under a table that has it
-    " CI": "CI: confidence interval [low, high] of the mean over folds",
+    " CI": "CI: 95 % interval [low, high] of the mean: a bootstrap that resamples specimen groups where the model "
+           "has per-item scores, else a t-interval over folds (the Markdown table marks which)",
     " seed std": "seed std: spread between training seeds",
-    " Δ baseline": "Δ baseline: difference of the mean to the baseline model's",
-    " p (Holm)": "p (Holm): the comparison's p-value, Holm-adjusted over the models compared",
-    " tied best": "≈ best: not significantly different from the best model",
+    " Δ baseline": "Δ baseline: mean over groups of (model − baseline)",
+    " p (Holm, groups)": "p (Holm, groups): paired Wilcoxon test against the baseline over n specimen groups, "
+                         "Holm-adjusted over the models compared",
+    " vs best": "vs best: ≈ best when the 95 % interval of the difference to the best model includes 0",
+    "track": "track: from scratch, pretrained (ImageNet), pretrained (in-domain) or extra data, from the model card",
 }
 
 

@@ -175,7 +175,7 @@ def test_html_page_has_the_ranking_the_scatter_and_the_new_columns_and_still_ren
     assert "c/old: no training time (fit_s_mean) in its table." in section
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page  # every text escaped
     new_table = page.split("matcv leaderboard: seg a__quick")[1].split("</table>")[0]
-    for header in ("dice CI", "dice seed std", "dice Δ baseline", "dice p (Holm)", "dice tied best", "params",
+    for header in ("dice CI", "dice seed std", "dice Δ baseline", "dice p (Holm, groups)", "dice vs best", "params",
                    "fit s/fold", "infer ms/item", "hardware"):
         assert f"<th>{header}</th>" in new_table
     assert "<td>[0.8000, 0.8800]</td>" in new_table and "<td>&lt;0.001</td>" in new_table
