@@ -92,6 +92,10 @@ def test_bad_options_are_refused(checkpoint):
         SamBaseline(checkpoint=str(checkpoint), model_type=TINY_TEST, mode="full")
     with pytest.raises(ValueError, match="model_type must be one of"):
         SamBaseline(checkpoint=str(checkpoint), model_type="vit_s")
+    # Random weights only for the smoke-test architecture (the YAMLs' tiny profile), never for a real SAM.
+    assert SamBaseline(checkpoint="random", model_type=TINY_TEST).test_details()["weights"]["source"] == "none"
+    with pytest.raises(ValueError, match="only for model_type 'tiny-test'"):
+        SamBaseline(checkpoint="random", model_type="vit_b")
 
 
 def test_box_around_a_scribe_line_in_resized_coordinates():
