@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from matcv.lightning_modules.rating import RatingEvaluation, RatingTask
+from matcv.lightning_modules.rating import RatingTask
+from matcv.lightning_modules.rating_baselines import PhotoFeatureBaseline
 
 CLASSIFIERS = ("majority", "logistic", "random_forest")
 
@@ -42,48 +42,26 @@ def colour_texture_features(image: np.ndarray) -> np.ndarray:
                            [magnitude.mean(), magnitude.std()]]).astype(np.float32)
 
 
-class ColourTextureBaseline(RatingEvaluation):
+class ColourTextureBaseline(PhotoFeatureBaseline):
     """Not trained by Lightning: fitted on the training partition's raw photos (``fit_baseline``), then it labels
     test photos by their item ids. ``majority`` always answers the training part's most frequent class (the floor
     every model must beat); ``logistic`` / ``random_forest`` learn from ``colour_texture_features``."""
 
-    requires_training = False
     monitor = "val_accuracy"
     mode = "max"
+    photo_features = staticmethod(colour_texture_features)
 
     def __init__(self, classifier: str = "logistic", ratings: Sequence[int] = (5, 6, 7, 8, 9), seed: int = 0):
-        super().__init__(ratings)
         if classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
-        self.save_hyperparameters()
         if classifier == "majority":
             model = DummyClassifier(strategy="most_frequent")
         elif classifier == "logistic":
             model = LogisticRegression(max_iter=2000)
         else:
             model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed)
-        self.classifier = make_pipeline(StandardScaler(), model)
-        self._images: dict[str, np.ndarray] = {}
-        # A parameter-free module still needs a device anchor for Lightning.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError(f"{type(self).__name__} labels photos through test_step, not forward")
-
-    def fit_baseline(self, datamodule) -> None:
-        train = datamodule.datasets["train"]
-        features = np.stack([colour_texture_features(image) for image in train.images])
-        self.classifier.fit(features, np.asarray(train.ratings))
-        test = datamodule.datasets["test"]
-        self._images = dict(zip(test.item_ids, test.images))  # raw photos, not the standardised tensors
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        items = list(batch["item_id"])
-        probabilities = self.classifier.predict_proba(np.stack([colour_texture_features(self._images[i])
-                                                                for i in items]))
-        best = probabilities.argmax(1)
-        predicted = [int(self.classifier.classes_[b]) for b in best]
-        self.record_predictions(items, batch["rating"].tolist(), predicted, probabilities.max(1).tolist())
+        super().__init__(make_pipeline(StandardScaler(), model), ratings)
+        self.save_hyperparameters()
 
     def figure_title(self) -> str:
         return f"colour/texture statistics + {self.hparams.classifier}"

@@ -84,31 +84,42 @@ class _TestItemsBaseline(RatingEvaluation):
         return int(min(max(rating, self.ratings[0]), self.ratings[-1]))
 
 
-class HandCraftedRatingBaseline(_TestItemsBaseline):
-    def __init__(self, classifier: str = "random_forest", ratings: Sequence[int] = (5, 6, 7, 8, 9), seed: int = 0):
+class PhotoFeatureBaseline(_TestItemsBaseline):
+    """A scikit-learn ``classifier`` (a pipeline) on ``photo_features(image)`` of the raw photos: fitted on the
+    training partition, it rates test photos by their item ids. Subclasses name the features (the class attribute
+    ``photo_features = staticmethod(...)``) and the classifier."""
+
+    def __init__(self, classifier, ratings: Sequence[int] = (5, 6, 7, 8, 9)) -> None:
         super().__init__(ratings)
-        self.save_hyperparameters()
+        self.classifier = classifier
+        self._images: dict[str, np.ndarray] = {}
+
+    def fit_baseline(self, datamodule) -> None:
+        train = datamodule.datasets["train"]
+        features = np.stack([self.photo_features(image) for image in train.images])
+        self.classifier.fit(features, np.asarray(train.ratings))
+        test = datamodule.datasets["test"]
+        self._images = dict(zip(test.item_ids, test.images))  # raw photos, not the standardised tensors
+
+    def rate(self, items: Sequence[str]) -> tuple[list[int], list[float]]:
+        probabilities = self.classifier.predict_proba(np.stack([self.photo_features(self._images[i]) for i in items]))
+        classes = self.classifier.classes_
+        best = probabilities.argmax(1)
+        return [self.clip(int(classes[b])) for b in best], probabilities.max(1).tolist()
+
+
+class HandCraftedRatingBaseline(PhotoFeatureBaseline):
+    photo_features = staticmethod(scribe_band_features)
+
+    def __init__(self, classifier: str = "random_forest", ratings: Sequence[int] = (5, 6, 7, 8, 9), seed: int = 0):
         if classifier == "random_forest":
             model = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, random_state=seed)
         elif classifier == "logistic":
             model = LogisticRegression(max_iter=2000)
         else:
             raise ValueError(f"classifier must be 'random_forest' or 'logistic', got {classifier!r}")
-        self.classifier = make_pipeline(StandardScaler(), model)
-        self._images: dict[str, np.ndarray] = {}
-
-    def fit_baseline(self, datamodule) -> None:
-        train = datamodule.datasets["train"]
-        features = np.stack([scribe_band_features(image) for image in train.images])
-        self.classifier.fit(features, np.asarray(train.ratings))
-        test = datamodule.datasets["test"]
-        self._images = dict(zip(test.item_ids, test.images))  # raw photos, not the standardised tensors
-
-    def rate(self, items: Sequence[str]) -> tuple[list[int], list[float]]:
-        probabilities = self.classifier.predict_proba(np.stack([scribe_band_features(self._images[i]) for i in items]))
-        classes = self.classifier.classes_
-        best = probabilities.argmax(1)
-        return [self.clip(int(classes[b])) for b in best], probabilities.max(1).tolist()
+        super().__init__(make_pipeline(StandardScaler(), model), ratings)
+        self.save_hyperparameters()
 
     def figure_title(self) -> str:
         return f"hand-crafted features + {self.hparams.classifier}"
