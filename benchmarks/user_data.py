@@ -60,6 +60,8 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
     described_masks = datamodule["class"] == CORROSION_DATAMODULE and target == "mask"
     switch = described_masks and data_root is not None and (description is not None or crop_size is not None)
     label_set = "labels" in datamodule.get("args", {}) and data_root is not None and Path(data_root).is_dir()
+    if not switch and datamodule["class"] != USER_DATAMODULE:
+        _say_split_not_run(data_root, raw.get("task", "this"))
     if not switch and description is None and datamodule["class"] != USER_DATAMODULE \
             and image_size is None and crop_size is None and not label_set:
         return None
@@ -153,6 +155,15 @@ def _add_published_split(raw: dict, data_root: Path) -> None:
         profile.setdefault("companion_profiles", []).append(name + PUBLISHED_SUFFIX)
         if declared:
             raw.setdefault("unpublished", {})[name + PUBLISHED_SUFFIX] = "a user's own published split"
+
+
+def _say_split_not_run(data_root: str | Path | None, task: str) -> None:
+    """Never silently: a manifest's split column runs as a protocol only through the described-data route."""
+    manifest = Path(data_root) / MANIFEST_NAME if data_root is not None else None
+    if manifest is not None and manifest.is_file() and "split" in _header(manifest):
+        print(f"[matcv] the split column of {manifest} is not run as a protocol of its own for the {task} task: "
+              f"only grouped CV runs (a segmentation folder with a dataset.yaml runs its published split beside "
+              f"grouped CV)", file=sys.stderr, flush=True)
 
 
 def _header(path: Path) -> list[str]:

@@ -119,3 +119,11 @@ def test_a_split_without_test_rows_fails_alone_with_a_clear_message(tmp_path, ca
     records = (done.folder / "records.jsonl").read_text().splitlines()
     assert len(records) == 2 and all(json.loads(r)["status"] == "ok" for r in records)  # grouped CV ran
     assert not (done.folder.parent / "quick-published-split").exists()
+
+
+def test_a_split_column_that_is_not_run_as_a_protocol_is_said(tmp_path, capsys):
+    # A binary-mask folder without dataset.yaml runs grouped CV only: its split column must not pass silently.
+    (tmp_path / "manifest.csv").write_text("image_path,mask_path,rating,panel_id,split\n")
+    assert adapted_config("segmentation", tmp_path) is None  # the built-in route, unchanged
+    error = capsys.readouterr().err
+    assert "split column" in error and "only grouped CV runs" in error
