@@ -18,7 +18,7 @@ help:
 	@echo "make test         fast test suite (tiny generated data)"
 	@echo "make test-slow    slow checks too (DDP on CPU, bigger end-to-end runs)"
 	@echo "make data         generate the built-in synthetic data for TASK/PROFILE"
-	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write index.html"
+	@echo "make leaderboard  rebuild leaderboard tables from runs/, validate submissions, write leaderboard/site/index.html (interactive; open from disk)"
 	@echo "make verify       recompute every run's metrics from its saved test predictions (runs/)"
 	@echo "make submit TASK=segmentation MODEL=my_pkg.my_module:build NAME=my-net [PROFILE=quick] [MODEL_PATH=.] [ARGS='--authors ... --dataset ...']"
 	@echo "                  TASK: a task whose YAML has a submission block (\`$(BIN)/matcv submit --help\` lists them)"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from matcv.benchmarks.user_data import adapted_task
-from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks, named_datasets
+from matcv.datamodules.core.config import ConfigError, TaskConfig, available_tasks, check_train_fractions, named_datasets
 
 EPILOG = """examples:
   matcv bench --task segmentation                      quick profile on the built-in synthetic panels
@@ -38,6 +38,18 @@ def _str_list(text: str) -> list[str]:
     if not values:  # an empty list must not silently mean "all models"
         raise argparse.ArgumentTypeError(f"no model name in {text!r}; give e.g. unet,fpn or leave the option out")
     return values
+
+
+def _fraction_list(text: str) -> list[float]:
+    """``--train-fraction 0.25,0.5,1``: fractions in (0, 1], each named once."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}; give e.g. 0.25,0.5,1") from None
+    try:
+        return check_train_fractions(values, "--train-fraction")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _count(minimum: int):
@@ -88,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train every model x fold N times with N training seeds on the same folds (default: the "
                             "profile's 'seeds', else 1); seed 1 is the single-seed run, so raising N later runs only "
                             "the new seeds")
+    bench.add_argument("--train-fraction", type=_fraction_list, default=None, metavar="F,F,...",
+                       help="a learning curve: also train every model x fold (x seed) on these shares of the fold's "
+                            "training groups, nested and the same for every model (e.g. 0.25,0.5,1; default: the "
+                            "profile's 'train_fractions', else 1); validation and test parts are unchanged, and "
+                            "fraction 1 is the normal run")
     bench.add_argument("--fold-manifest", type=Path, default=None,
                        help="use this existing fold manifest instead of creating one (e.g. an official one); "
                             "a path that does not exist is an error")
@@ -154,12 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, default=Path("generated"), help="output folder (default generated/)")
 
     board = commands.add_parser("leaderboard", help="rebuild the leaderboard tables from the run records",
-                                description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl.")
+                                description="Rebuild Markdown/CSV leaderboards from every runs/<task>/<data>/<profile>/records.jsonl "
+                                            "and the committed reference board (leaderboard/reference/; a local run "
+                                            "replaces its published copy).")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="folder of benchmark runs (default: runs/)")
     board.add_argument("--out", type=Path, default=Path("leaderboard/results"), help="output folder")
     board.add_argument("--track", default=None, metavar="TRACK",
                        help='only the models of one track (from their model cards): "from scratch", '
                             '"pretrained (ImageNet)", "pretrained (in-domain)" or "extra data"')
+    board.add_argument("--publish", type=Path, action="append", default=[], metavar="RUN_FOLDER",
+                       help="first copy this benchmark folder (runs/<task>/<dataset>/<profile>) to the committed "
+                            "reference board, leaderboard/reference/, and write its scores into the built-in "
+                            "models' cards (repeatable)")
+    board.add_argument("--no-reference", action="store_true",
+                       help="tables from --runs only, without the committed reference board")
 
     verify = commands.add_parser(
         "verify", help="recompute every run's metrics from the test predictions it kept (predictions.npz)",
@@ -189,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             task, data_root = resolve_data_argument(args.task, args.data, args.data_root)
             task = adapted_task(task, data_root, args.image_size, args.crop_size)  # fitted to dataset.yaml, sizes
             run_and_report(task, args.profile, data_root=data_root, models=args.models, folds=args.folds,
-                           seeds=args.seeds,
+                           seeds=args.seeds, train_fractions=args.train_fraction,
                            output_dir=args.output, accelerator=args.accelerator, devices=args.devices,
                            retry_failed=args.retry_failed, fold_manifest=args.fold_manifest,
                            leaderboard_dir=args.leaderboard_dir, progress=not args.no_progress,
@@ -218,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             from matcv.leaderboard.model_cards import check_track
             from matcv.leaderboard.rebuild import write_all_leaderboards
 
-            written = write_all_leaderboards(args.runs, args.out, track=check_track(args.track))
+            from matcv.leaderboard import reference
+
+            for folder in args.publish:
+                print(f"published {folder} -> {reference.publish(folder, reference.REFERENCE_DIR, reference.CARDS_DIR)}")
+            written = write_all_leaderboards(args.runs, args.out, track=check_track(args.track),
+                                             reference_dir=None if args.no_reference else reference.REFERENCE_DIR)
             if not written:
                 print(f"no records under {args.runs}/<task>/<dataset>/<profile>/records.jsonl; run `matcv bench` first")
                 return 1

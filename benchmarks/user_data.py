@@ -26,6 +26,7 @@ import atexit
 import copy
 import csv
 import inspect
+import math
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from matcv.datamodules.core.atomic_io import atomic_write_text
-from matcv.datamodules.core.config import ConfigError, TaskConfig, import_object
+from matcv.datamodules.core.config import ConfigError, TaskConfig, import_object, named_datasets
 from matcv.datamodules.dataset_description import DatasetDescription, read_description
 from matcv.datamodules.manifest import MANIFEST_NAME
 
@@ -72,6 +73,7 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
         _set_sizes(raw, description, options)
         _set_classes(raw, config.source, description)
         if data_root is not None:
+            _fit_val_fraction(raw, Path(data_root))
             _add_published_split(raw, Path(data_root))
     else:
         _set_options(raw, config.source, options)
@@ -155,6 +157,35 @@ def _add_published_split(raw: dict, data_root: Path) -> None:
         profile.setdefault("companion_profiles", []).append(name + PUBLISHED_SUFFIX)
         if declared:
             raw.setdefault("unpublished", {})[name + PUBLISHED_SUFFIX] = "a user's own published split"
+
+
+def _fit_val_fraction(raw: dict, data_root: Path) -> None:
+    """A profile's validation share raised where the folder has too few groups for it: ``val_fraction`` asks for
+    round(1 / val_fraction) grouped splits of each fold's training part, which a user's 6 specimens in 3 folds
+    (4 training groups) cannot give at the YAML's 0.2. Raised to the smallest share that fits (at most 0.45, as
+    ``folds.make_fold_manifest`` suggests), and said on stderr; a folder too small for any is left to the
+    harness's message."""
+    from matcv.datamodules.user_segmentation import UserSegmentationDataModule  # reads the folder only when needed
+
+    try:
+        n_groups = len(set(UserSegmentationDataModule.index_dataset(data_root)["groups"]))
+    except (ValueError, OSError):  # an unreadable folder: the data check and the harness name its problems
+        return
+    raised = []
+    for name, profile in raw["profiles"].items():
+        folds, fraction = profile.get("folds"), profile.get("val_fraction")
+        if profile.get("smoke_test") or not isinstance(folds, int) or not isinstance(fraction, (int, float)) \
+                or not 2 <= folds <= n_groups or not 0 < fraction < 0.5:
+            continue
+        training_groups = n_groups - math.ceil(n_groups / folds)  # the smallest training part, folds even
+        if training_groups < 2 or max(2, round(1 / fraction)) <= training_groups:
+            continue
+        profile["val_fraction"] = min(math.ceil(100 / training_groups) / 100, 0.45)
+        raised.append(f"{name} ({folds} folds) {fraction:g} -> {profile['val_fraction']:g}")
+    if raised:
+        print(f"[matcv] {data_root}: {n_groups} groups leave too few training groups per fold for the profile's "
+              f"grouped validation split (round(1 / val_fraction) splits); val_fraction raised: "
+              f"{', '.join(raised)}", file=sys.stderr, flush=True)
 
 
 def _say_split_not_run(data_root: str | Path | None, task: str) -> None:
@@ -250,10 +281,28 @@ def _with_outputs(factory_args, outputs: int) -> dict:
     return {"factory_args": {**factory_args, **{key: outputs for key in keys}}} if keys else {}
 
 
+def _preset_task(task: str | Path, data_root: str | Path | None) -> str | None:
+    """The named-dataset YAML of ``task`` for a folder in a preset's layout, or None (said on stderr)."""
+    from matcv.datamodules.superalloy_files import is_release
+
+    if data_root is None or not isinstance(task, str) or not is_release(data_root):
+        return None
+    named = named_datasets(task).get("superalloy")
+    if named is not None:
+        print(f"[matcv] {data_root} is the NASA superalloy release's layout (no {MANIFEST_NAME}): read with its "
+              f"preset, the {named!r} task", file=sys.stderr, flush=True)
+    return named
+
+
 def adapted_task(task: str | Path, data_root: str | Path | None, image_size: int | None = None,
                  crop_size: int | None = None) -> str | Path:
     """``task`` itself, or the path of its YAML fitted to the data and the size options: a file in a temporary
-    folder that lives as long as this process (the harness reads it once, then keeps a copy with the runs)."""
+    folder that lives as long as this process (the harness reads it once, then keeps a copy with the runs).
+    A folder in a preset's published layout (the NASA superalloy release, no manifest.csv) runs the task's YAML
+    for that dataset (``segmentation-superalloy``), whose DataModule reads the layout as a manifest."""
+    preset = _preset_task(task, data_root)
+    if preset is not None:
+        task = preset
     raw = adapted_config(task, data_root, image_size, crop_size)
     if raw is None:
         return task

@@ -4,6 +4,12 @@
 manifest, checks the fold manifest against the data and for group leaks, and loads the fold's images.
 Images are standardised with statistics of the fold's *training* partition only, so nothing of the
 validation or test photos leaks into the inputs.
+
+Unlabelled photos (rating target: rows with an empty rating cell, ``manifest.unlabelled_rows``) are in no fold.
+A fold offers them as ``datasets["unlabelled"]`` (standardised like the training part) when their group is in
+its training part or is the group of no labelled photo, so a held-out panel's unlabelled photos never reach
+training. Only a model with ``uses_unlabelled = True`` gets them: its training batches are
+``{"labelled": ..., "unlabelled": ...}`` (``train_dataloader``); every other model trains exactly as before.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
 from matcv.datamodules.base import BenchmarkDataModule
 from matcv.datamodules.dataset_description import DESCRIPTION_NAME, description_path, read_description
-from matcv.datamodules.folds import FoldManifestError
+from matcv.datamodules.folds import PER_ITEM_GROUP_COLUMNS, FoldManifestError
 from matcv.datamodules.manifest import (
     MANIFEST_NAME,
     MAX_LISTED_PROBLEMS,
@@ -33,11 +40,22 @@ from matcv.datamodules.manifest import (
     read_image,
     read_mask,
     scan_manifest,
+    unlabelled_rows,
 )
 from matcv.datamodules.panel_evaluation import PanelItemEvaluator
 from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
 
-TARGETS = ("mask", "rating")
+TARGETS = ("mask", "rating", "rating+mask")
+# "rating+mask": every photo with both its rating and its corrosion mask (a model that learns both at once,
+# ``lightning_modules.segment_and_rate``); the manifest must then have both columns.
+
+
+def target_has_masks(target: str) -> bool:
+    return target in ("mask", "rating+mask")
+
+
+def target_has_ratings(target: str) -> bool:
+    return target in ("rating", "rating+mask")
 
 
 def resolve_data_root(data_root: str | Path | None, generator: dict | None = None, progress: bool = True) -> Path:
@@ -63,17 +81,22 @@ def manifest_spec(target: str, ratings: Sequence[int] | None = None) -> Manifest
     the classes the task learns."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    classes = tuple(int(r) for r in (TASK_RATINGS if ratings is None else ratings)) if target == "rating" else None
+    classes = (tuple(int(r) for r in (TASK_RATINGS if ratings is None else ratings)) if target_has_ratings(target)
+               else None)
     # Labels of a user's own classification (dataset.yaml) may lie outside ASTM's 0..10.
     span = (0, 10) if ratings is None or not classes else (min(0, *classes), max(10, *classes))
-    return ManifestSpec(group_column="panel_id", require_mask=target == "mask", require_rating=target == "rating",
-                        rating_classes=classes, rating_range=span)
+    return ManifestSpec(group_column="panel_id", require_mask=target_has_masks(target),
+                        require_rating=target_has_ratings(target),
+                        rating_classes=classes, rating_range=span,
+                        # An empty rating is an unlabelled photo (module doc); a classification's empty label
+                        # stays a problem (``scan_labelled`` reads labels without ``require_rating``).
+                        allow_unlabelled=target == "rating")
 
 
 def refuse_described_masks(data_root: str | Path, target: str) -> None:
     """A folder whose dataset.yaml describes its masks (classes, colours, ignore) is not read here, where masks
     are binary {0,1}/{0,255}: say which DataModule reads it rather than report its class values as bad masks."""
-    if target == "mask" and description_path(data_root).is_file():
+    if target_has_masks(target) and description_path(data_root).is_file():
         raise ManifestError(f"{description_path(data_root)}: this folder describes its masks in {DESCRIPTION_NAME}, "
                             f"which CorrosionPanelsDataModule (binary masks) does not read: run `matcv bench --task "
                             f"segmentation --data-root {data_root}` (it picks the DataModule for {DESCRIPTION_NAME}), "
@@ -126,10 +149,30 @@ def scan_labelled(data_root: str | Path, spec: ManifestSpec, labels: Sequence[st
 
 
 def _index(table, spec: ManifestSpec) -> dict:
+    # Unlabelled photos are in no fold (not items), but they are part of the data: the data hash covers them.
     files = list(table["image_path"]) + (list(table["mask_path"]) if spec.require_mask else [])
-    strata = list(table["rating"]) if "rating" in table and table["rating"].notna().all() else None
-    return {"items": list(table["image_path"]), "groups": list(table[spec.group_column]), "strata": strata,
-            "files": files}
+    unlabelled = unlabelled_rows(table, spec)
+    if not unlabelled.any():  # exactly the index of before unlabelled photos existed: same folds, same hash
+        strata = list(table["rating"]) if "rating" in table and table["rating"].notna().all() else None
+        return {"items": list(table["image_path"]), "groups": list(table[spec.group_column]), "strata": strata,
+                "files": files}
+    labelled = table[~unlabelled]
+    return {"items": list(labelled["image_path"]), "groups": list(labelled[spec.group_column]),
+            "strata": [int(r) for r in labelled["rating"]], "files": files,
+            "unlabelled": list(table["image_path"][unlabelled])}
+
+
+def unlabelled_note(table, spec: ManifestSpec) -> str | None:
+    """What ``matcv data --check`` says of a manifest's unlabelled photos, or None when it has none."""
+    unlabelled = unlabelled_rows(table, spec)
+    if not unlabelled.any():
+        return None
+    groups = set(table[spec.group_column][unlabelled])
+    shared = groups & set(table[spec.group_column][~unlabelled])
+    return (f"{int(unlabelled.sum())} unlabelled photo(s) (empty rating) in {len(groups)} group(s), "
+            f"{len(shared)} of them shared with labelled photos: in no fold, never validated or tested on; only "
+            f"semi-supervised models (e.g. resnet18-mixmatch) train on them, in a fold whose held-out groups "
+            f"they are not in")
 
 
 def resize_photo(image: np.ndarray, size: int) -> np.ndarray:
@@ -178,6 +221,23 @@ class PanelPhotos(Dataset):
         if self.ratings is not None:
             sample["rating"] = torch.tensor(int(self.ratings[index]))
         return sample
+
+
+class PhotoViews(Dataset):
+    """``views`` independently augmented copies of each photo of ``photos``, stacked: ``image`` (views, C, H, W);
+    MixMatch guesses an unlabelled photo's label from several augmentations of it (Berthelot et al. 2019)."""
+
+    def __init__(self, photos: PanelPhotos, views: int = 1):
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        self.photos, self.views = photos, int(views)
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, index: int) -> dict:
+        samples = [self.photos[index] for _ in range(self.views)]
+        return {"image": torch.stack([s["image"] for s in samples]), "item_id": samples[0]["item_id"]}
 
 
 class CorrosionPanelsDataModule(BenchmarkDataModule):
@@ -251,7 +311,8 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
             more = f"\n  ... and {len(everything) - len(shown)} more" if len(everything) > len(shown) else ""
             count = f"{len(everything)} problem(s)" if problems else f"{len(bad_files)} bad file(s)"
             raise ManifestError(f"{root / MANIFEST_NAME}: {count}:\n  " + "\n  ".join(shown) + more)
-        return {**_index(table, spec), "notes": list(table.attrs.get("notes", []))}
+        note = unlabelled_note(table, spec)
+        return {**_index(table, spec), "notes": list(table.attrs.get("notes", [])) + ([note] if note else [])}
 
     @classmethod
     def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
@@ -266,6 +327,9 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         refuse_described_masks(self.data_root, self.target)
         table, problems, _ = scan_labelled(self.data_root, self.spec, self.labels)
         raise_problems(problems, Path(self.data_root) / MANIFEST_NAME)
+        unlabelled = unlabelled_rows(table, self.spec)
+        table, unlabelled_table = table[~unlabelled], table[unlabelled]
+        grouped_by: list[str] = []
 
         def groups(column: str | None) -> dict:
             # Folds are checked against the column they were grouped by: the specimen group, or any other
@@ -274,6 +338,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
             if column not in table.columns:
                 raise FoldManifestError(f"{self.fold_manifest_path} groups by {column!r}, which the data's "
                                         f"manifest does not have")
+            grouped_by.append(column)
             return dict(zip(table["image_path"], table[column]))
 
         folds = self.fold_items(groups)
@@ -281,30 +346,83 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         loaded = {p: self._load([by_item[i] for i in folds[p]]) for p in ("train", "val", "test")}
         train_pixels = loaded["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
         mean, std = train_pixels.mean(0), train_pixels.std(0) + 1e-6
-        augment = None
-        if self.augment and self.augmentation:  # named augmentations (build_augmentation), or "combination"
-            augment = build_augmentation(self.augmentation, self.image_size, self.seed)
-        elif self.augment:  # flips keep a scribe a straight line along the panel's axis; seeded for determinism
-            augment = OneStreamCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], self.image_size, self.seed)
+        augment = self._augmentation(self.seed)
         for partition, (images, masks, ratings, ids) in loaded.items():
             self.datasets[partition] = PanelPhotos(images, masks, ratings, ids, mean, std,
                                                    augment if partition == "train" else None)
+        usable = self._usable_unlabelled(table, unlabelled_table, folds["train"], grouped_by[-1])
+        if usable:
+            images, _, _, ids = self._load(usable, ratings_known=False)
+            # Augmented by a stream of their own, so the labelled photos' augmentations are those of every
+            # other model's run on this fold.
+            self.datasets["unlabelled"] = PanelPhotos(images, None, None, ids, mean, std,
+                                                      self._augmentation(self.seed + 1))
         if self.target == "mask":
             self.item_evaluator = PanelItemEvaluator.for_items(table, self.datasets["test"].item_ids, self.data_root,
                                                                self.native_sizes, self.image_size)
 
-    def _load(self, records: list) -> tuple:
+    def _augmentation(self, seed: int):
+        if self.augment and self.augmentation:  # named augmentations (build_augmentation), or "combination"
+            return build_augmentation(self.augmentation, self.image_size, seed)
+        if self.augment:  # flips keep a scribe a straight line along the panel's axis; seeded for determinism
+            return OneStreamCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], self.image_size, seed)
+        return None
+
+    @staticmethod
+    def _usable_unlabelled(labelled, unlabelled, train_items: Sequence[str], column: str) -> list:
+        """The unlabelled rows this fold may train on: those whose group (in the fold manifest's group column) is
+        in the training part or is no labelled photo's group. A group held out for validation or test keeps its
+        unlabelled photos out of training too: they are photos of the very specimens being tested."""
+        if unlabelled.empty:
+            return []
+        if column in PER_ITEM_GROUP_COLUMNS:  # item-level folds: each photo is its own group
+            return list(unlabelled.itertuples(index=False))
+        group_of = dict(zip(labelled["image_path"], labelled[column]))
+        held_out = set(group_of.values()) - {group_of[item] for item in train_items}
+        return [record for record in unlabelled.itertuples(index=False)
+                if isinstance(getattr(record, column), str) and getattr(record, column) not in held_out]
+
+    @property
+    def n_unlabelled(self) -> int:
+        """How many unlabelled photos this fold offers for training (after ``setup``)."""
+        return len(self.datasets.get("unlabelled", ()))
+
+    def unlabelled_dataloader(self, views: int = 1, num_samples: int | None = None,
+                              batch_size: int | None = None) -> DataLoader:
+        """Shuffled batches of the fold's unlabelled photos, each photo as ``views`` augmentations
+        (``PhotoViews``); ``num_samples`` photos an epoch (cycling through them in new orders), default all."""
+        if "unlabelled" not in self.datasets:
+            raise ValueError(f"fold {self.fold} of {self.data_root} has no unlabelled photos to train on (rows with "
+                             f"an empty rating whose group is not held out)")
+        dataset = PhotoViews(self.datasets["unlabelled"], views)
+        # As the labelled loader: a generator of its own when seeded_shuffle, else the global RNG (seeded).
+        generator = torch.Generator().manual_seed(self.seed + 1) if self.seeded_shuffle else None
+        sampler = RandomSampler(dataset, num_samples=num_samples or len(dataset), generator=generator)
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        """The training part's batches; for a model with ``uses_unlabelled`` (and a fold with unlabelled photos)
+        ``{"labelled": batch, "unlabelled": batch}``, as many unlabelled photos as labelled ones per epoch."""
+        labelled = super().train_dataloader()
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if not getattr(model, "uses_unlabelled", False) or "unlabelled" not in self.datasets:
+            return labelled
+        unlabelled = self.unlabelled_dataloader(getattr(model, "unlabelled_views", 1), len(self.datasets["train"]))
+        return CombinedLoader({"labelled": labelled, "unlabelled": unlabelled}, mode="max_size_cycle")
+
+    def _load(self, records: list, ratings_known: bool = True) -> tuple:
         size = self.image_size
         images, masks, ratings = [], [], []
         for record in records:
             image = read_image(self.data_root, record)
             self.native_sizes[record.image_path] = image.shape[:2]
-            if self.target == "mask":
+            if self.spec.require_mask:
                 mask = read_mask(self.data_root, record, image.shape[:2])
                 if mask.shape != (size, size):  # area-weighted, like the generator's camera
                     mask = (cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5)
                 masks.append(mask.astype(np.uint8))
-            if self.target == "rating":
+            if self.spec.require_rating and ratings_known:
                 ratings.append(int(record.rating))
             images.append(resize_photo(image, size))
         return (np.stack(images), np.stack(masks) if masks else None,

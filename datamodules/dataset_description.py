@@ -16,6 +16,7 @@ A data folder holds ``manifest.csv`` (``datamodules/manifest.py``) and, optional
       - {name: fine, value: 0}  #   lowest first
       - {name: coarse, value: 1}
     loss: {name: focal, class_weights: inverse_frequency}  # optional: the training loss of SmpSegmentationTask
+    image_bits: 8               # optional: read 16-bit images by their high byte, as 8-bit (default: full depth)
     oversample: {class: crack, factor: 4}  # optional: training crops with a rare class drawn more often
 
 Masks are index images (8/16-bit grey PNG/TIFF, or palette PNGs whose palette *indices* are the values) when
@@ -49,7 +50,8 @@ MAX_CLASSES = 255
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # one folder name of runs/<task>/<dataset>/
 AUGMENTS = ("square", "flips", "none")
 KEYS = ("name", "classes", "ignore", "unlisted_class", "pixel_size_um", "image_size", "crop_size", "crops_per_image",
-        "augment", "labels", "loss", "oversample", "rare_classes")
+        "augment", "labels", "loss", "oversample", "rare_classes", "image_bits")
+IMAGE_BITS = (8, 16)
 # ``loss: {name: ...}``: what ``lightning_modules.segmentation_losses`` builds; "default" is BCE/CE + Dice.
 LOSS_NAMES = ("default", "ce", "dice", "focal", "tversky", "lovasz")
 LOSS_KEYS = ("name", "class_weights", "alpha", "beta", "gamma")
@@ -112,6 +114,9 @@ class DatasetDescription:
     labels: tuple[ClassSpec, ...] = ()  # the label column's values (label tasks), when given
     loss: LossSpec | None = None  # the training loss it asks for (None: the model's own, BCE/CE + Dice)
     oversample: OversampleSpec | None = None  # rare classes to over-sample in training (None: off)
+    # 8: every image read as 8-bit, 16-bit files by their high byte (PIL's reading; the NASA superalloy release's
+    # published results were computed so, one Super2 micrograph being a 16-bit RGB TIFF); None: full depth.
+    image_bits: int | None = None
 
     @property
     def by_color(self) -> bool:
@@ -220,11 +225,16 @@ def parse_description(raw, source: str) -> DatasetDescription:
     names = [c.name for c in classes]
     loss = parse_loss(raw["loss"], len(names), problem) if raw.get("loss") is not None else None
     oversample = _parse_oversample(raw, names, problem)
+    image_bits = raw.get("image_bits")
+    if image_bits is not None and (isinstance(image_bits, bool) or image_bits not in IMAGE_BITS):
+        problem("image_bits", f"must be 8 (read 16-bit images by their high byte) or 16 (full depth, the default), "
+                              f"got {image_bits!r}")
+        image_bits = None
     if problems:
         raise DatasetDescriptionError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return DatasetDescription(name, tuple(classes), ignore, unlisted, pixel_size, sizes.get("image_size"),
                               sizes.get("crop_size"), sizes.get("crops_per_image"), augment, source, tuple(labels),
-                              loss, oversample)
+                              loss, oversample, 8 if image_bits == 8 else None)
 
 
 def _number(value) -> bool:
@@ -479,17 +489,21 @@ def _sixteen_bit_colour(handle) -> bool:
     return isinstance(raw, str) and ";16" in raw
 
 
-def read_image_file(path: Path) -> np.ndarray:
+def read_image_file(path: Path, bits: int | None = None) -> np.ndarray:
     """RGB (H, W, 3) of one image file: uint8 for 8-bit files, float32 in [0, 1] for 16-bit ones (value /
     65535, so no precision is lost and 8- and 16-bit images of one scene agree); grey is copied to three
-    channels. ManifestError names the file and the problem."""
+    channels. ``bits=8`` (dataset.yaml's ``image_bits``): uint8 always, 16-bit files by their high byte.
+    ManifestError names the file and the problem."""
     try:
         with open_image(path) as handle:
             mode = handle.mode
-            if _sixteen_bit_colour(handle):
+            if _sixteen_bit_colour(handle) and bits != 8:
                 pass  # read below by OpenCV, which keeps the 16 bits (after PIL checked the header's size)
             elif mode in EIGHT_BIT_MODES:
-                return np.asarray(handle.convert("RGB"))
+                return np.asarray(handle.convert("RGB"))  # 16-bit colour: PIL reads its high bytes
+            elif mode in SIXTEEN_BIT_MODES and bits == 8:
+                high = (np.asarray(handle).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.repeat(high[..., None], 3, axis=-1)
             elif mode in SIXTEEN_BIT_MODES or mode == "I":
                 grey = np.asarray(handle)
                 if mode == "I" and grey.size and (grey.min() < 0 or grey.max() > 65535):

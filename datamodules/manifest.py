@@ -3,6 +3,10 @@
 A data root holds ``manifest.csv`` with at least ``image_path`` and a group column (``group``, or ``panel_id``
 as the corrosion panels call it: either name is read as the other); ``mask_path`` and ``rating`` (or
 ``label``) are needed only by the tasks that use them, ``split`` (train/val/test) and ``stratum`` are optional.
+For the rating and ordinal tasks (``ManifestSpec.allow_unlabelled``) a row whose ``rating``/``label`` cell is
+empty is an *unlabelled* photo: it is in no fold (never validated or tested on), only semi-supervised models
+that ask for unlabelled photos train on it, and only when its group is in the fold's training part or is the
+group of no labelled photo (``unlabelled_rows``).
 Paths are relative to the data root and must stay inside it. Group ids are compared as ``folds.normalise_group``
 writes them (no surrounding spaces, Unicode NFC), and ids that differ only in case or spacing are an error.
 Every problem is reported with the row number (as a spreadsheet shows it: header = row 1) and the file, and
@@ -53,6 +57,8 @@ class ManifestSpec:
     # A group in two splits: "error", or "warning" (the split is run as a published protocol with the leak
     # declared; the message goes to ``table.attrs["warnings"]``, which a data check prints).
     split_leaks: str = "error"
+    # With ``require_rating``: an empty rating cell is an unlabelled photo (``unlabelled_rows``), not a problem.
+    allow_unlabelled: bool = False
 
 
 # One column, two names: the generic one and the corrosion panels' (older manifests keep working). When the
@@ -161,7 +167,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable CSV ({error})") from error
 
 
-def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
+def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec(), table: pd.DataFrame | None = None
                   ) -> tuple[pd.DataFrame, list[str], set[tuple[int, str]]]:
     """``(table, problems, unreadable)``: the manifest with its group ids normalised, every problem of its rows
     (paths, groups, ratings, duplicates), and the (row, column) cells whose file must not be opened.
@@ -174,10 +180,12 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
     path = root / MANIFEST_NAME
     if not root.is_dir():
         raise ManifestError(f"data root {root} does not exist or is not a folder")
-    if not path.is_file():
+    # ``table``: the manifest a preset builds from a published folder layout (string cells, as a CSV reads),
+    # checked here like a manifest.csv of the folder.
+    if table is None and not path.is_file():
         raise ManifestError(f"{path} not found: a data root needs a {MANIFEST_NAME} "
                             f"(columns image_path,{spec.group_column}[,mask_path][,rating])")
-    table = _read_csv(path).copy()
+    table = (_read_csv(path) if table is None else table).copy()
     named = _alias_columns(table, [spec.group_column, "rating"])
     required = ["image_path", spec.group_column]
     required += ["mask_path"] if spec.require_mask else []
@@ -227,7 +235,7 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
                                 f"listed twice would be two items, free to fall on both sides of a split")
         if not isinstance(getattr(record, column), str):  # pandas holds the None of an empty id as NaN
             problems.append(f"{label}: missing {group_name} (every image needs its specimen group)")
-        if spec.require_rating:
+        if spec.require_rating and not (spec.allow_unlabelled and _is_empty(record.rating)):
             rating = record.rating
             value = _as_rating(rating, lo, hi)
             if value is None:
@@ -250,6 +258,20 @@ def scan_manifest(data_root: str | Path, spec: ManifestSpec = ManifestSpec()
     elif "rating" in table:
         table["rating"] = pd.to_numeric(table["rating"], errors="coerce")
     return table, problems, unreadable
+
+
+def _is_empty(cell) -> bool:
+    # pandas holds an empty cell as NaN (only empty cells are missing: ``_read_csv``); spaces alone are empty too.
+    return not isinstance(cell, str) or not cell.strip()
+
+
+def unlabelled_rows(table: pd.DataFrame, spec: ManifestSpec) -> pd.Series:
+    """Which rows of a table ``scan_manifest`` read with ``spec`` and found no problem in are unlabelled photos:
+    with ``require_rating`` and ``allow_unlabelled``, those whose rating cell was empty (every other rating was
+    checked, so a missing value is an empty cell); none otherwise."""
+    if not (spec.require_rating and spec.allow_unlabelled) or "rating" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return table["rating"].isna()
 
 
 def _split_problems(table: pd.DataFrame, column: str, group_name: str, leaks: str = "error") -> list[str]:

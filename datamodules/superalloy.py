@@ -12,28 +12,25 @@ Why it looks the way it does:
 - Three splits: ``grouped`` (the harness draws grouped folds over spots), ``official`` (the release's
   train/val/test) and ``ood`` (train/val as released, tested on the Super2 micrographs).
 
-It is ``UserSegmentationDataModule`` (a user's data folder) with a preset description (class colours, name:
-``superalloy_files.DESCRIPTION``) and the release's layout in place of a manifest: the crops, whole-image
-validation and test, and training statistics are that DataModule's, so a user's folder and this benchmark
-are read and fed to the models by the same code.
+It is ``UserSegmentationDataModule`` (a user's data folder) with a preset (``superalloy_files``): the release
+layout read into the same manifest table a user's ``manifest.csv`` gives (group = spot, split = Super1 folder)
+and the description its ``dataset.yaml`` would hold (class colours, name). Row checks, image and mask decoding,
+size checks, crops, whole-image validation and test, training statistics and the fixed protocols' fold
+manifests are that DataModule's, so a user's folder and this benchmark are read and fed to the models by the
+same code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
 from matcv.datamodules.dataset_description import DatasetDescription
-from matcv.datamodules.manifest import ManifestError, raise_problems
 from matcv.datamodules.superalloy_files import (  # re-exported: the names users of this module know
     CLASS_NAMES,
     DATA_FOLDER,
     DATASET_NAME,
     DESCRIPTION,
     GROUP_COLUMN,
-    OOD_SOURCE,
     ROOT_ENV,
     SPLITS,
     WHAT,
@@ -43,6 +40,8 @@ from matcv.datamodules.superalloy_files import (  # re-exported: the names users
     read_class_mask,
     read_micrograph,
     read_pair,
+    read_release,
+    release_table,
     resolve_data_root,
     rgba_mask_to_classes,
     scan_items,
@@ -50,6 +49,7 @@ from matcv.datamodules.superalloy_files import (  # re-exported: the names users
 from matcv.datamodules.user_segmentation import (
     CROP_STREAM,
     NETWORK_MULTIPLE,
+    FolderManifest,
     RandomCrops,
     SegmentationImages,
     UserSegmentationDataModule,
@@ -62,8 +62,9 @@ SuperalloyCrops = RandomCrops
 SuperalloyImages = SegmentationImages
 
 __all__ = ["CLASS_NAMES", "CROP_STREAM", "DATA_FOLDER", "ROOT_ENV", "SPLITS", "SuperalloyCrops",
-           "SuperalloyDataModule", "SuperalloyImages", "crop_to_network_multiple", "read_class_mask",
-           "read_micrograph", "resolve_data_root", "rgba_mask_to_classes", "scan_items"]
+           "SuperalloyDataModule", "SuperalloyImages", "SuperalloyItem", "crop_to_network_multiple", "index_items",
+           "read_class_mask", "read_micrograph", "read_pair", "release_table", "resolve_data_root",
+           "rgba_mask_to_classes", "scan_items"]
 
 
 class SuperalloyDataModule(UserSegmentationDataModule):
@@ -103,16 +104,14 @@ class SuperalloyDataModule(UserSegmentationDataModule):
         self.num_classes = len(CLASS_NAMES)
         self.image_size = crop_size  # the training input size (the harness records it); val/test images are whole
 
-    # The layout in place of a manifest.
+    # The preset in place of manifest.csv + dataset.yaml; reading and checking are the user format's.
 
     def describe(self) -> DatasetDescription:
         return DESCRIPTION
 
-    def list_items(self) -> list[SuperalloyItem]:
-        return scan_items(self.data_root, self.split)
-
-    def read(self, item: SuperalloyItem) -> tuple[np.ndarray, np.ndarray]:
-        return read_pair(self.data_root, item)
+    @classmethod
+    def read_folder(cls, data_root: Path, split: str = "grouped") -> FolderManifest:
+        return read_release(data_root, split)
 
     def fold_source(self) -> str:
         return f"{self.fold_manifest_path} (split={self.split!r})"
@@ -121,7 +120,8 @@ class SuperalloyDataModule(UserSegmentationDataModule):
         super().build_datasets()
         self.class_names = CLASS_NAMES  # the tuple the release's users know
 
-    # The harness's class-level hooks.
+    # The harness's class-level hooks: the release folder (or its parent, or $MATCV_SUPERALLOY_ROOT) and the
+    # release's protocols; the work is UserSegmentationDataModule's.
 
     @classmethod
     def prepare_dataset(cls, data_root: str | Path | None, generator: dict | None = None,
@@ -132,29 +132,20 @@ class SuperalloyDataModule(UserSegmentationDataModule):
     @classmethod
     def index_dataset(cls, data_root: str | Path, split: str = "grouped", **_unused) -> dict:
         """Items (image paths relative to the root), their spot groups and every file, from names alone."""
-        return index_items(scan_items(resolve_data_root(data_root), split))
+        check_split(split)
+        root = resolve_data_root(data_root)
+        return index_items(scan_items(root, split))
 
     @classmethod
     def check_dataset(cls, data_root: str | Path, split: str = "grouped", progress: bool = True, crop_size: int = 256,
                       **_unused) -> dict:
-        """``index_dataset`` after reading every image and mask: one ManifestError listing every bad file
-        (unreadable, mask of another size, image too small for the network or, where it may be trained on,
-        for ``crop_size``)."""
+        """``index_dataset`` after reading every image and mask, by the user format's check: one ManifestError
+        listing every bad file (layout, unreadable, mask of another size, colours that are no class, image too
+        small for the network or, where it may be trained on, for ``crop_size``). Also counts class pixels."""
+        check_split(split)
         root = resolve_data_root(data_root)
-        items = scan_items(root, split)
-        problems = []
-        for item in tqdm(items, desc="checking superalloy images", unit="image", disable=not progress):
-            try:
-                image, _ = read_pair(root, item)
-            except ManifestError as error:
-                problems.append(str(error))
-                continue
-            height, width = image.shape[:2]
-            smallest = crop_size if item.source != OOD_SOURCE else NETWORK_MULTIPLE  # Super2 is only tested on
-            if min(height, width) < smallest:
-                problems.append(f"{root / item.item_id}: image is {width}x{height} px, smaller than {smallest} px")
-        raise_problems(problems, root, WHAT)
-        return index_items(items)
+        checked = super().check_dataset(root, progress=progress, split=split, crop_size=crop_size)
+        return {**checked, "files": sorted(checked["files"])}
 
     @classmethod
     def dataset_name(cls, data_root: str | Path, generated: bool) -> str:
@@ -172,7 +163,4 @@ class SuperalloyDataModule(UserSegmentationDataModule):
         if split == "grouped":
             return None
         root = resolve_data_root(data_root)
-        items = scan_items(root, split)
-        test_source = "test" if split == "official" else OOD_SOURCE
-        return fold_manifest_of(items, f"the {split!r} split of {root}", GROUP_COLUMN,
-                                {"train": "train", "val": "val", test_source: "test"})
+        return fold_manifest_of(scan_items(root, split), f"the {split!r} split of {root}", GROUP_COLUMN)

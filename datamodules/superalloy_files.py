@@ -1,28 +1,40 @@
-"""The NASA Ni-superalloy benchmark's files as published: where the folder is, which images and masks it holds,
-and its preset description (the dataset.yaml it would have: class colours, name).
+"""The NASA Ni-superalloy benchmark's files as published, read as a *preset* of the user data format.
 
 The benchmark of Stuckner et al. (2022) ships as folders of TIFFs, not as a matcv ``manifest.csv``:
 ``Super1/{train,val,test}/*.tif`` with RGBA masks in ``{train,val,test}_annot/<name>_mask.tif``, and
-``Super2/different_test{,_annot}/`` (out-of-distribution micrographs). Reading that layout directly lets a
-copy of the repository's folder work without conversion; what the layout stands for in a user's folder is
-listed in ``scan_items``: the manifest's rows (image, mask), its group column (the ``spotN`` of the name) and
-its split column (the Super1 folder). Masks are decoded by the code every user dataset's colour masks go
-through (``dataset_description``). Every problem of a folder is reported at once.
+``Super2/different_test{,_annot}/`` (out-of-distribution micrographs). The preset turns that layout into what a
+user's folder gives (``release_table``): the manifest table (``image_path``, ``mask_path``, ``group`` = the
+``spotN`` of the name, ``split`` = the Super1 folder, or ``test`` for the Super2 micrographs of the ood protocol)
+and the description a ``dataset.yaml`` would hold (``DESCRIPTION``: class colours, every other colour matrix).
+Everything after that -- checking rows and paths, reading 8/16-bit images and colour masks, sizes, folds -- is
+the user format's code (``manifest``, ``dataset_description``, ``user_segmentation``). Only the layout itself
+(which file is whose mask, the spot in the name) is read here; every problem of a folder is reported at once.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import yaml
 
+from matcv.datamodules.core.atomic_io import atomic_write_text
 from matcv.datamodules.data_roots import given_data_root
-from matcv.datamodules.dataset_description import ClassSpec, DatasetDescription, map_keys, read_mask_file
+from matcv.datamodules.dataset_description import (
+    DESCRIPTION_NAME,
+    ClassSpec,
+    DatasetDescription,
+    map_keys,
+    read_image_file,
+    read_mask_file,
+)
 from matcv.datamodules.folds import normalise_group
-from matcv.datamodules.manifest import IMAGE_ERRORS, ManifestError, open_image, raise_problems
-from matcv.datamodules.user_segmentation import SegmentationItem
+from matcv.datamodules.manifest import MANIFEST_NAME, raise_problems
+from matcv.datamodules.user_segmentation import SPEC, FolderManifest, SegmentationItem, manifest_items, read_item
 
 # Class order and names follow nasa/pretrained-microscopy-models (examples/multiclass_segmentation_example
 # .ipynb: class_values = {'matrix': [0,0,0], 'secondary': [255,0,0], 'tertiary': [0,0,255]}, with
@@ -44,6 +56,9 @@ DESCRIPTION = DatasetDescription(
     classes=(ClassSpec("matrix", color=(0, 0, 0)),
              *(ClassSpec(CLASS_NAMES[index], color=colour) for colour, index in MASK_COLOURS_RGB.items())),
     unlisted_class="matrix",
+    crop_size=256,  # the published protocol: random 256-px crops at native resolution, 8 per image and epoch
+    crops_per_image=8,
+    image_bits=8,  # as published: one Super2 micrograph is a 16-bit RGB TIFF, read by its high byte (PIL)
     source=f"the {DATASET_NAME} preset",
 )
 WHAT = "Ni-superalloy data"  # how error messages name the data
@@ -56,7 +71,7 @@ OOD_IMAGES, OOD_MASKS = "Super2/different_test", "Super2/different_test_annot"
 OOD_SOURCE = "ood"
 IMAGE_SUFFIXES = (".tif", ".tiff")
 SPOT_NAME = re.compile(r"spot(\d+)_(\d+)d_(\d+)", re.IGNORECASE)  # spot<location>_<ageing days>d_<frame>
-IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8-bit modes PIL converts to RGB without loss
+MANIFEST_COLUMNS = ("image_path", "mask_path", "group", "split")
 
 LAYOUT_HELP = (
     f"expected the '{DATA_FOLDER}' folder of nasa/pretrained-microscopy-models (or its parent), laid out as\n"
@@ -91,19 +106,10 @@ def rgba_mask_to_classes(rgba: np.ndarray) -> np.ndarray:
 
 
 def read_micrograph(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of one image file (grey replicated to three channels), or ManifestError.
-
-    PIL, not cv2: cv2.imread gives BGR(A) channel order, the very mix-up that hides in the upstream code.
-    """
-    try:
-        with open_image(path) as handle:  # a header claiming a huge image is an error, not an allocation
-            mode = handle.mode
-            image = np.asarray(handle.convert("RGB")) if mode in IMAGE_MODES else None
-    except IMAGE_ERRORS as error:
-        raise ManifestError(f"{path}: cannot read image ({error})") from error
-    if image is None:  # e.g. 16-bit grey: PIL would clip it to 8 bits without a word
-        raise ManifestError(f"{path}: image mode {mode!r} is not 8-bit grey or RGB; save it as 8-bit")
-    return image
+    """RGB uint8 (H, W, 3) of one image file, read as a user image is with the preset's ``image_bits: 8``
+    (``read_image_file``; 16-bit files by their high byte, as the published results read them), or
+    ManifestError."""
+    return read_image_file(path, DESCRIPTION.image_bits)
 
 
 def read_class_mask(path: Path) -> np.ndarray:
@@ -127,9 +133,16 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
                             f"{LAYOUT_HELP}")
 
 
-# An item of the layout: ``item_id`` the image's path relative to the data root (e.g. "Super1/train/spot3_0d_3.tif"),
-# ``group`` "spot3" (or "ood:<stem>" for a Super2 micrograph), ``source`` "train"/"val"/"test" (the Super1 folder)
-# or "ood": a manifest row of a user's folder, with its split.
+def is_release(data_root: str | Path) -> bool:
+    """Whether ``data_root`` is the release's layout (the folder or its parent) and not a user folder (no
+    manifest.csv of its own)."""
+    root = Path(data_root)
+    return not (root / MANIFEST_NAME).is_file() and any((c / SUPER1).is_dir() for c in (root, root / DATA_FOLDER))
+
+
+# An item of the preset: a row of the manifest a user folder of the release would hold (``item_id`` the image's
+# path relative to the data root, e.g. "Super1/train/spot3_0d_3.tif"; ``group`` "spot3", or "ood:<stem>" for a
+# Super2 micrograph; ``source`` its split).
 SuperalloyItem = SegmentationItem
 
 
@@ -138,9 +151,9 @@ def _tiffs(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _scan_folder(root: Path, images_rel: str, masks_rel: str, source: str, problems: list[str],
-                 skipped: list[str]) -> list[SuperalloyItem]:
-    """Items of one image folder, matched to masks by name; name-level problems go to ``problems``.
+def _scan_folder(root: Path, images_rel: str, masks_rel: str, split: str, ood: bool, problems: list[str],
+                 skipped: list[str]) -> list[dict[str, str]]:
+    """Manifest rows of one image folder, matched to masks by name; name-level problems go to ``problems``.
 
     A Super1 image needs a mask (the benchmark is its 18 annotated images); a Super2 image without one is
     skipped (listed in ``skipped``), since only annotated micrographs can be scored.
@@ -152,10 +165,10 @@ def _scan_folder(root: Path, images_rel: str, masks_rel: str, source: str, probl
         return []
     masks = {p.name: p for p in _tiffs(mask_dir)}
     claimed: set[str] = set()
-    items = []
+    rows = []
     for image in _tiffs(image_dir):
         image_id = f"{images_rel}/{image.name}"
-        if source == OOD_SOURCE:
+        if ood:
             group = f"ood:{normalise_group(image.stem)}"  # one spelling of a name, however the file system wrote it
         else:
             match = SPOT_NAME.fullmatch(image.stem)
@@ -167,22 +180,22 @@ def _scan_folder(root: Path, images_rel: str, masks_rel: str, source: str, probl
         candidates = [f"{image.stem}_mask{suffix}" for suffix in dict.fromkeys((image.suffix, *IMAGE_SUFFIXES))]
         mask_name = next((name for name in candidates if name in masks), None)
         if mask_name is None:
-            if source == OOD_SOURCE:
+            if ood:
                 skipped.append(image_id)
             else:
                 problems.append(f"{image}: no mask; expected {mask_dir / candidates[0]}")
             continue
         claimed.add(mask_name)
-        items.append(SuperalloyItem(image_id, f"{masks_rel}/{mask_name}", group, source))
+        rows.append({"image_path": image_id, "mask_path": f"{masks_rel}/{mask_name}", "group": group, "split": split})
     for name in sorted(set(masks) - claimed):
         stem = Path(name).stem
         expected = f"{stem[:-len('_mask')]}.tif" if stem.endswith("_mask") else None
         reason = (f"has no image {image_dir / expected}" if expected
                   else "is not named <image name>_mask.tif, so it belongs to no image")
         problems.append(f"{mask_dir / name}: mask {reason}")
-    if not items and not any(str(image_dir) in p for p in problems):
+    if not rows and not any(str(image_dir) in p for p in problems):
         problems.append(f"folder {image_dir}/ has no annotated .tif images")
-    return items
+    return rows
 
 
 def check_split(split: str) -> None:
@@ -190,24 +203,50 @@ def check_split(split: str) -> None:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def scan_items(data_root: str | Path, split: str = "grouped") -> list[SuperalloyItem]:
-    """The split's items, sorted by item id, from file names alone; one ManifestError listing every problem."""
+def release_table(data_root: str | Path, split: str = "grouped") -> tuple[pd.DataFrame, list[str]]:
+    """The preset: (the manifest a user folder of the release would hold for ``split``, the layout's problems).
+
+    Columns ``image_path``, ``mask_path``, ``group`` (the spot), ``split``; rows sorted by image path. ``split``
+    is the Super1 folder (train/val/test); the ``ood`` protocol lists Super1 train/val and, as ``test``, the
+    annotated Super2 micrographs, never Super1/test. Problems are what only the layout can tell: a name without
+    a spot, an image without its mask, a mask without its image, a missing folder.
+    """
     check_split(split)
     root = Path(data_root)
     problems: list[str] = []
     skipped: list[str] = []
-    # "ood" trains and validates on the released train/val and tests on Super2, never on Super1/test.
     partitions = SUPER1_PARTITIONS if split in ("grouped", "official") else ("train", "val")
-    items = [item for partition in partitions
-             for item in _scan_folder(root, f"{SUPER1}/{partition}", f"{SUPER1}/{partition}_annot", partition,
-                                      problems, skipped)]
+    rows = [row for partition in partitions
+            for row in _scan_folder(root, f"{SUPER1}/{partition}", f"{SUPER1}/{partition}_annot", partition, False,
+                                    problems, skipped)]
     if split == "ood":
-        items += _scan_folder(root, OOD_IMAGES, OOD_MASKS, OOD_SOURCE, problems, skipped)
-    raise_problems(problems, root, WHAT)
+        rows += _scan_folder(root, OOD_IMAGES, OOD_MASKS, "test", True, problems, skipped)
     if skipped:
         warnings.warn(f"{root}: {len(skipped)} out-of-distribution image(s) without a mask left out of the test "
-                      f"set: {skipped}", stacklevel=2)
-    return sorted(items, key=lambda item: item.item_id)
+                      f"set: {skipped}", stacklevel=3)
+    table = pd.DataFrame(sorted(rows, key=lambda row: row["image_path"]), columns=list(MANIFEST_COLUMNS))
+    return table, problems
+
+
+def read_release(data_root: str | Path, split: str = "grouped") -> FolderManifest:
+    """The release read as a user's folder: ``release_table`` checked by the manifest checker (paths inside the
+    root, groups, split values, a spot in two splits of a fixed protocol), with the preset description."""
+    root = Path(data_root)
+    table, problems = release_table(root, split)
+    if table.empty:  # nothing for the manifest checker to read: the layout's problems say why
+        raise_problems(problems or [f"no annotated images in {SUPER1}/"], root, WHAT)
+    # Grouped CV draws its own folds (the Super1 folders are not a split there); the fixed protocols refuse a spot
+    # in two partitions, as the release keeps every spot in one.
+    spec = replace(SPEC, check_split=False) if split == "grouped" else replace(SPEC, split_leaks="error")
+    items, row_problems, unreadable, table = manifest_items(root, spec, table)
+    return FolderManifest(DESCRIPTION, items, problems + row_problems, unreadable, table, root, WHAT)
+
+
+def scan_items(data_root: str | Path, split: str = "grouped") -> list[SuperalloyItem]:
+    """The split's items, sorted by item id, from file names alone; one ManifestError listing every problem."""
+    folder = read_release(data_root, split)
+    raise_problems(folder.problems, folder.where, folder.what)
+    return folder.items
 
 
 def index_items(items: list[SuperalloyItem]) -> dict:
@@ -216,12 +255,32 @@ def index_items(items: list[SuperalloyItem]) -> dict:
 
 
 def read_pair(root: Path, item: SuperalloyItem) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB image, class mask) of one item; ManifestError if unreadable or the sizes differ."""
-    image = read_micrograph(root / item.item_id)
-    mask = read_class_mask(root / item.mask_path)
-    if mask.shape != image.shape[:2]:
-        raise ManifestError(f"{root / item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
-                            f"{item.item_id} is {image.shape[1]}x{image.shape[0]} px")
-    return image, mask
+    """(RGB image, class mask) of one item, read as a user folder's row is; ManifestError if unreadable or the
+    sizes differ."""
+    return read_item(Path(root), item, DESCRIPTION)
 
 
+def description_yaml(description: DatasetDescription = DESCRIPTION) -> str:
+    """The ``dataset.yaml`` text of a description (the preset's, by default)."""
+    raw = {"name": description.name,
+           "classes": [{"name": c.name, "color": list(c.color)} if c.color is not None else {"name": c.name,
+                                                                                            "value": c.value}
+                       for c in description.classes]}
+    for key in ("unlisted_class", "crop_size", "crops_per_image", "image_bits"):
+        if getattr(description, key) is not None:
+            raw[key] = getattr(description, key)
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+def export_manifest(data_root: str | Path, split: str = "official") -> tuple[Path, Path]:
+    """Write the preset as ``manifest.csv`` + ``dataset.yaml`` into the release folder (a user's folder then,
+    readable by ``UserSegmentationDataModule``; its ``split`` column is the ``split`` protocol's). Returns both
+    paths. The files change the folder's data hash, so copy the release first to keep its published hash."""
+    root = resolve_data_root(data_root)
+    folder = read_release(root, split)
+    raise_problems(folder.problems, folder.where, folder.what)
+    manifest, description = root / MANIFEST_NAME, root / DESCRIPTION_NAME
+    atomic_write_text(manifest, folder.table[list(MANIFEST_COLUMNS)].to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(description, f"# The {DATASET_NAME} preset of matcv (Stuckner et al. 2022)\n"
+                                   + description_yaml(DESCRIPTION))
+    return manifest, description

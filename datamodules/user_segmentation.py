@@ -7,13 +7,15 @@ feed a network, chosen by ``image_size`` or ``crop_size`` (the DataModule's argu
   ``crops_per_image`` random crops of every image per epoch; validation sees whole images cropped top-left to
   a multiple of 32; test sees whole images, which the model scores pixel by pixel, tiling those larger than
   the crop (``eval_tile_size``, see ``lightning_modules.segmentation``).
-- ``image_size``: every image is resized to a square (area interpolation; masks nearest-neighbour) and
-  scored at that size, as the corrosion task does.
+- ``image_size``: every image is resized to a square (area interpolation; masks nearest-neighbour) for
+  training and validation. Test images are resized for the network too, but scored at their native size: the
+  model's logits are upsampled (bilinear) to the native mask, which is never resized, so crop and resize modes
+  score the same pixels (``lightning_modules.segmentation.at_mask_size``).
 
 Two classes train binary models (one sigmoid map, class 1 the foreground), more train one output per class.
 Ignored pixels (dataset.yaml's ``ignore``) keep the class index ``IGNORE_INDEX`` and are neither learnt nor
-scored. The NASA superalloy benchmark (``datamodules/superalloy.py``) is this DataModule with a preset
-description and its own folder layout.
+scored. The NASA superalloy benchmark (``datamodules/superalloy.py``) is this DataModule with a preset: its
+published layout read into the same manifest table (``read_folder``), checked and decoded by the same code.
 """
 
 from __future__ import annotations
@@ -120,10 +122,26 @@ def model_outputs_of(description: DatasetDescription | None) -> int:
 
 # --- reading -------------------------------------------------------------------------------------------------
 
-def manifest_items(data_root: Path) -> tuple[list[SegmentationItem], list[str], set[tuple[int, str]], object]:
+@dataclass
+class FolderManifest:
+    """A data folder read as a manifest: its description, the items of its rows, the problems of its rows, the
+    (row, column) cells whose file must not be opened, the table, and what messages name (``where``: the
+    manifest file, or a preset's folder; ``what``: how they call the data)."""
+
+    description: DatasetDescription | None
+    items: list[SegmentationItem]
+    problems: list[str]
+    unreadable: set[tuple[int, str]]
+    table: object
+    where: Path
+    what: str | None = None
+
+
+def manifest_items(data_root: Path, spec: ManifestSpec = SPEC, table=None
+                   ) -> tuple[list[SegmentationItem], list[str], set[tuple[int, str]], object]:
     """(items of the manifest's rows, problems of its rows, (row, column) cells whose file must not be opened,
-    the table)."""
-    table, problems, unreadable = scan_manifest(data_root, SPEC)
+    the table). ``table``: a preset's manifest (``superalloy_files.release_table``) in place of manifest.csv."""
+    table, problems, unreadable = scan_manifest(data_root, spec, table)
     splits = list(table["split"]) if "split" in table.columns else [None] * len(table)
     splits = [s if isinstance(s, str) else None for s in splits]  # pandas holds an empty cell as NaN
     items = [SegmentationItem(r.image_path, r.mask_path, r.group, split, int(r.row))
@@ -137,7 +155,7 @@ def read_item(root: Path, item: SegmentationItem,
     ManifestError naming the row and the file."""
     where = f"row {item.row}: " if item.row is not None else ""
     try:
-        image = read_image_file(root / item.item_id)
+        image = read_image_file(root / item.item_id, getattr(description, "image_bits", None))
         if not describes_masks(description):  # binary masks {0,1} or {0,255}, read as they always were
             record = SimpleNamespace(row=item.row, mask_path=item.mask_path, image_path=item.item_id)
             return image, read_mask(root, record, image.shape[:2])
@@ -283,8 +301,9 @@ def symmetry_transforms(kind: str) -> list:
 class UserSegmentationDataModule(BenchmarkDataModule):
     """Segmentation of a user's data folder (manifest.csv + optional dataset.yaml), binary or multi-class.
 
-    Subclasses for data in another layout (the NASA superalloy release) override ``list_items``, ``read``,
-    ``describe`` and the class-level hooks; the datasets built from the items are the same.
+    A preset for data in a published layout (the NASA superalloy release) overrides ``read_folder`` (the layout
+    as a manifest table and description), ``describe`` and where the data root is; reading, checking, folds and
+    the datasets built from the items are this class's.
     """
 
     # Whole test images, scored by the model tile by tile (crop mode); False: cropped top-left to a multiple
@@ -324,10 +343,18 @@ class UserSegmentationDataModule(BenchmarkDataModule):
     def describe(self) -> DatasetDescription | None:
         return read_description(self.data_root)
 
+    @classmethod
+    def read_folder(cls, data_root: Path, split: str = "grouped") -> FolderManifest:
+        """The folder as a manifest: manifest.csv + dataset.yaml here; a preset reads a published layout into
+        the same table (``superalloy_files.read_release``), and everything after is this class's."""
+        items, problems, unreadable, table = manifest_items(data_root)
+        return FolderManifest(read_description(data_root), items, problems, unreadable, table,
+                              data_root / MANIFEST_NAME)
+
     def list_items(self) -> list[SegmentationItem]:
-        items, problems, _, _ = manifest_items(self.data_root)
-        raise_problems(problems, self.data_root / MANIFEST_NAME)
-        return items
+        folder = self.read_folder(self.data_root, self.split)
+        raise_problems(folder.problems, folder.where, folder.what)
+        return folder.items
 
     def read(self, item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
         return read_item(self.data_root, item, self.description)
@@ -346,14 +373,13 @@ class UserSegmentationDataModule(BenchmarkDataModule):
         return Path(data_root)
 
     @classmethod
-    def index_dataset(cls, data_root: str | Path, **_unused) -> dict:
+    def index_dataset(cls, data_root: str | Path, split: str = "grouped", **_unused) -> dict:
         """Items, groups, strata (the ``stratum`` column, when every row has one) and files, from the manifest
         alone; dataset.yaml is checked and counted among the files (its class map is part of the data)."""
         root = Path(data_root)
-        read_description(root)
-        items, problems, _, table = manifest_items(root)
-        raise_problems(problems, root / MANIFEST_NAME)
-        return _index(root, items, table)
+        folder = cls.read_folder(root, split)
+        raise_problems(folder.problems, folder.where, folder.what)
+        return _index(root, folder.items, folder.table)
 
     @classmethod
     def check_dataset(cls, data_root: str | Path, progress: bool = True, split: str = "grouped",
@@ -363,15 +389,18 @@ class UserSegmentationDataModule(BenchmarkDataModule):
         manifest's rows and of the files (unreadable or oversized images, mask values outside the class map with
         where they are, sizes, images smaller than the crop). The index also counts each class's pixels."""
         root = Path(data_root)
-        description = read_description(root)
+        folder = cls.read_folder(root, split)
+        description, items, problems, unreadable, table = (folder.description, folder.items, list(folder.problems),
+                                                           folder.unreadable, folder.table)
         size = input_size(description, image_size, crop_size, crops_per_image)
-        items, problems, unreadable, table = manifest_items(root)
         if split == "manifest" and "split" not in table.columns:
             problems.append(f"split 'manifest' needs a 'split' column (train/val/test) in {MANIFEST_NAME}")
         names = class_names_of(description)
         pixels = np.zeros(len(names), np.int64)
-        smallest = size.size if size.mode == "crop" else NETWORK_MULTIPLE
         for item in tqdm(items, desc="checking images and masks", unit="image", disable=not progress):
+            # A row a fixed split only tests on is never cropped for training: it need only fit the network.
+            tested_only = split != "grouped" and item.source == "test"
+            smallest = size.size if size.mode == "crop" and not tested_only else NETWORK_MULTIPLE
             if (item.row, "image_path") in unreadable:
                 continue
             try:
@@ -385,12 +414,12 @@ class UserSegmentationDataModule(BenchmarkDataModule):
                 continue
             height, width = image.shape[:2]
             if min(height, width) < smallest:
-                what = f"crop_size {size.size}" if size.mode == "crop" else f"{NETWORK_MULTIPLE} px"
+                what = f"crop_size {size.size}" if smallest == size.size else f"{NETWORK_MULTIPLE} px"
                 problems.append(f"row {item.row}: {root / item.item_id}: image is {width}x{height} px, "
                                 f"smaller than {what}")
             counts = np.bincount(mask.ravel(), minlength=256)
             pixels += counts[:len(names)]
-        raise_problems(problems, root / MANIFEST_NAME)
+        raise_problems(problems, folder.where, folder.what)
         return {**_index(root, items, table), "class_pixels": dict(zip(names, pixels.tolist())),
                 "notes": list(table.attrs.get("notes", [])), "warnings": list(table.attrs.get("warnings", []))}
 
@@ -412,11 +441,12 @@ class UserSegmentationDataModule(BenchmarkDataModule):
         if split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
         root = Path(data_root)
-        items, problems, _, table = manifest_items(root)
-        if "split" not in table.columns:
+        folder = cls.read_folder(root, split)
+        problems = list(folder.problems)
+        if "split" not in folder.table.columns:
             problems.append(f"split 'manifest' needs a 'split' column (train/val/test) in {MANIFEST_NAME}")
-        raise_problems(problems, root / MANIFEST_NAME)
-        return published_split_manifest(items, f"the split column of {root / MANIFEST_NAME}")
+        raise_problems(problems, folder.where, folder.what)
+        return published_split_manifest(folder.items, f"the split column of {root / MANIFEST_NAME}")
 
     # Lightning.
 
@@ -460,10 +490,12 @@ class UserSegmentationDataModule(BenchmarkDataModule):
         else:
             resized = {p: ([], [], ids) for p, (_, _, ids) in loaded.items()}
             for partition, (images, masks, _) in loaded.items():
-                for image, mask in zip(images, masks):
-                    image, mask = resize_pair(image, mask, size.size)
+                for image, native in zip(images, masks):
+                    image, mask = resize_pair(image, native, size.size)
                     resized[partition][0].append(image)
-                    resized[partition][1].append(mask)
+                    # Test masks stay native: the prediction is scored at the image's own size (at_mask_size).
+                    resized[partition][1].append(native if partition == "test" else mask)
+            self.eval_batch_size = 1  # native test masks may differ in size
             mean, std = training_statistics(resized["train"][0])
             augment = OneStreamCompose(transforms, size.size, self.seed) if transforms else None
             for partition, (images, masks, ids) in resized.items():

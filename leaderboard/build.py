@@ -6,7 +6,8 @@ data are not comparable). For each (task, dataset, profile) the benchmark shown 
 ``fold_manifest.json``, else the newest benchmark with a successful run; of it the latest successful record of
 every (model, fold, replicate) is used; failed runs are listed under the table with their errors. Runs on other
 fold manifests or data versions in the same folder are counted in a section of their own, never mixed in, and
-a warning says the folder holds several.
+a warning says the folder holds several. Runs on a share of the training groups (``train_fraction`` < 1, a
+learning curve) never enter these tables: ``matcv.leaderboard.learning_curves`` shows them.
 
 A model run with several seeds per fold (``replicate`` 0, 1, ...): a fold's value is the mean over its seeds;
 ``{m}_mean``/``{m}_std`` are over folds of those values (the spread of held-out groups), ``{m}_seed_std`` the
@@ -65,6 +66,21 @@ from matcv.leaderboard.comparison import (
 from matcv.leaderboard.model_cards import check_track, model_track
 from matcv.leaderboard.plots import per_fold_plot, rank_share_plot
 from matcv.leaderboard.statistics import GROUP_BOOTSTRAP, N_RESAMPLES, T_OVER_FOLDS, seed_spread, t_interval
+
+
+def train_fraction_of(record: dict) -> float:
+    """The share of its fold's training groups a run trained on (1.0: all of them, as every record written before
+    learning curves existed did)."""
+    value = record.get("train_fraction")
+    if value is None and isinstance(record.get("config"), dict):
+        value = record["config"].get("train_fraction")
+    return 1.0 if value is None else float(value)
+
+
+def full_data_records(records: list[dict]) -> list[dict]:
+    """The runs trained on their fold's whole training part: a learning curve's smaller runs are a result of
+    their own and must never be averaged into a model's row (they share its (model, fold, replicate))."""
+    return [r for r in records if not isinstance(r, dict) or train_fraction_of(r) == 1.0]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -196,7 +212,7 @@ def leaderboard_table(records: list[dict], metrics: list[str], lower_is_better: 
     """The table of one benchmark of ``records``: ``benchmark`` (fold manifest sha256, data sha256), by
     default the one of the latest successful run."""
     # One selection for this table and the per-image comparison, so both describe the same runs.
-    records = usable_records(records)
+    records = usable_records(full_data_records(records))
     selection = select_latest_runs(records, benchmark)
     manifest = selection.fold_manifest_sha256
     if manifest is None:
@@ -255,6 +271,7 @@ def comparison_tables(records: list[dict], spec: ComparisonSpec, model_order: li
     """The comparison of ``records`` (one benchmark); slices and rank shares in ``model_order`` (the
     leaderboard's ranking) where given. ``folder``: the benchmark folder, whose ``fold_manifest.json`` gives the
     items' groups when neither the per-image records nor the manifest file the records name do."""
+    records = full_data_records(records)
     selection = select_latest_runs(records)
     by_model = per_item_records(records, selection)
     groups = item_groups(records, folder, selection)
@@ -693,7 +710,7 @@ def write_leaderboard(records_path: str | Path, out_dir: str | Path, metrics: li
     """
     check_track(track)
     spec = ComparisonSpec.parse(comparison, metrics) if comparison is not None else None
-    records = RunRecords(records_path).load(TABLE_KEYS)
+    records = full_data_records(RunRecords(records_path).load(TABLE_KEYS))
     own_manifest = own_manifest_sha256(Path(records_path).parent)
     written = []
     keys = dict.fromkeys((r["task"], r["dataset"], r["profile"]) for r in records)

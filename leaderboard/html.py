@@ -40,6 +40,9 @@ def _e(value) -> str:
     return html.escape(printable_text(str(value)), quote=True)
 
 
+escape_text = _e  # the public name other page writers (``matcv.leaderboard.site``) use
+
+
 def _section(write, item, what: str) -> str:
     """One section of the page; one that cannot be written is a note on the page, not a page left unwritten."""
     try:
@@ -94,6 +97,9 @@ def _submission_section(board) -> str:
         f"<h3>{_e(first)} rank per test item</h3>" if board.ranks_png else "",
         _img(board.ranks_png, f"{first} rank per item"),
         "<ul>", *details, "</ul>", "</section>"])
+
+
+submission_section = _submission_section  # public: the interactive site shows the same submission details
 
 
 def _p(value) -> str:

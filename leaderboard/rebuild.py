@@ -1,4 +1,5 @@
-"""``matcv leaderboard``: rebuild every table from the run records under ``runs/``.
+"""``matcv leaderboard``: rebuild every table from the run records under ``runs/`` and the published reference
+board (``leaderboard/reference/``, ``matcv.leaderboard.reference``; a local run replaces its published copy).
 
 Each benchmark folder ``<task>/<dataset>/<profile>/records.jsonl`` gives a leaderboard (and, for an
 augmentation-study profile, its matrix; for a profile with companion profiles, their side-by-side table); a ``<profile>-photo-folds`` sibling gives the leakage report
@@ -10,7 +11,8 @@ ones get ``<task>__<dataset>__<profile>__submissions.md/.csv`` beside the built-
 official folds. Across the benchmarks of each task: the models' mean rank and critical-difference diagram
 (``ranking__<task>.md/.csv/.png``, ``matcv.leaderboard.ranking``) where the task has two benchmarks or more,
 and the accuracy-vs-training-cost picture (``cost__<task>.png``, ``matcv.leaderboard.cost``); finally the
-static page ``index.html`` (``matcv.leaderboard.html``) is written.
+interactive page ``leaderboard/site/index.html`` (``matcv.leaderboard.site``) and the plain static page
+``index.html`` beside the tables (``matcv.leaderboard.html``, for readers without JavaScript) are written.
 
 The model cards (``leaderboard/cards/``, ``matcv.leaderboard.model_cards``) are checked on every rebuild: an
 invalid card, a built-in model without one, or a card's ``reference_scores`` that the rebuilt tables do not
@@ -32,9 +34,12 @@ from matcv.leaderboard.comparison import BenchmarkId, benchmark_of
 from matcv.leaderboard.cost import cost_plot
 from matcv.leaderboard.html import write_html
 from matcv.leaderboard.leakage import write_leakage_report
+from matcv.leaderboard.learning_curves import write_learning_curves
 from matcv.leaderboard.model_cards import CARDS_DIR, card_problems_of_tasks, reference_mismatches
 from matcv.leaderboard.profile_summary import write_profile_summary
 from matcv.leaderboard.ranking import Board, Ranking, rank_boards, read_board, write_ranking
+from matcv.leaderboard.reference import benchmark_folders
+from matcv.leaderboard.site import write_site
 from matcv.leaderboard.submission import OFFICIAL_DIR, validate_all, write_submission_boards
 
 
@@ -51,62 +56,77 @@ def companion_records(folder: Path, profile: str) -> Path | None:
 def write_all_leaderboards(runs_dir: str | Path, out_dir: str | Path,
                            submissions_dir: str | Path | None = "leaderboard/submissions",
                            official_dir: str | Path | None = None, html: bool = True,
-                           track: str | None = None, cards_dir: str | Path | None = CARDS_DIR) -> list[Path]:
+                           track: str | None = None, cards_dir: str | Path | None = CARDS_DIR,
+                           reference_dir: str | Path | None = None) -> list[Path]:
     """Rebuild every table (returned, Markdown; the rankings across benchmarks after the benchmarks' own),
     validate the submissions and write ``index.html``. ``track``: only the models of that track in the
-    benchmark tables; ``cards_dir``: the model cards to check (None: no check)."""
-    written = _write_benchmark_leaderboards(runs_dir, out_dir, track)
+    benchmark tables; ``cards_dir``: the model cards to check (None: no check); ``reference_dir``: the
+    published reference board (``matcv.leaderboard.reference``; ``matcv leaderboard`` passes
+    ``leaderboard/reference/``; None: ``runs_dir`` only)."""
+    written = _write_benchmark_leaderboards(runs_dir, out_dir, track, reference_dir)
     if cards_dir is not None:
-        check_cards(cards_dir, out_dir)
+        check_cards(cards_dir, out_dir, local_boards(runs_dir))
     builtin = list(written)
-    tasks = write_task_summaries(runs_dir, out_dir)
+    tasks = write_task_summaries(runs_dir, out_dir, reference_dir)
     written += [task.ranking.markdown for task in tasks if task.ranking is not None]
     if submissions_dir is not None:
-        written += write_submissions(submissions_dir, runs_dir, out_dir, official_dir, html, builtin, tasks)
+        written += write_submissions(submissions_dir, runs_dir, out_dir, official_dir, html, builtin, tasks,
+                                     cards_dir, reference_dir)
     elif html and builtin:
         write_html(out_dir, [], [], builtin, tasks)
+        write_site(site_dir(out_dir), out_dir, [], [], builtin, tasks, runs_dir, cards_dir, reference_dir)
     return written
 
 
 def write_submissions(submissions_dir: str | Path, runs_dir: str | Path, out_dir: str | Path,
                       official_dir: str | Path | None = None, html: bool = True,
                       builtin_markdown: list[Path] | None = None,
-                      tasks: list[TaskSummary] | None = None) -> list[Path]:
+                      tasks: list[TaskSummary] | None = None, cards_dir: str | Path | None = CARDS_DIR,
+                      reference_dir: str | Path | None = None) -> list[Path]:
     """Validate every submission (printing a line per rejected one), write the submission tables and the page.
     Each submission is validated on its own: a bad one is a REJECTED line, never a build without a page."""
     verdicts = validate_all(submissions_dir, official_dir or OFFICIAL_DIR)
     for verdict in verdicts:
         if not verdict.ok:  # paths too may hold what a terminal cannot print (a folder name that is not UTF-8)
             print(f"REJECTED {printable_text(verdict.path)}: {printable_text(verdict.reason)}", flush=True)
-    boards = write_submission_boards(verdicts, runs_dir, out_dir)
+    roots = [runs_dir] + ([reference_dir] if reference_dir is not None else [])
+    boards = write_submission_boards(verdicts, roots, out_dir)
     if html and (verdicts or builtin_markdown):
         write_html(out_dir, boards, verdicts, builtin_markdown or [], tasks or [])
+        write_site(site_dir(out_dir), out_dir, boards, verdicts, builtin_markdown or [], tasks or [], runs_dir,
+                   cards_dir, reference_dir)
     return [board.markdown for board in boards]
 
 
-def _benchmark_folders(runs_dir: str | Path) -> list[Path]:
-    """Every ``<task>/<dataset>/<profile>/`` with records that has a leaderboard of its own (a photo-level-fold
-    sibling is written beside its grouped benchmark instead)."""
-    return [path.parent for path in sorted(Path(runs_dir).glob("*/*/*/records.jsonl"))
-            if not path.parent.name.endswith(PHOTO_FOLDS_SUFFIX)]
+def site_dir(out_dir: str | Path) -> Path:
+    """Where the interactive page goes: ``site/`` beside the tables (``leaderboard/site/index.html``)."""
+    return Path(out_dir).parent / "site"
 
 
-def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path, track: str | None = None) -> list[Path]:
+def _write_benchmark_leaderboards(runs_dir: str | Path, out_dir: str | Path, track: str | None = None,
+                                  reference_dir: str | Path | None = None) -> list[Path]:
     written = []
-    for folder in _benchmark_folders(runs_dir):
+    for folder in benchmark_folders(runs_dir, reference_dir):
         written += write_benchmark_tables(folder, out_dir, track=track)
     return written
 
 
-def check_cards(cards_dir: str | Path, out_dir: str | Path) -> list[str]:
+def check_cards(cards_dir: str | Path, out_dir: str | Path, local: set[tuple[str, str]] = frozenset()) -> list[str]:
     """Print (and return) an ``INVALID CARD`` line per card problem: invalid or missing cards, and reference
-    scores the tables just written under ``out_dir`` do not reproduce (a card's board not rebuilt here is not
-    compared: a rebuild of some runs says nothing about the others)."""
+    scores the tables just written under ``out_dir`` do not reproduce. A card's board not rebuilt here is not
+    compared (a rebuild of some runs says nothing about the others), nor is one of ``local`` ((task,
+    "<dataset>/<profile>") run under ``runs/``): a local rerun may differ from the published reference."""
     problems = card_problems_of_tasks(cards_dir)
-    problems += [line for line in reference_mismatches(out_dir, cards_dir) if "no committed table" not in line]
+    problems += [line for line in reference_mismatches(out_dir, cards_dir) if "no committed table" not in line
+                 and not any(f"/{task}/" in line and f"reference_scores.{board}" in line for task, board in local)]
     for problem in problems:
         print(f"INVALID CARD {printable_text(problem)}", flush=True)
     return problems
+
+
+def local_boards(runs_dir: str | Path) -> set[tuple[str, str]]:
+    """(task, "<dataset>/<profile>") of every benchmark folder under ``runs_dir``."""
+    return {(f.parents[1].name, f"{f.parent.name}/{f.name}") for f in benchmark_folders(runs_dir, None)}
 
 
 @dataclass
@@ -133,12 +153,13 @@ def ranking_settings(folder: Path) -> tuple[str | None, bool | None, bool]:
         return None, None, False
 
 
-def write_task_summaries(runs_dir: str | Path, out_dir: str | Path) -> list[TaskSummary]:
+def write_task_summaries(runs_dir: str | Path, out_dir: str | Path,
+                         reference_dir: str | Path | None = None) -> list[TaskSummary]:
     """Per task of ``runs_dir``: the ranking across its benchmark tables under ``out_dir`` (written when there
     are two or more) and the accuracy-vs-cost picture. Smoke-test profiles (a few steps on tiny data, to test
     the plumbing) are left out: their scores say nothing about the models."""
     by_task: dict[str, list[Path]] = {}
-    for folder in _benchmark_folders(runs_dir):
+    for folder in benchmark_folders(runs_dir, reference_dir):
         by_task.setdefault(folder.parents[1].name, []).append(folder)
     summaries = []
     for task, folders in by_task.items():
@@ -221,4 +242,9 @@ def write_benchmark_tables(folder: str | Path, out_dir: str | Path, config: Task
     if others and all(path is not None for path in others):  # the protocols' side-by-side table
         written.append(write_profile_summary([records_path, *others], out_dir, metrics, lower_is_better,
                                              benchmark))
+    # Runs at several training fractions (--train-fraction): their learning curve, beside the leaderboard.
+    curve = write_learning_curves(records_path, out_dir, metrics[0] if metrics else None, benchmark,
+                                  bool(metrics) and metrics[0] in lower_is_better)
+    if curve is not None:
+        written.append(curve)
     return written

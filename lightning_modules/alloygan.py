@@ -32,11 +32,12 @@ import torch.nn.functional as F
 
 from matcv.datamodules.core.atomic_io import save_figure
 from matcv.datamodules.microstructure_images import to_uint8
-from matcv.lightning_modules.alloygan_metrics import alloy_wise, domain_metrics
+from matcv.lightning_modules.alloygan_metrics import alloy_wise, domain_metrics, si_trend
 from matcv.lightning_modules.alloygan_nets import ConditionalDiscriminator, ConditionalGenerator, ConditionEncoder
 from matcv.lightning_modules.base import BenchmarkModule
 from matcv.lightning_modules.domain_features import fid_kid_domain
-from matcv.lightning_modules.microstructure_metrics import phase_indicator, s2_distance
+from matcv.lightning_modules.microstructure_metrics import diversity_ratio, phase_indicator, s2_distance
+from matcv.lightning_modules.microstructure_nets import diff_augment, resize_images
 from matcv.lightning_modules.microstructure_scoring import fold_domain_extractor, seeded_samples
 
 DOMAIN_METRICS = ("si_spearman", "si_slope", "si_fraction_mae", "lambda2_n", "lambda2_k", "lambda2_r2",
@@ -55,6 +56,15 @@ def measure_images(images: torch.Tensor) -> pd.DataFrame:
                      "particle_count_per_10k_px": particles["particle_count_per_10k_px"],
                      "mean_particle_area_px": particles["mean_particle_area_px"]})
     return pd.DataFrame(rows)
+
+
+def si_fraction_spearman(images: torch.Tensor, conditions: torch.Tensor) -> float:
+    """Spearman ρ of Si wt% (column 0 of the raw conditions (N, 8)) and the images' measured Si area fraction;
+    NaN when undefined (fewer than two Si levels, or a constant fraction: a collapsed generator)."""
+    from matcv.datamodules.measurements.alloy_measure import si_area_fraction
+
+    fractions = [si_area_fraction(image) for image in images[:, 0].detach().cpu().numpy()]
+    return si_trend(conditions[:, 0].detach().cpu().numpy(), fractions)["si_spearman"]
 
 
 CONDITION_NAMES = ("Si", "Fe", "Cu", "Mn", "Mg", "Ni", "cooling_rate", "modified")
@@ -206,38 +216,65 @@ class AlloyEvaluation(BenchmarkModule):
 
 
 class ConditionalGANTask(AlloyEvaluation):
-    """AlloyGAN (``prior="alloygan"``) or the standard cGAN (``prior="cgan"``); module doc."""
+    """AlloyGAN (``prior="alloygan"``) or the standard cGAN (``prior="cgan"``); module doc.
+
+    Small-budget options, off by default: ``image_size`` below the data's side trains both networks at that
+    resolution (real images area-averaged down; samples enlarged back to the data's size before scoring);
+    ``d_lr`` a separate discriminator learning rate (TTUR, Heusel et al. 2017); ``real_label`` < 1 one-sided
+    label smoothing (Salimans et al. 2016); ``diff_augment`` randomly flips / shifts the images (not the
+    condition planes) the discriminator sees, real and generated alike (Zhao et al. 2020)."""
 
     def __init__(self, prior: str = "alloygan", nz: int = 100, ngf: int = 64, ndf: int = 64, image_size: int = 128,
-                 lr: float = 2e-4, beta1: float = 0.5, **evaluation) -> None:
+                 lr: float = 2e-4, beta1: float = 0.5, d_lr: float | None = None, real_label: float = 1.0,
+                 diff_augment: bool = False, **evaluation) -> None:
         super().__init__(**evaluation)
+        if not 0.5 < real_label <= 1.0:
+            raise ValueError(f"real_label must be in (0.5, 1] (one-sided label smoothing), got {real_label}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.encoder = ConditionEncoder(prior)
         self.generator = ConditionalGenerator(nz=nz, n_conditions=8, ngf=ngf, image_size=image_size, channels=1)
         self.discriminator = ConditionalDiscriminator(n_conditions=8, ndf=ndf, image_size=image_size, channels=1)
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._seen_conditions: torch.Tensor | None = None
+        self._data_shape: tuple[int, int] | None = None
 
     def prepare_from_training_data(self, datamodule) -> None:
         super().prepare_from_training_data(datamodule)
-        self.encoder.fit(datamodule.datasets["train"].conditions)  # training alloys only
+        train_conditions = datamodule.datasets["train"].conditions
+        self._data_shape = tuple(int(s) for s in datamodule.datasets["train"].images.shape[-2:])
+        self.encoder.fit(train_conditions)  # training alloys only
+        self._seen_conditions = torch.unique(train_conditions.float(), dim=0)
 
     def forward(self, z: torch.Tensor, raw_conditions: torch.Tensor) -> torch.Tensor:
         return self.generator(z, self.encoder(raw_conditions))
 
+    # The data's image size travels with the weights, so a checkpoint trained below it (``image_size``) still
+    # generates at the data's size (``matcv generate``).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._data_shape is not None:
+            checkpoint["data_image_shape"] = list(self._data_shape)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "data_image_shape" in checkpoint:
+            self._data_shape = tuple(int(s) for s in checkpoint["data_image_shape"])
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        real, y = batch["image"], self.encoder(batch["conditions"])
+        size = self.hparams.image_size
+        real, y = resize_images(batch["image"], (size, size)), self.encoder(batch["conditions"])
         n = len(real)
         opt_g, opt_d = self.optimizers()
         fake = self.generator(torch.randn(n, self.hparams.nz, device=self.device), y)
         ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
-        d_real = self.discriminator(real, y).reshape(-1)
-        d_fake = self.discriminator(fake.detach(), y).reshape(-1)
-        loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+        seen = diff_augment if self.hparams.diff_augment else (lambda images: images)
+        d_real = self.discriminator(seen(real), y).reshape(-1)
+        d_fake = self.discriminator(seen(fake.detach()), y).reshape(-1)
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, ones * self.hparams.real_label)
+                  + F.binary_cross_entropy_with_logits(d_fake, zeros))
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
-        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(fake, y).reshape(-1), ones)
+        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(seen(fake), y).reshape(-1), ones)
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -252,21 +289,35 @@ class ConditionalGANTask(AlloyEvaluation):
 
     def on_validation_epoch_end(self) -> None:
         """S2 (grey level, not periodic) of images generated for the validation alloys' conditions against the
-        real validation images: the checkpoint is chosen on held-out alloys, never on the test ones."""
+        real validation images: the checkpoint is chosen on held-out alloys, never on the test ones.
+
+        Also the learning curve of what the task measures (logged, never monitored): ``val_diversity`` of those
+        images (-> 0 under mode collapse) and ``val_si_spearman``, the Spearman ρ of Si wt% and the generated
+        images' Si (dark-phase) area fraction, over the validation conditions and — ``val_si_spearman_seen`` —
+        over the training alloys' distinct conditions (does the generator follow Si at all, before asking it to
+        extrapolate)."""
         real = torch.cat([images for images, _ in self._validation])
         conditions = torch.cat([c for _, c in self._validation])
         generated = self.sample_for(conditions, seed=self.sample_seed)  # the same noise every epoch
         distance = s2_distance(phase_indicator(generated, "grey"), phase_indicator(real, "grey"), periodic=False)
         self.log("val_s2_distance", distance, prog_bar=True)
+        if len(real) >= 2:
+            self.log("val_diversity", diversity_ratio(generated, real))
+        self.log("val_si_spearman", si_fraction_spearman(generated, conditions))
+        if self._seen_conditions is not None:
+            seen = self.sample_for(self._seen_conditions, seed=self.sample_seed)
+            self.log("val_si_spearman_seen", si_fraction_spearman(seen, self._seen_conditions))
 
     def generate_for(self, conditions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         z = torch.randn((len(conditions), self.hparams.nz), generator=generator).to(self.device)
-        return self(z, conditions.to(self.device, torch.float32))
+        images = self(z, conditions.to(self.device, torch.float32))
+        return resize_images(images, self._data_shape) if self._data_shape is not None else images
 
     def configure_optimizers(self):
         betas = (self.hparams.beta1, 0.999)
+        d_lr = self.hparams.lr if self.hparams.d_lr is None else self.hparams.d_lr
         return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas),
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)]
+                torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)]
 
 
 class RealHeldOutImages(AlloyEvaluation):

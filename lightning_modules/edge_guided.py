@@ -11,6 +11,8 @@ One LightningModule, configured by ``variant`` and ``overlap``:
 
 ``overlap="ftl"`` replaces Dice by the Focal Tversky loss in every term (eqs. 7-8). Multi-class masks
 (``num_classes > 1``) use cross-entropy + multi-class Dice/FTL, and edges of every class boundary.
+Ignored pixels of a user's masks are neither learnt nor scored: every term leaves them out, and the edge
+target draws no edge along an ignore region (``edge_losses.edge_targets``).
 
 Note on Yin 2024's θ = 3: L_seg = BCE + Dice stays below ~2 from the first step, so the soft weight is 1
 throughout and S-Guided trains exactly like Guided with γ = 1 (same seed: same numbers). The weight is
@@ -29,7 +31,7 @@ from matcv.lightning_modules.edge_losses import (
     DEFAULT_LAMBDA,
     DEFAULT_THETA,
     RegionLoss,
-    canny_edge_targets,
+    edge_targets,
     soft_edge_map,
     soft_guidance_weight,
 )
@@ -41,6 +43,8 @@ DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's UNet default
 
 
 class EdgeGuidedSegmentationTask(SegmentationEvaluation):
+    learns_ignored_pixels = True  # every loss term leaves IGNORE_INDEX pixels out
+
     def __init__(
         self,
         variant: str = "unet",
@@ -84,19 +88,23 @@ class EdgeGuidedSegmentationTask(SegmentationEvaluation):
 
     def loss_terms(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(segmentation logits, {"loss": total, and each term of Table 3's equation for this variant})."""
-        out = self.net(images)
+        return self.terms_of(self.net(images), mask)
+
+    def terms_of(self, out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss_terms`` of the network's output: segmentation logits, or (logits, edge logits) of ET-UNet."""
         if not isinstance(out, tuple):  # plain UNet, eq. (1)
             segmentation_loss = self.region_loss(out, mask)
             return out, {"loss": segmentation_loss, "loss_seg": segmentation_loss}
         logits, edge_logits = out
         segmentation_loss = self.region_loss(logits, mask)
-        edge_targets = canny_edge_targets(mask, self.num_classes)
-        edge_loss = self.edge_loss(edge_logits, edge_targets)
+        edge_target = edge_targets(mask, self.num_classes)  # IGNORE_INDEX near ignored pixels
+        edge_loss = self.edge_loss(edge_logits, edge_target)
         terms = {"loss_seg": segmentation_loss, "loss_edge": edge_loss}
         total = segmentation_loss + self.hparams.edge_lambda * edge_loss  # eq. (2)
         if self.hparams.variant in ("guided", "s-guided"):
             prediction_edges = soft_edge_map(self.probabilities(logits))
-            prediction_edge_loss = self.prediction_edge_loss(prediction_edges, edge_targets)
+            prediction_edge_loss = self.prediction_edge_loss(prediction_edges, edge_target)
             if self.hparams.variant == "guided":  # eq. (5)
                 weight = torch.as_tensor(self.hparams.guidance_gamma, device=logits.device)
             else:  # eq. (6)

@@ -10,6 +10,11 @@
   models use in place of Dice everywhere, edge terms included.
 * ``soft_guidance_weight``: 1 / (max(L_seg - θ, 0) + 1), the weight of L_edge* in S-Guided ET-UNet, eq. (6).
 
+Ignored pixels (``IGNORE_INDEX`` in a user's mask, dataset.yaml's ``ignore``) are neither learnt nor scored, as
+in ``SmpSegmentationTask``: ``RegionLoss`` leaves them out of both its terms, and ``edge_targets`` draws no edge
+along an ignore region (what lies under it is unknown) and marks every pixel within Canny's reach of one as
+ignored in the edge target too, so no edge term reads them either.
+
 Dice and Tversky come from segmentation-models-pytorch; FTL maps onto smp's TverskyLoss as
 smp.alpha (FP weight) = 1 - α, smp.beta (FN weight) = α, smp.gamma = 1/β.
 """
@@ -24,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matcv.datamodules.dataset_description import IGNORE_INDEX
+
 # Canny settings (kornia's defaults): a 0/1 mask step is far above both thresholds, so every
 # boundary is a strong edge and the result does not depend on them.
 CANNY_KERNEL, CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 5, 1.0, 0.1, 0.2
@@ -32,6 +39,9 @@ CANNY_KERNEL, CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 5, 1.0, 0.1, 0.2
 # for α = 0.9 on three of the four models (Guided ET-UNet + FTL 0.8768, the value of Table 4).
 DEFAULT_LAMBDA, DEFAULT_GAMMA, DEFAULT_THETA = 0.5, 1.0, 3.0
 DEFAULT_FTL_ALPHA, DEFAULT_FTL_BETA = 0.90, 1.5
+# How far an input pixel reaches into Canny's output: the Gaussian's half-width, Sobel's and the non-maximum
+# suppression's neighbour (hysteresis only links edges that are strong on a 0/1 mask anyway).
+CANNY_REACH = CANNY_KERNEL // 2 + 1 + 1
 
 
 def one_hot_channels(mask: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -56,6 +66,20 @@ def canny_edge_targets(mask: torch.Tensor, num_classes: int = 1) -> torch.Tensor
                                   kernel_size=(CANNY_KERNEL, CANNY_KERNEL), sigma=(CANNY_SIGMA, CANNY_SIGMA))[1]
              for single in channels.reshape(b * c, h, w)]
     return torch.cat(edges).reshape(b, c, h, w).amax(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def edge_targets(mask: torch.Tensor, num_classes: int = 1) -> torch.Tensor:
+    """``canny_edge_targets`` of a mask that may hold ignored pixels -> (B, 1, H, W): 0/1 edges, and
+    IGNORE_INDEX within ``CANNY_REACH`` px of an ignored pixel (no edge is drawn along an ignore region, and
+    the edges near one are unknown). Without ignored pixels: exactly ``canny_edge_targets``."""
+    ignored = (mask == IGNORE_INDEX) if mask.dim() == 4 else (mask == IGNORE_INDEX)[:, None]
+    if not bool(ignored.any()):
+        return canny_edge_targets(mask, num_classes)
+    filled = mask.masked_fill(mask == IGNORE_INDEX, 0)  # any class: the pixels it reaches are ignored below
+    edges = canny_edge_targets(filled, num_classes)
+    near = F.max_pool2d(ignored.float(), 2 * CANNY_REACH + 1, stride=1, padding=CANNY_REACH) > 0
+    return edges.masked_fill(near, float(IGNORE_INDEX))
 
 
 def _gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +120,8 @@ class RegionLoss(nn.Module):
     ``num_classes == 1``: binary maps (B, 1, H, W) with a 0/1 target; ``num_classes > 1``: (B, C, H, W)
     logits with a (B, H, W) class-index target, cross-entropy in place of BCE. ``from_logits=False`` takes
     probabilities instead (the prediction's edge map is one). The overlap term is computed over the whole
-    batch, as smp does; a class absent from the batch contributes 0 to it.
+    batch, as smp does; a class absent from the batch contributes 0 to it. Target pixels equal to IGNORE_INDEX
+    are left out of both terms (a target without any is computed exactly as before).
     """
 
     def __init__(self, num_classes: int = 1, overlap: str = "dice", ftl_alpha: float = DEFAULT_FTL_ALPHA,
@@ -113,8 +138,15 @@ class RegionLoss(nn.Module):
         else:  # TI = (TP + ε) / (TP + α FN + (1 - α) FP + ε); FTL = (1 - TI)^(1/β)
             self.overlap = smp.losses.TverskyLoss(mode=mode, from_logits=from_logits, smooth=ftl_smooth,
                                                   alpha=1.0 - ftl_alpha, beta=ftl_alpha, gamma=1.0 / ftl_beta)
+        # The same overlap term leaving IGNORE_INDEX pixels out (smp zeroes their prediction and target).
+        self.overlap_ignoring = type(self.overlap)(mode=mode, from_logits=from_logits, ignore_index=IGNORE_INDEX,
+                                                   **({} if overlap == "dice" else
+                                                      {"smooth": ftl_smooth, "alpha": 1.0 - ftl_alpha,
+                                                       "beta": ftl_alpha, "gamma": 1.0 / ftl_beta}))
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if bool((target == IGNORE_INDEX).any()):
+            return self._ignoring(prediction, target)
         if self.num_classes == 1:
             if self.from_logits:
                 pixelwise = F.binary_cross_entropy_with_logits(prediction, target.float())
@@ -123,3 +155,18 @@ class RegionLoss(nn.Module):
         else:
             pixelwise = F.cross_entropy(prediction, target.long())
         return pixelwise + self.overlap(prediction, target)
+
+    def _ignoring(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Both terms over the pixels whose target is not IGNORE_INDEX (a mean over those pixels)."""
+        if self.num_classes == 1:
+            keep = (target != IGNORE_INDEX).float()
+            truth = (target * keep).float()
+            if self.from_logits:
+                pixelwise = F.binary_cross_entropy_with_logits(prediction, truth, weight=keep, reduction="sum")
+            else:
+                pixelwise = F.binary_cross_entropy(prediction.clamp(1e-6, 1 - 1e-6), truth, weight=keep,
+                                                   reduction="sum")
+            pixelwise = pixelwise / keep.sum().clamp_min(1.0)
+            return pixelwise + self.overlap_ignoring(prediction, target)
+        pixelwise = F.cross_entropy(prediction, target.long(), ignore_index=IGNORE_INDEX)
+        return pixelwise + self.overlap_ignoring(prediction, target.long())

@@ -43,6 +43,9 @@ from matcv.lightning_modules.microstructure_nets import (
     DCGANGenerator,
     build_seed_autoencoder,
     dcgan_weights_init,
+    diff_augment,
+    resize_images,
+    spectral_normalize,
     vae_loss,
 )
 from matcv.lightning_modules.microstructure_scoring import (
@@ -234,10 +237,11 @@ class VAETask(GenerativeEvaluation):
 
     def __init__(self, image_size: tuple[int, int] | list[int] = (128, 128), latent_dim: int = 32,
                  channels: tuple[int, ...] | list[int] = (16, 32, 64), beta: float = 1.0, lr: float = 1e-3,
-                 **evaluation):
+                 n_validation_samples: int = 32, **evaluation):
         super().__init__(**evaluation)
         self.save_hyperparameters()
         self.net = ConvVAE(image_size=tuple(image_size), latent_dim=latent_dim, channels=tuple(channels), beta=beta)
+        self._validation_images: list[torch.Tensor] = []
 
     def check_image_shape(self, shape: tuple[int, int]) -> None:
         if tuple(shape) != tuple(self.hparams.image_size):
@@ -255,10 +259,22 @@ class VAETask(GenerativeEvaluation):
                       on_step=False)
         return total
 
+    def on_validation_epoch_start(self) -> None:
+        self._validation_images = []
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         total, mse, kl = self._losses(batch["image"])
         n = len(batch["image"])
         self.log_dict({"val_loss": total, "val_mse": mse, "val_kl": kl}, batch_size=n, sync_dist=True)
+        self._validation_images.append(batch["image"].detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        # The learning curve of the samples (not of the loss): diversity of decoded N(0, I) draws with the same
+        # noise every epoch, against the validation images; -> 0 when the decoder ignores z (posterior collapse).
+        real = torch.cat(self._validation_images)
+        if len(real) >= 2:
+            generated = self.sample(self.hparams.n_validation_samples, seed=self.sample_seed)
+            self.log("val_diversity", diversity_ratio(generated, real), sync_dist=True)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         mu, _ = self.net.encode(images)
@@ -277,44 +293,73 @@ class DCGANTask(GenerativeEvaluation):
 
     The checkpoint is selected on ``val_s2_distance``: S2 of a fixed set of samples against the validation
     images, because a GAN's losses say little about its samples.
+
+    Options for small CPU budgets, all off by default (the defaults are the paper's DCGAN):
+    ``image_size`` smaller than the data (a power-of-two fraction of it) trains both networks at that resolution
+    (real images area-averaged down) and scores samples enlarged back to the data's size; ``d_lr`` gives the
+    discriminator its own learning rate (two time-scale update rule, Heusel et al. 2017); ``real_label`` < 1 is
+    one-sided label smoothing (Salimans et al. 2016); ``spectral_norm`` normalises the discriminator's convs
+    (Miyato et al. 2018); ``diff_augment`` shows the discriminator randomly flipped / shifted real and generated
+    images (Zhao et al. 2020), against a discriminator that memorises a few dozen training images.
     """
 
     monitor = "val_s2_distance"
     reconstructs = False
 
     def __init__(self, image_size: int = 128, nz: int = 100, ngf: int = 64, ndf: int = 64, lr: float = 2e-4,
-                 beta1: float = 0.5, n_validation_samples: int = 32, **evaluation):
+                 beta1: float = 0.5, n_validation_samples: int = 32, d_lr: float | None = None,
+                 real_label: float = 1.0, spectral_norm: bool = False, diff_augment: bool = False, **evaluation):
         super().__init__(**evaluation)
+        if not 0.5 < real_label <= 1.0:
+            raise ValueError(f"real_label must be in (0.5, 1] (one-sided label smoothing), got {real_label}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = DCGANGenerator(nz=nz, ngf=ngf, image_size=image_size, channels=1)
         self.discriminator = DCGANDiscriminator(ndf=ndf, image_size=image_size, channels=1)
         self.generator.apply(dcgan_weights_init)
         self.discriminator.apply(dcgan_weights_init)
+        if spectral_norm:
+            spectral_normalize(self.discriminator)
         self._validation_images: list[torch.Tensor] = []
 
     def check_image_shape(self, shape: tuple[int, int]) -> None:
         size = self.hparams.image_size
-        if tuple(shape) != (size, size):
+        factor = shape[0] // size if shape[0] % size == 0 else 0
+        if shape[0] != shape[1] or factor < 1 or factor & (factor - 1):
             raise ValueError(f"DCGANTask was built for {size}x{size} images, the data has {shape[0]}x{shape[1]}: "
-                             f"set image_size (64 or 128) in the model's args")
+                             f"set image_size (32, 64 or 128; the data's side or a power-of-two fraction of it)")
+
+    # The data's image size travels with the weights: a checkpoint trained below it still samples at that size.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.image_shape is not None:
+            checkpoint["data_image_shape"] = list(self.image_shape)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "data_image_shape" in checkpoint:
+            self.image_shape = tuple(int(s) for s in checkpoint["data_image_shape"])
+
+    def _net_size(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.hparams.image_size
+        return resize_images(images, (size, size))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        real = batch["image"]
+        real = self._net_size(batch["image"])
         n = len(real)
         opt_g, opt_d = self.optimizers()
         fake = self.generator(torch.randn(n, self.hparams.nz, device=self.device))
         ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
-        d_real = self.discriminator(real).reshape(-1)
-        d_fake = self.discriminator(fake.detach()).reshape(-1)
-        loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+        seen = diff_augment if self.hparams.diff_augment else (lambda images: images)
+        d_real = self.discriminator(seen(real)).reshape(-1)
+        d_fake = self.discriminator(seen(fake.detach())).reshape(-1)
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, ones * self.hparams.real_label)
+                  + F.binary_cross_entropy_with_logits(d_fake, zeros))
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
-        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(fake).reshape(-1), ones)
+        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(seen(fake)).reshape(-1), ones)
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -337,12 +382,14 @@ class DCGANTask(GenerativeEvaluation):
         self.log("val_diversity", diversity_ratio(generated, real), sync_dist=True)
 
     def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.generator(torch.randn((n, self.hparams.nz), generator=generator).to(self.device))
+        images = self.generator(torch.randn((n, self.hparams.nz), generator=generator).to(self.device))
+        return resize_images(images, self.image_shape) if self.image_shape is not None else images
 
     def configure_optimizers(self):
         betas = (self.hparams.beta1, 0.999)
+        d_lr = self.hparams.lr if self.hparams.d_lr is None else self.hparams.d_lr
         return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas),
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)]
+                torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)]
 
 
 class TrainingImagesReference(GenerativeEvaluation):

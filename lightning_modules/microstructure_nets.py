@@ -356,10 +356,53 @@ class ConvVAE(nn.Module):
 # --- DCGAN (Radford et al. 2016; PyTorch DCGAN tutorial layout) -----------------------------------------
 
 def dcgan_depth(image_size: int) -> int:
-    """Number of stride-2 stages between 4×4 and image_size (3 for 64, 4 for 128)."""
-    if image_size not in (64, 128):
-        raise ValueError(f"DCGAN image_size must be 64 or 128, got {image_size}")
+    """Number of stride-2 stages between 4×4 and image_size (2 for 32, 3 for 64, 4 for 128)."""
+    if image_size not in (32, 64, 128):
+        raise ValueError(f"DCGAN image_size must be 32, 64 or 128, got {image_size}")
     return int(math.log2(image_size)) - 3
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, *size): area averaging when shrinking (no aliasing of thin features), bilinear when
+    enlarging. Lets a GAN train at a lower resolution than the data and still be scored at the data's."""
+    size = tuple(int(s) for s in size)
+    if tuple(images.shape[-2:]) == size:
+        return images
+    if images.shape[-2] >= size[0] and images.shape[-1] >= size[1]:
+        return F.interpolate(images, size=size, mode="area")
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def diff_augment(images: torch.Tensor) -> torch.Tensor:
+    """Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): per image a random horizontal and vertical
+    flip and a random circular shift of up to 1/8 of each side, applied to real AND generated images before the
+    discriminator, so it cannot memorise ~100 training images while the generator still gets gradients through
+    the (differentiable) transforms. Flips and shifts leave a stationary microstructure's statistics unchanged.
+    Draws from torch's global generator (seeded by the run)."""
+    n, _, height, width = images.shape
+    out = []
+    flips = torch.rand(n, 2) < 0.5
+    shifts = torch.stack([torch.randint(-(height // 8), height // 8 + 1, (n,)),
+                          torch.randint(-(width // 8), width // 8 + 1, (n,))], dim=1)
+    for k in range(n):
+        image = images[k]
+        dims = [d for d, flip in zip((1, 2), flips[k].tolist()) if flip]
+        if dims:
+            image = image.flip(dims)
+        out.append(image.roll(shifts=(int(shifts[k, 0]), int(shifts[k, 1])), dims=(1, 2)))
+    return torch.stack(out)
+
+
+def spectral_normalize(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every conv / transposed conv of ``module``, in place: each
+    weight is divided by its largest singular value (one power iteration per step), which bounds the
+    discriminator's Lipschitz constant and keeps its gradients informative on small data."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+            setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
+        else:
+            spectral_normalize(child)
+    return module
 
 
 def dcgan_weights_init(module: nn.Module) -> None:
@@ -375,7 +418,7 @@ def dcgan_weights_init(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    """DCGAN generator: z (N, nz) or (N, nz, 1, 1) → images (N, channels, S, S) in [−1, 1], S ∈ {64, 128}.
+    """DCGAN generator: z (N, nz) or (N, nz, 1, 1) → images (N, channels, S, S) in [−1, 1], S ∈ {32, 64, 128}.
 
     ConvTranspose(k4, s1, p0) from 1×1 to 4×4 with ngf·2^d channels, then d ConvTranspose(k4, s2, p1)-BN-ReLU
     blocks halving the channels, then ConvTranspose(k4, s2, p1) to ``channels`` + Tanh (d = 3 for 64, the
@@ -406,7 +449,7 @@ class DCGANGenerator(nn.Module):
 
 
 def dcgan_discriminator_layers(in_channels: int, ndf: int, image_size: int) -> nn.Sequential:
-    """The DCGAN discriminator's stack for ``in_channels`` input planes of side ``image_size`` (64 or 128):
+    """The DCGAN discriminator's stack for ``in_channels`` input planes of side ``image_size`` (32, 64 or 128):
     Conv(k4, s2, p1)-LeakyReLU, then Conv-BN-LeakyReLU blocks doubling the width down to 4×4, then a 4×4 conv to
     one logit. Shared by ``DCGANDiscriminator`` and AlloyGAN's conditional one (image + condition planes)."""
     width = ndf
@@ -420,7 +463,7 @@ def dcgan_discriminator_layers(in_channels: int, ndf: int, image_size: int) -> n
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN discriminator: images (N, channels, S, S), S ∈ {64, 128} → logits of shape (N,).
+    """DCGAN discriminator: images (N, channels, S, S), S ∈ {32, 64, 128} → logits of shape (N,).
 
     Conv(k4, s2, p1)-LeakyReLU(0.2) (no BatchNorm on the first layer, as in the paper), then Conv(k4, s2, p1)-
     BN-LeakyReLU blocks doubling the channels down to 4×4, then Conv(k4, s1, p0) to a 1×1 logit. No sigmoid:

@@ -70,12 +70,14 @@ class SegmentThenRate(AstmFromMaskBaseline):
     def mask_datamodule(self, datamodule) -> CorrosionPanelsDataModule:
         """The fold's photos with their masks: the rating DataModule's settings, ``target: mask``."""
         settings = datamodule.hparams
-        return CorrosionPanelsDataModule(
+        masks = CorrosionPanelsDataModule(
             fold_manifest_path=datamodule.fold_manifest_path, fold=datamodule.fold, data_root=datamodule.data_root,
             seed=datamodule.seed, target="mask", image_size=datamodule.image_size,
             batch_size=self.hparams.batch_size or datamodule.batch_size, num_workers=datamodule.num_workers,
             augment=datamodule.augment, augmentation=datamodule.augmentation,
             rating_classes=settings.get("rating_classes"))
+        masks.train_fraction = datamodule.train_fraction  # a learning curve's run: the same training groups
+        return masks
 
     def fit_baseline(self, datamodule) -> None:
         super().fit_baseline(datamodule)  # the manifest's scribe lines, mm per pixel and the scribe width

@@ -7,7 +7,9 @@ records — so a trained network and an untrained baseline are scored by the sam
 A user's data (``datamodules/user_segmentation.py``) may mark pixels as ignored (class index
 ``IGNORE_INDEX``): they are left out of every score, and ``SmpSegmentationTask`` leaves them out of its loss.
 Its whole test images may be larger than the training crops: the DataModule's ``eval_tile_size`` then has
-them scored tile by tile (overlapping tiles, logits averaged), every pixel once.
+them scored tile by tile (overlapping tiles, logits averaged), every pixel once. In resize mode its test images
+are resized but their masks native: the logits are then upsampled to the mask's size (``at_mask_size``) and
+scored there, so crop and resize modes report scores on the same pixels.
 
 Rare classes: a multi-class test record also counts, per class, the pixels predicted (``pred_px_<class>``) and
 true (``true_px_<class>``), so a table can say which class a model never predicts; ``SmpSegmentationTask`` takes
@@ -163,7 +165,7 @@ class SegmentationEvaluation(BenchmarkModule):
         return datamodule.item_evaluator if datamodule is not None else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.test_logits(batch["image"])
+        logits = at_mask_size(self.test_logits(batch["image"]), batch["mask"])
         scores = self._scores(logits, batch["mask"])
         predicted = self.predicted_mask(logits).cpu().numpy()
         truth = batch["mask"].cpu().numpy().reshape(predicted.shape)
@@ -200,7 +202,8 @@ class SegmentationEvaluation(BenchmarkModule):
         index = {item: i for i, item in enumerate(test.item_ids)}
         scores = {r["item_id"]: r for r in self.test_results}
         items = list(self.test_examples)
-        images, truths = [_displayable(test.images[index[i]]) for i in items], [test.masks[index[i]] for i in items]
+        truths = [test.masks[index[i]] for i in items]
+        images = [_displayable(test.images[index[i]], np.shape(truth)) for i, truth in zip(items, truths)]
         if self.num_classes == 1:
             return save_segmentation_examples(
                 path, images, truths, [self.test_examples[i] for i in items],
@@ -210,10 +213,26 @@ class SegmentationEvaluation(BenchmarkModule):
                                        self.class_names)
 
 
-def _displayable(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB of a stored test image (16-bit sources are kept as floats in [0, 1])."""
+def _displayable(image: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """uint8 RGB of a stored test image (16-bit sources are kept as floats in [0, 1]), at its mask's ``shape``
+    (a resized test image is shown at the native size it was scored at)."""
     image = np.asarray(image)
-    return image if image.dtype == np.uint8 else np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    image = image if image.dtype == np.uint8 else np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    if shape is not None and image.shape[:2] != tuple(shape[-2:]):
+        resized = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=tuple(shape[-2:]),
+                                mode="bilinear", align_corners=False)
+        image = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return image
+
+
+def at_mask_size(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, C, h, w) brought to the size of their mask (B, H, W) or (B, 1, H, W): unchanged when the sizes
+    agree; else bilinear on the logits (before any threshold or argmax). Resize mode scores this way: the
+    prediction at the image's native size against the native mask, whose class indices are never interpolated."""
+    size = tuple(mask.shape[-2:])
+    if tuple(logits.shape[-2:]) == size:
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 NETWORK_MULTIPLE = 32  # five 2x down-samplings of a UNet encoder

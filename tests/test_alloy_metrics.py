@@ -150,3 +150,22 @@ def test_alloy_wise():
     mean, std = alloy_wise({"A339": 12.5})
     assert mean == 12.5 and math.isnan(std)
     assert all(math.isnan(v) for v in alloy_wise({}))
+
+
+# --- the per-epoch learning-curve metric of the GANs --------------------------------------------------
+
+def test_si_fraction_spearman_follows_the_dark_area_of_the_images():
+    import torch
+
+    from matcv.lightning_modules.alloygan import si_fraction_spearman
+
+    si = torch.tensor([5.0, 7.0, 9.5, 12.0, 22.0])
+    conditions = torch.zeros(5, 8)
+    conditions[:, 0] = si
+    images = torch.ones(5, 1, 32, 32)  # light (α-Al) everywhere
+    for k in range(5):
+        images[k, 0, : 4 * (k + 1)] = -1.0  # a dark (Si) band growing with Si wt%
+    assert si_fraction_spearman(images, conditions) == pytest.approx(1.0)
+    assert si_fraction_spearman(images.flip(0), conditions) == pytest.approx(-1.0)
+    # a collapsed generator (the same image for every condition) has no trend: NaN, not 0
+    assert math.isnan(si_fraction_spearman(images[:1].expand(5, -1, -1, -1), conditions))

@@ -375,3 +375,46 @@ def test_inception_fid_runs_offline_with_a_local_state_dict(tmp_path, monkeypatc
     result = df.inception_fid(images, images, weights, cuda=False, feature_layer="64")
     assert set(result) == {"fid_inception", "kid_inception", "kid_inception_std"}
     assert abs(result["fid_inception"]) < 1e-6
+
+
+def test_resize_images_shrinks_by_area_and_enlarges_back():
+    from matcv.lightning_modules.microstructure_nets import resize_images
+
+    images = torch.zeros(2, 1, 8, 8)
+    images[:, :, :, :4] = 1.0  # left half on
+    small = resize_images(images, (4, 4))
+    assert small.shape == (2, 1, 4, 4)
+    assert torch.allclose(small[:, :, :, :2], torch.ones(2, 1, 4, 2))  # area mean of 2x2 blocks
+    assert torch.allclose(small.mean(), images.mean())
+    assert resize_images(small, (8, 8)).shape == (2, 1, 8, 8)
+    assert resize_images(images, (8, 8)) is images
+
+
+def test_dcgan_trains_below_the_data_resolution_and_samples_at_it():
+    from matcv.lightning_modules.microstructure import DCGANTask
+
+    task = DCGANTask(image_size=32, nz=8, ngf=4, ndf=4, d_lr=4e-4, real_label=0.9, spectral_norm=True)
+    task.check_image_shape((128, 128))  # 128 = 4 x 32: allowed
+    with pytest.raises(ValueError, match="power-of-two fraction"):
+        task.check_image_shape((96, 96))
+    task.image_shape = (128, 128)
+    samples = task.sample(3, seed=0)
+    assert samples.shape == (3, 1, 128, 128)
+    assert torch.equal(samples, task.sample(3, seed=0))  # seeded
+    g_opt, d_opt = task.configure_optimizers()
+    assert d_opt.param_groups[0]["lr"] == 4e-4 and g_opt.param_groups[0]["lr"] == task.hparams.lr
+    with pytest.raises(ValueError, match="real_label"):
+        DCGANTask(image_size=32, real_label=0.3)
+
+
+def test_diff_augment_only_moves_pixels_and_passes_gradients():
+    from matcv.lightning_modules.microstructure_nets import diff_augment
+
+    torch.manual_seed(0)
+    images = torch.randn(6, 1, 16, 16, requires_grad=True)
+    out = diff_augment(images)
+    assert out.shape == images.shape
+    # flips and circular shifts permute each image's pixels: same sorted values per image
+    assert torch.equal(out.detach().flatten(1).sort(1).values, images.detach().flatten(1).sort(1).values)
+    out.square().sum().backward()
+    assert torch.allclose(images.grad, 2 * images.detach())  # a permutation's gradient, pixel for pixel

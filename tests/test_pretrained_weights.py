@@ -110,3 +110,28 @@ def test_smp_encoder_from_a_local_file_in_details(tmp_path):
         assert torch.equal(tensor, loaded.net.encoder.state_dict()[name]), name
     assert loaded.test_details()["weights"]["sha256"] == sha256_file(tmp_path / "enc.safetensors")
     assert loaded.test_details()["weights"]["pretrained_on"] == "imagenet"
+
+
+@pytest.mark.parametrize("backbone, file, size_args, same", [
+    ("vit_tiny_patch16_224", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors", {"img_size": 64},
+     "blocks.0.attn.qkv.weight"),
+    ("swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224.ms_in1k.safetensors",
+     {"img_size": 64, "window_size": 8}, "layers.0.blocks.0.attn.qkv.weight"),
+])
+def test_imagenet_transformers_load_at_another_image_and_window_size(backbone, file, size_args, same, tmp_path,
+                                                                     monkeypatch):
+    """The pretrained ViT/Swin raters use the published 224-px (window 7) weights at the profile's size: timm's
+    loader resamples ViT's position embeddings and Swin's relative-position tables; the other weights are the
+    file's, unchanged."""
+    torch.manual_seed(5)
+    state = {k: v.contiguous() for k, v in timm.create_model(backbone).state_dict().items()}
+    save_file(state, str(tmp_path / file))
+    monkeypatch.setenv("MATCV_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(pretrained_weights, "hub_reachable", lambda timeout=0: pytest.fail("asked the hub"))
+    model = RatingTask(backbone=backbone, pretrained="imagenet", lr=1e-4, backbone_args=size_args)
+    assert torch.equal(model.backbone.state_dict()[same], state[same])
+    assert model.weights_facts.as_dict()["pretrained_on"] == "imagenet"
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape[0] == 2
+    if backbone.startswith("vit"):  # 4 x 4 patches + the class token, resampled from 14 x 14 + 1
+        assert model.backbone.pos_embed.shape[1] == 17 and state["pos_embed"].shape[1] == 197

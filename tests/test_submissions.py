@@ -251,17 +251,22 @@ def test_html_page_renders_in_headless_chromium(world, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
-    shot = tmp_path / "page.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                        f"--screenshot={shot}", "--window-size=1280,2000",
-                        (world["out"] / "index.html").resolve().as_uri()],
-                       check=True, capture_output=True, timeout=120)
-    size, pixels = _png_size_and_pixels(shot)
-    assert size == (1280, 2000)
-    assert pixels.std() > 10, "the screenshot is blank"
-    assert (pixels < 128).mean() > 0.005  # text and plots drawn
+    site = world["out"].parent / "site" / "index.html"  # the interactive page, beside the static one
+    text = site.read_text(encoding="utf-8")
+    assert f"{VALID} (submission)" in text and "&lt;b&gt;not&lt;/b&gt;" in text and "<b>not</b>" not in text
+    assert all(name in text.split('id="submissions"')[1] for name in TAMPERED)  # rejected, with reasons
+    for name, uri in (("page", (world["out"] / "index.html").resolve().as_uri()),
+                      ("site", site.resolve().as_uri() + "#submissions")):
+        shot = tmp_path / f"{name}.png"
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run",
+                            f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,2000", uri],
+                           check=True, capture_output=True, timeout=120)
+        size, pixels = _png_size_and_pixels(shot)
+        assert size == (1280, 2000)
+        assert pixels.std() > 10, f"the screenshot of the {name} is blank"
+        assert (pixels < 128).mean() > 0.005  # text and plots drawn
 
 
 def test_lightning_module_class_gets_its_own_hyperparameters_and_lr_but_not_the_harness_keys():

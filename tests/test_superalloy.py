@@ -211,13 +211,13 @@ def test_check_dataset_reads_every_file(tiny):
     root, _ = tiny
     write_tif(root / "Super1/test_annot/spot2_0d_0_mask.tif", np.full((64, 48, 4), 255, np.uint8))
     (root / "Super1/train/spot4_0d_1.tif").write_bytes(b"not a tiff")
-    write_tif(root / "Super1/val/spot1_180d_1.tif", np.full((64, 64), 40000, np.uint16))  # 16-bit grey
+    write_tif(root / "Super1/val/spot1_180d_1.tif", np.full((64, 64), 0.5, np.float32))  # 32-bit float: not read
     assert SuperalloyDataModule.index_dataset(root)  # names alone are fine
     with pytest.raises(ManifestError) as error:
         SuperalloyDataModule.check_dataset(root, progress=False, crop_size=32)
     message = str(error.value)
     assert "3 problem(s)" in message
-    assert "spot1_180d_1.tif: image mode 'I;16' is not 8-bit" in message
+    assert "spot1_180d_1.tif: image mode 'F' is not 8- or 16-bit" in message  # the user format's reader
     assert "spot2_0d_0_mask.tif: mask is 48x64 px but its image Super1/test/spot2_0d_0.tif is 64x64 px" in message
     assert "spot4_0d_1.tif: cannot read image" in message
 
@@ -225,7 +225,7 @@ def test_check_dataset_reads_every_file(tiny):
 def test_check_dataset_refuses_training_images_smaller_than_the_crop(tiny):
     root, _ = tiny
     assert len(SuperalloyDataModule.check_dataset(root, progress=False, crop_size=64)["items"]) == 8
-    with pytest.raises(ManifestError, match=r"(?s)8 problem.*smaller than 96 px"):
+    with pytest.raises(ManifestError, match=r"(?s)8 problem.*smaller than crop_size 96"):
         SuperalloyDataModule.check_dataset(root, progress=False, crop_size=96)
 
 

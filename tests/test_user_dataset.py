@@ -30,6 +30,7 @@ from matcv.datamodules.folds import make_fold_manifest, write_fold_manifest
 from matcv.datamodules.manifest import ManifestError
 from matcv.datamodules.user_segmentation import UserSegmentationDataModule
 from matcv.lightning_modules.segmentation import (
+    SegmentationEvaluation,
     SmpSegmentationTask,
     per_image_class_dice_iou,
     per_image_dice_iou,
@@ -197,6 +198,9 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     cv2.imwrite(str(tmp_path / "c16.png"), colour[..., ::-1])  # OpenCV writes BGR
     read = read_image_file(tmp_path / "c16.png")
     np.testing.assert_allclose(read[0, 0], [1.0, 1000 / 65535, 0.0], rtol=1e-6)
+    # image_bits: 8 (the superalloy preset's reading): uint8, 16-bit files by their high byte
+    assert read_image_file(tmp_path / "g16.tif", 8)[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert read_image_file(tmp_path / "c16.png", 8)[0, 0].tolist() == [255, 1000 >> 8, 0]
 
 
 def test_a_sixteen_bit_tiff_folder_trains_and_standardises_in_unit_scale(tmp_path):
@@ -283,6 +287,7 @@ def test_images_smaller_than_the_crop_and_missing_size_are_named(tmp_path):
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\ncrop_size: 100\n", "key 'crop_size' must be a multiple of 32"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\ncrop_size: 64\nimage_size: 64\n", "not both"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\ncolours: 3\n", "unknown key(s) ['colours']"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nimage_bits: 12\n", "key 'image_bits' must be 8"),
     ("classes: [{name: a, value: 0}\n", "not readable YAML"),
 ])
 def test_a_bad_dataset_yaml_is_named_with_its_key(tmp_path, text, named):
@@ -354,7 +359,8 @@ def test_resize_mode_and_two_classes_are_binary(tmp_path):
     dm = datamodule(tmp_path, tmp_path)
     assert dm.num_classes == 1 and dm.class_names == ["matrix", "ferrite"] and dm.eval_tile_size is None
     sample = dm.datasets["test"][0]
-    assert sample["image"].shape == (3, 32, 32) and sample["mask"].shape == (1, 32, 32)
+    assert sample["image"].shape == (3, 32, 32) and sample["mask"].shape == (1, H, W)  # scored at native size
+    assert dm.datasets["val"][0]["mask"].shape == (1, 32, 32)
     assert set(torch.unique(sample["mask"]).tolist()) <= {0.0, 1.0, float(IGNORE_INDEX)}  # carbide is ignored here
     assert UserSegmentationDataModule.dataset_name(tmp_path, generated=False) == "two"
 
@@ -404,8 +410,13 @@ def test_models_refuse_data_of_another_class_count_or_with_unlearnable_ignored_p
         SmpSegmentationTask(num_classes=1).prepare_from_training_data(data)
     SmpSegmentationTask(num_classes=3, class_names=CLASSES).prepare_from_training_data(data)
     edge = EdgeGuidedSegmentationTask(num_classes=3, class_names=CLASSES, decoder_channels=[8, 8, 8, 8, 8])
+    edge.prepare_from_training_data(data)  # DeepSC-Edge leaves ignored pixels out of every loss term
+
+    class NoIgnoreIndex(SegmentationEvaluation):  # a trained model whose loss has no ignore index
+        pass
+
     with pytest.raises(ValueError, match="cannot learn from masks with ignored pixels"):
-        edge.prepare_from_training_data(data)
+        NoIgnoreIndex(num_classes=3, class_names=CLASSES).prepare_from_training_data(data)
 
 
 def test_tiled_logits_cover_every_pixel_and_match_a_pointwise_network():
@@ -456,6 +467,15 @@ def test_segmentation_yaml_is_fitted_to_a_described_folder(tmp_path):
         adapted_config("rating", None, crop_size=64)
     path = adapted_task("segmentation", tmp_path)
     assert TaskConfig.load(path).name == "segmentation" and TaskConfig.load(path).raw == raw
+
+
+def test_too_few_groups_for_the_validation_share_raise_it_and_say_so(tmp_path, capsys):
+    make_folder(tmp_path)  # 6 groups: 3 folds leave 4 training groups, too few for val_fraction 0.2's 5 splits
+    profiles = adapted_config("segmentation", tmp_path)["profiles"]
+    assert profiles["quick"]["val_fraction"] == 0.25 and profiles["paper"]["val_fraction"] == 0.1  # 10 folds: left
+    assert "val_fraction raised: quick (3 folds) 0.2 -> 0.25" in capsys.readouterr().err
+    make_fold_manifest(*(lambda i: (i["items"], i["groups"]))(UserSegmentationDataModule.index_dataset(tmp_path)),
+                       None, n_folds=3, val_fraction=0.25, group_column="group")  # it fits
 
 
 def test_a_yaml_that_contradicts_the_data_is_refused(tmp_path):

@@ -5,7 +5,8 @@ Layout of a benchmark folder ``<output>/<task>/<dataset>/<profile>/``:
   records.jsonl       one line per finished run (ok or failed), appended atomically
   task.yaml           a copy of the task YAML, when it is the user's own (the tables are rebuilt with it)
   <model>/fold-<k>/   checkpoints, per-epoch CSV logs and test predictions (predictions.npz) of one run (wiped if a
-                      killed run left it); <model>/fold-<k>-seed-<r>/ for training seed r > 0 (--seeds)
+                      killed run left it); <model>/fold-<k>-seed-<r>/ for training seed r > 0 (--seeds);
+                      <model>/fold-<k>-frac-<f>/ for a training fraction f < 1 (--train-fraction)
   claims/             one lock file per run key, held while that run trains (see records.RunClaims)
   slurm/              submitit's job scripts and logs (``--launcher slurm|local``)
 

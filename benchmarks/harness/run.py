@@ -38,7 +38,7 @@ from matcv.benchmarks.harness.prepare import Benchmark
 from matcv.benchmarks.harness.provenance import provenance
 from matcv.benchmarks.harness.wandb_logging import finish_run, run_logger, wandb_mode
 from matcv.datamodules.core.atomic_io import sha256_bytes
-from matcv.datamodules.core.config import RunSpec, import_object, run_seed, training_seed
+from matcv.datamodules.core.config import RunSpec, fraction_label, import_object, run_seed, training_seed
 from matcv.datamodules.core.records import FAILED, OK, RunClaims
 from matcv.lightning_modules.base import BenchmarkModule
 
@@ -248,6 +248,7 @@ def record_head(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         "key": key, "task": spec.task, "model": spec.model, "fold": spec.fold, "profile": spec.profile,
         "dataset": bench.dataset, "seed": spec.config["seed"], "config_hash": spec.config_hash,
         "replicate": spec.replicate, "training_seed": training_seed(spec.config["seed"], spec.fold, spec.replicate),
+        "train_fraction": spec.train_fraction,
         "config": spec.config, "fold_manifest_sha256": bench.fold_manifest_sha256,
         "fold_manifest": str(bench.fold_manifest_path), "fold_grouping": bench.grouping,
         "data_sha256": bench.data_sha256, "data_root": str(bench.data_root), "devices": devices,
@@ -314,12 +315,24 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
             # replicates shuffle from the global RNG instead (seeded above), which BenchmarkDataModule offers.
             # Replicate 0 keeps its loader generator, so it stays exactly the run a single-seed benchmark makes.
             datamodule.seeded_shuffle = False
+        # A learning curve's run: the DataModule keeps that share of the fold's training groups (drawn from the
+        # fold's run seed, so every model and replicate of the fold gets the same ones); val and test unchanged.
+        datamodule.train_fraction = spec.train_fraction
         model = import_object(spec.config["model"]["class"])(**spec.config["model"]["args"])
         if not isinstance(model, BenchmarkModule):
             raise TypeError(f"{type(model).__name__} is not a BenchmarkModule (matcv.lightning_modules.base): "
                             f"subclass the task's evaluation base, which is one")
         datamodule.setup("fit")
         counts = {p: len(datamodule.datasets[p]) for p in ("train", "val", "test")}
+        subset = getattr(datamodule, "train_subset", None)
+        if subset is None and spec.train_fraction != 1.0:
+            raise RuntimeError(f"{type(datamodule).__name__} does not read its fold through "
+                               f"BenchmarkDataModule.fold_items, so train_fraction {spec.train_fraction} cannot cut "
+                               f"its training part")
+        if subset is not None:
+            record["n_train_groups"], record["n_train_groups_total"] = subset["n_groups"], subset["n_groups_total"]
+            if spec.train_fraction != 1.0:
+                record["train_groups"] = subset["groups"]
         model.set_input_normalization_from(datamodule)  # saved with the weights, for predicting new photos
         model.prepare_from_training_data(datamodule)  # e.g. target statistics of the training part only
         record["n_items"] = counts
@@ -406,14 +419,18 @@ def _wandb_run_logger(bench: Benchmark, spec: RunSpec, key: str, record: dict):
         return None
     run_id = sha256_bytes(f"{key}|{record['started_at']}".encode())[:16]  # unique per attempt
     config = {k: v for k, v in record.items() if k not in ("key", "started_at")}
-    name = f"{spec.model}-fold{spec.fold}" + (f"-seed{spec.replicate}" if spec.replicate else "")
+    name = f"{spec.model}-fold{spec.fold}" + (f"-seed{spec.replicate}" if spec.replicate else "") \
+        + (f"-frac{fraction_label(spec.train_fraction)}" if spec.train_fraction != 1.0 else "")
     return run_logger(mode, bench.folder, spec.task, bench.wandb_group, name, run_id, config)
 
 
 def run_folder(bench: Benchmark, spec: RunSpec) -> Path:
-    """A run's checkpoints and logs: ``<model>/fold-<k>/``, ``<model>/fold-<k>-seed-<r>/`` for replicate r > 0."""
-    return bench.folder / spec.model / (f"fold-{spec.fold}-seed-{spec.replicate}" if spec.replicate
-                                        else f"fold-{spec.fold}")
+    """A run's checkpoints and logs: ``<model>/fold-<k>/``, ``<model>/fold-<k>-seed-<r>/`` for replicate r > 0,
+    with ``-frac-<f>`` after it for a training fraction f < 1 (``fold-<k>-frac-0.25``)."""
+    name = f"fold-{spec.fold}-seed-{spec.replicate}" if spec.replicate else f"fold-{spec.fold}"
+    if spec.train_fraction != 1.0:
+        name += f"-frac-{fraction_label(spec.train_fraction)}"
+    return bench.folder / spec.model / name
 
 
 def _manifest_groups(bench: Benchmark) -> dict[str, str]:

@@ -36,13 +36,16 @@ from matcv.datamodules.core.records import OK, RunClaims, run_key
 def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Path | None = None,
                   models: list[str] | None = None, folds: list[int] | None = None, output_dir: str | Path = "runs",
                   fold_manifest: str | Path | None = None, settings: RunSettings | None = None,
-                  seeds: int | None = None, **setting_values) -> Benchmark:
+                  seeds: int | None = None, train_fractions: list[float] | None = None,
+                  **setting_values) -> Benchmark:
     """Run every pending model x fold of a benchmark and append their records; the harness stops there
     (``matcv bench`` then writes the tables through ``matcv.leaderboard.rebuild.write_benchmark_tables``).
 
     ``seeds`` N (default: the profile's ``seeds``, else 1) runs every model x fold N times with N training seeds
     on the same folds (``TaskConfig.runs``); replicate 0 is the run a single-seed benchmark makes, so raising N
     later runs only the new replicates. Unlike ``settings`` it changes what is run, hence the results.
+    ``train_fractions`` (default: the profile's ``train_fractions``, else [1]) runs every model x fold (x seed) on
+    those shares of the fold's training groups too (a learning curve); fraction 1 is the normal run.
 
     How the runs are executed is ``settings`` (a ``RunSettings``), or its fields given as keywords
     (``accelerator="cpu", parallel_runs=2, ...``). A profile's leakage report runs its models again on
@@ -59,13 +62,14 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         if selected is not None and len(selected) == 0:
             raise ConfigError(f"{option} selects nothing; name at least one, or leave the option out for all")
     config = TaskConfig.load(task)
-    runs = config.runs(profile, models, folds, seeds)  # validates names and seeds before any work is done
+    runs = config.runs(profile, models, folds, seeds, train_fractions)  # names, seeds, fractions checked now
     comparison = config.raw.get("comparison")
     if comparison is not None:
         ComparisonSpec.parse(comparison, config.metrics)  # a bad block fails now, not after hours of training
     bench = prepare_benchmark(config, profile, data_root, output_dir, fold_manifest, settings.progress)
     bench.log_wandb = settings.log_wandb
-    bench.running_elsewhere = run_all(bench, runs, settings, config.runs(profile, seeds=seeds))
+    bench.running_elsewhere = run_all(bench, runs, settings,
+                                      config.runs(profile, seeds=seeds, train_fractions=train_fractions))
 
     # The leakage report: the same models on photo-level random folds, beside the grouped result.
     leakage = config.profile(profile).get("leakage_report")
@@ -74,14 +78,16 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
         leaky = prepare_benchmark(config, profile, data_root, output_dir, None, settings.progress,
                                   photo_level_folds=True)
         leaky.log_wandb = settings.log_wandb
-        bench.running_elsewhere += run_all(leaky, config.runs(profile, leaky_models, folds, seeds), settings,
-                                           config.runs(profile, leakage["models"], seeds=seeds))
+        # Full training parts only: the report compares grouped with leaky folds, not amounts of data.
+        bench.running_elsewhere += run_all(leaky, config.runs(profile, leaky_models, folds, seeds, [1.0]), settings,
+                                           config.runs(profile, leakage["models"], seeds=seeds, train_fractions=[1.0]))
 
     # Companion profiles: the same models under other protocols of the same data (e.g. a dataset's official
     # split and an out-of-distribution test set beside its grouped CV); the leaderboard puts them side by side.
     for other in config.profile(profile).get("companion_profiles", []):
         bench.companions.append(run_benchmark(task, other, data_root=data_root, models=models,
-                                              output_dir=output_dir, settings=settings, seeds=seeds))
+                                              output_dir=output_dir, settings=settings, seeds=seeds,
+                                              train_fractions=train_fractions))
     return bench
 
 

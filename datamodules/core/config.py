@@ -123,6 +123,31 @@ def training_seed(profile_seed: int, fold: int, replicate: int = 0) -> int:
     return seed
 
 
+def check_train_fractions(fractions, where: str) -> list[float]:
+    """``fractions`` (the shares of a fold's training groups to train on, ``--train-fraction 0.25,0.5,1``) as
+    distinct floats in (0, 1], full data (1.0) first then ascending, or a ConfigError naming ``where``."""
+    if isinstance(fractions, (int, float)) and not isinstance(fractions, bool):
+        fractions = [fractions]
+    if not isinstance(fractions, (list, tuple)) or not fractions:
+        raise ConfigError(f"{where} must be a non-empty list of fractions in (0, 1], e.g. [0.25, 0.5, 1], "
+                          f"got {fractions!r}")
+    values = []
+    for value in fractions:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ConfigError(f"{where}: {value!r} is not a fraction in (0, 1] (the share of a fold's training "
+                              f"groups to train on; 1 is the whole training part)")
+        values.append(float(value))
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where} names a fraction twice: {fractions!r}")
+    # Full data first, as replicate 0 comes first: a benchmark stopped half way already has its main table.
+    return sorted(values, key=lambda f: (f != 1.0, f))
+
+
+def fraction_label(fraction: float) -> str:
+    """How folders, keys and progress lines write a training fraction: 0.25, 0.5, 0.125."""
+    return f"{fraction:g}"
+
+
 def check_seeds(seeds, where: str) -> int:
     """``seeds`` (how many replicates of every model x fold) as a whole number >= 1, or a ConfigError naming
     ``where`` it came from."""
@@ -144,6 +169,9 @@ class RunSpec:
     config: dict  # resolved, fold-independent; replicate r > 0 has "replicate": r (its own hash and key)
     replicate: int = 0
     seeds: int = 1  # how many replicates its benchmark runs: for progress lines only, not the run's identity
+    # The share of the fold's training groups it trains on (a learning curve); < 1 has "train_fraction" in its
+    # config (its own hash and key), 1 is the normal run and has none.
+    train_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         # Replicate 0's config has no "replicate" key (it hashes as every run did before replicates existed); any
@@ -152,6 +180,12 @@ class RunSpec:
         if stated != self.replicate or ("replicate" in self.config and not self.replicate):
             raise ValueError(f"RunSpec of {self.model} fold {self.fold}: replicate {self.replicate} but its config "
                              f"says {self.config.get('replicate')!r} (TaskConfig.run_config(..., replicate=r) sets it)")
+        # The same rule for the training fraction: the full-data run hashes exactly as before fractions existed.
+        stated = self.config.get("train_fraction", 1.0)
+        if stated != self.train_fraction or ("train_fraction" in self.config and self.train_fraction == 1.0):
+            raise ValueError(f"RunSpec of {self.model} fold {self.fold}: train_fraction {self.train_fraction} but "
+                             f"its config says {self.config.get('train_fraction')!r} (TaskConfig.run_config(..., "
+                             f"train_fraction=f) sets it)")
 
     @property
     def config_hash(self) -> str:
@@ -162,6 +196,8 @@ class RunSpec:
         """How progress lines and messages name the run: "unet fold 1", or "unet fold 1 seed 2/3" (replicate 1)
         when its benchmark runs several seeds."""
         head = f"{self.model} fold {self.fold}"
+        if self.train_fraction != 1.0:
+            head += f" frac {fraction_label(self.train_fraction)}"
         return head if self.seeds == 1 and not self.replicate else f"{head} seed {self.replicate + 1}/{self.seeds}"
 
 
@@ -181,6 +217,8 @@ def _check_declarations(raw: dict, path: Path) -> None:
         if not isinstance(profile.get("smoke_test", False), bool):
             raise ConfigError(f"{path}: key 'profiles.{name}.smoke_test' must be true or false")
         check_seeds(profile.get("seeds", 1), f"{path}: key 'profiles.{name}.seeds'")
+        if "train_fractions" in profile:
+            check_train_fractions(profile["train_fractions"], f"{path}: key 'profiles.{name}.train_fractions'")
     block = raw.get("submission")
     if block is not None:
         # scorer, plus exactly one of adapter (a module) or evaluation_base (a class recording its own arrays)
@@ -314,6 +352,12 @@ class TaskConfig:
         1); ``matcv bench --seeds N`` overrides it."""
         return check_seeds(self.profile(profile).get("seeds", 1), f"{self.source}: key 'profiles.{profile}.seeds'")
 
+    def train_fractions(self, profile: str) -> list[float]:
+        """The training fractions every model x fold (x seed) runs at under the profile (key ``train_fractions``,
+        default [1.0]: the whole training part); ``matcv bench --train-fraction 0.25,0.5,1`` overrides it."""
+        return check_train_fractions(self.profile(profile).get("train_fractions", [1.0]),
+                                     f"{self.source}: key 'profiles.{profile}.train_fractions'")
+
     def model_names(self, profile: str, selected: list[str] | None = None) -> list[str]:
         names = list(self.profile(profile).get("models", self.raw["models"]))
         if selected:
@@ -323,7 +367,7 @@ class TaskConfig:
             names = [m for m in names if m in selected] + [m for m in selected if m not in names]
         return names
 
-    def resolve(self, profile: str, model: str, replicate: int = 0) -> dict:
+    def resolve(self, profile: str, model: str, replicate: int = 0, train_fraction: float = 1.0) -> dict:
         prof = self.profile(profile)
         entry = self.raw["models"][model]
         # A profile may change arguments of every model of a class (e.g. a lighter decoder on CPU), then per model.
@@ -331,14 +375,17 @@ class TaskConfig:
                       **prof.get("model_overrides", {}).get(model, {})}
         # Per-model trainer settings (e.g. more epochs for a 9k-parameter autoencoder than for a GAN).
         trainer = {**prof.get("trainer", {}), **prof.get("trainer_overrides", {}).get(model, {})}
-        return self.run_config(profile, model, entry["class"], model_args, trainer, replicate=replicate)
+        return self.run_config(profile, model, entry["class"], model_args, trainer, replicate=replicate,
+                               train_fraction=train_fraction)
 
     def run_config(self, profile: str, name: str, model_class: str, model_args: dict, trainer: dict,
-                   datamodule_args: dict | None = None, replicate: int = 0) -> dict:
+                   datamodule_args: dict | None = None, replicate: int = 0,
+                   train_fraction: float = 1.0) -> dict:
         """The resolved config of one model under a profile, in the one shape every run is hashed and recorded
         in (a configured model's, via ``resolve``, and a submitted model's alike). Replicate r > 0 (``--seeds``)
         adds ``"replicate": r``, so that its config hash and run key are its own; replicate 0 adds nothing and
-        is exactly the run a benchmark without ``--seeds`` makes (same hash, same key: its records stay valid)."""
+        is exactly the run a benchmark without ``--seeds`` makes (same hash, same key: its records stay valid).
+        ``train_fraction`` f < 1 (a learning curve) adds ``"train_fraction": f`` in the same way; 1 adds nothing."""
         config = {
             "task": self.task,
             "profile": profile,
@@ -352,38 +399,46 @@ class TaskConfig:
         if replicate:
             training_seed(config["seed"], 0, replicate)  # a replicate whose seeds would be out of range fails here
             config["replicate"] = replicate
+        fraction = check_train_fractions([train_fraction], "train_fraction")[0]
+        if fraction != 1.0:
+            config["train_fraction"] = fraction
         return config
 
     def runs(self, profile: str, models: list[str] | None = None, folds: list[int] | None = None,
-             seeds: int | None = None) -> list[RunSpec]:
+             seeds: int | None = None, train_fractions: list[float] | None = None) -> list[RunSpec]:
         """Every run of the profile: each model x fold ``seeds`` times (default: the profile's ``seeds``),
         replicate 0 of every run first, so that a benchmark stopped half way already has whole single-seed
-        results."""
+        results; and each at every training fraction (default: the profile's ``train_fractions``, else [1]),
+        the full-data runs first."""
         n_folds = self.profile(profile)["folds"]
         fold_ids = list(range(n_folds)) if folds is None else folds
         bad = [f for f in fold_ids if not 0 <= f < n_folds]
         if bad:
             raise ConfigError(f"fold(s) {bad} out of range: profile {profile!r} has {n_folds} folds (0..{n_folds - 1})")
         n_seeds = self.seeds(profile) if seeds is None else check_seeds(seeds, "--seeds")
+        fractions = self.train_fractions(profile) if train_fractions is None else \
+            check_train_fractions(train_fractions, "--train-fraction")
         for fold in fold_ids:  # every training seed in range, before any work is done
             training_seed(self.profile_seed(profile), fold, n_seeds - 1)
         names = self.model_names(profile, models)
         study = self.profile(profile).get("augmentation_study")
         specs = []
         for replicate in range(n_seeds):
-            if not study:
+            for fraction in fractions:
+                if not study:
+                    for model in names:
+                        config = self.resolve(profile, model, replicate, fraction)
+                        specs += [RunSpec(self.task, profile, model, f, config, replicate, n_seeds, fraction)
+                                  for f in fold_ids]
+                    continue
+                # An augmentation study (Yin 2024, Table 1): every model once per augmentation, named
+                # model+augmentation.
                 for model in names:
-                    config = self.resolve(profile, model, replicate)
-                    specs += [RunSpec(self.task, profile, model, f, config, replicate, n_seeds) for f in fold_ids]
-                continue
-            # An augmentation study (Yin 2024, Table 1): every model once per augmentation, named
-            # model+augmentation.
-            for model in names:
-                for augmentation in study:
-                    config = self.resolve(profile, model, replicate)
-                    config["datamodule"]["args"]["augmentation"] = augmentation
-                    specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config, replicate, n_seeds)
-                              for f in fold_ids]
+                    for augmentation in study:
+                        config = self.resolve(profile, model, replicate, fraction)
+                        config["datamodule"]["args"]["augmentation"] = augmentation
+                        specs += [RunSpec(self.task, profile, f"{model}+{augmentation}", f, config, replicate,
+                                          n_seeds, fraction) for f in fold_ids]
         return specs
 
 

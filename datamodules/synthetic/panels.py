@@ -18,6 +18,12 @@ Physics and procedure follow Yin 2024, Parts I–III (described in docs/data.md)
   same camera (area-weighted, thresholded at one half).
 
 Everything is deterministic from ``seed``: panel i uses its own generator ``default_rng([seed, i])``.
+
+``n_unlabelled_panels`` more panels (default none) are drawn by the same process and photographed the same way,
+under panel ids of their own (numbered after the labelled ones), but written with empty rating, mask and creep
+cells: unlabelled photos, for semi-supervised raters (``manifest.unlabelled_rows``). Their ratings are drawn as
+the labelled panels' are, from a stream of their own, so adding them leaves the labelled panels unchanged.
+Such a dataset is for the rating tasks: segmentation needs every row's mask.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ class PanelGeneratorConfig:
     under_coating_prob: float = 0.3
     stain_prob: float = 0.6
     coatings: tuple[str, ...] = field(default=tuple(COATINGS))
+    n_unlabelled_panels: int = 0  # more panels, written without rating or mask (module doc)
 
     def __post_init__(self) -> None:
         bad = [r for r in self.ratings if r not in range(1, 10)]
@@ -94,9 +101,16 @@ class PanelGeneratorConfig:
             raise ValueError(f"unknown coating(s) {unknown}; known: {sorted(COATINGS)}")
         if self.n_panels < 1 or self.photos_per_panel < 1 or self.image_size < 16:
             raise ValueError("need n_panels >= 1, photos_per_panel >= 1 and image_size >= 16")
+        if self.n_unlabelled_panels < 0:
+            raise ValueError(f"n_unlabelled_panels must be >= 0, got {self.n_unlabelled_panels}")
 
     def to_dict(self) -> dict:
-        return {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(self)}
+        settings = dataclasses.asdict(self)
+        if not self.n_unlabelled_panels:
+            # Left out when 0: the settings (hence the fingerprint, the cache folder and the dataset's name) of
+            # every dataset generated before unlabelled panels existed stay what they were.
+            del settings["n_unlabelled_panels"]
+        return {"generator_version": GENERATOR_VERSION, **settings}
 
     def fingerprint(self) -> str:
         return sha256_bytes(json.dumps(self.to_dict(), sort_keys=True).encode())[:16]
@@ -426,15 +440,24 @@ def generate_panels(config: PanelGeneratorConfig, out_dir: str | os.PathLike | N
         return out
     rng_ratings = np.random.default_rng([config.seed, 10**6])
     ratings = rng_ratings.permutation(np.resize(np.array(config.ratings), config.n_panels))
+    # The unlabelled panels' hidden ratings: drawn as the labelled ones, from another stream.
+    hidden = np.random.default_rng([config.seed, 10**6 + 1]).permutation(
+        np.resize(np.array(config.ratings), config.n_unlabelled_panels))
     rows = []
-    for index in tqdm(range(config.n_panels), desc="drawing corrosion panels", disable=not progress, unit="panel"):
+    total = config.n_panels + config.n_unlabelled_panels
+    for index in tqdm(range(total), desc="drawing corrosion panels", disable=not progress, unit="panel"):
         rng = np.random.default_rng([config.seed, index])
-        panel = draw_panel(config, int(ratings[index]), rng)
+        labelled = index < config.n_panels
+        panel = draw_panel(config, int(ratings[index] if labelled else hidden[index - config.n_panels]), rng)
         panel_id = f"panel-{index:04d}"
         for photo in range(config.photos_per_panel):
             image, mask, stains, facts = photograph(panel, config, rng)
             name = f"{panel_id}_photo{photo}.png"
             save_png(out / "images" / name, image)
+            if not labelled:  # a photo nobody rated or annotated: no rating, no mask, no creep
+                rows.append({"image_path": f"images/{name}", "panel_id": panel_id, "photo_index": photo,
+                             "coating": panel.coating, **facts})
+                continue
             save_png(out / "masks" / name, mask)
             save_png(out / "stains" / name, stains)
             rows.append({

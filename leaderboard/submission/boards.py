@@ -73,9 +73,13 @@ def _code(text: str) -> str:
     return f"`{text}`" if re.fullmatch(r"[\w.:/-]{1,200}", text) else _one_line(text)
 
 
-def builtin_records(runs_dir: str | Path, entry: dict, data_sha256: str | None) -> list[dict]:
-    """The built-in models' successful runs on exactly this official manifest (and data), if any were run."""
-    path = Path(runs_dir) / entry["task"] / entry["dataset"] / entry["profile"] / "records.jsonl"
+def builtin_records(runs_dir: str | Path | list, entry: dict, data_sha256: str | None) -> list[dict]:
+    """The built-in models' successful runs on exactly this official manifest (and data), if any were run.
+    ``runs_dir``: a folder of runs, or several searched in order (local runs, then the published reference
+    board): the first that holds the benchmark gives its records."""
+    roots = [Path(r) for r in runs_dir] if isinstance(runs_dir, (list, tuple)) else [Path(runs_dir)]
+    paths = [root / entry["task"] / entry["dataset"] / entry["profile"] / "records.jsonl" for root in roots]
+    path = next((p for p in paths if p.exists()), paths[0])
     return [r for r in RunRecords(path).load() if r.get("status") == OK
             and r.get("fold_manifest_sha256") == entry["sha256"]
             and (data_sha256 is None or r.get("data_sha256") == data_sha256)] if path.exists() else []
@@ -90,7 +94,7 @@ def board_metrics(entry: dict, scorer: Scorer) -> tuple[list[str], set[str]]:
     return metrics, set(config.lower_is_better) & set(metrics)
 
 
-def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
+def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path | list,
                             out_dir: str | Path) -> list[SubmissionBoard]:
     """``<task>__<dataset>__<profile>__submissions.md/.csv/.png/__ranks.png`` under ``out_dir`` for every
     official benchmark with an accepted submission."""
@@ -110,7 +114,7 @@ def write_submission_boards(verdicts: list[Verdict], runs_dir: str | Path,
     return boards
 
 
-def _write_board(key: str, accepted: list[Verdict], runs_dir: str | Path, out_dir: Path) -> SubmissionBoard:
+def _write_board(key: str, accepted: list[Verdict], runs_dir: str | Path | list, out_dir: Path) -> SubmissionBoard:
     """One official benchmark's table (Markdown, CSV) and plots."""
     entry = accepted[0].entry
     metrics, lower = board_metrics(entry, scorer_for(entry["task"]))
