@@ -16,6 +16,7 @@ changed card in review, and the tests fail when the records change without the c
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import warnings
@@ -34,7 +35,7 @@ from matcv.leaderboard.model_cards import CARDS_DIR, card_path, read_card
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 # Paths that only mean something on the machine that ran the benchmark.
 MACHINE_FIELDS = ("best_checkpoint", "data_root", "predictions")
-FIGURE_NAME = "test_examples.png"
+FIGURE_SIDE = 800  # px: published example figures are downscaled to this longer side
 
 
 class PublishError(ValueError):
@@ -150,9 +151,24 @@ def _copy_figure(record: dict, folder: Path, staging: Path, target: Path, root: 
     except ValueError:  # a figure outside the benchmark folder: keep it under the model's name
         relative = Path(record["model"]) / f"fold-{record.get('fold')}" / found.name
     (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(staging / relative, found.read_bytes())
+    atomic_write_bytes(staging / relative, downscaled_png(found))
     final = target / relative
     return str(final.resolve().relative_to(root.resolve())) if _inside(final, root) else str(relative)
+
+
+def downscaled_png(path: Path, longest_side: int = FIGURE_SIDE) -> bytes:
+    """The figure as PNG bytes, at most ``longest_side`` pixels on its longer side: the repository keeps a
+    readable example, not the full-resolution file (about 1 MB each at the harness's resolution)."""
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    if max(image.size) > longest_side:
+        image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    # A 256-colour palette keeps a figure of micrographs and mask overlays readable at under half the bytes.
+    buffer = io.BytesIO()
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def first_metric(task: str, dataset: str) -> str | None:
@@ -190,7 +206,7 @@ def write_reference_scores(task: str, dataset: str, profile: str, records: list[
         scores[f"{dataset}/{profile}"] = {metric: round(mean, 6)}
         card["reference_scores"] = dict(sorted(scores.items()))
         head = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
-        body = yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=118)
+        body = yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=112)
         atomic_write_text(path, "\n".join(head + [body.rstrip("\n")]) + "\n")
         written.append(path)
     return written

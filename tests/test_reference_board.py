@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from matcv.benchmarks.cli import main as matcv
 from matcv.datamodules.core.atomic_io import sha256_bytes
@@ -38,7 +39,7 @@ def _run_folder(root: Path, dice: dict[str, float], dataset: str = "synthetic-pa
         for fold in range(2):
             figure = folder / model / f"fold-{fold}" / "test_examples.png"
             figure.parent.mkdir(parents=True)
-            figure.write_bytes(b"\x89PNG fake " + model.encode())
+            Image.new("RGB", (1200, 300), (10, 20, 30)).save(figure)
             record = {"key": f"{model}|{fold}", "task": "segmentation", "dataset": dataset, "profile": "quick",
                       "model": model, "fold": fold, "status": "ok", "fold_manifest_sha256": sha,
                       "data_sha256": "d" * 64, "metrics": {"dice": value + 0.02 * fold, "iou": value},
@@ -74,7 +75,9 @@ def test_publish_copies_the_shown_runs_without_machine_paths(tmp_path, monkeypat
     text = (target / "records.jsonl").read_text()
     assert "/home/someone" not in text and "best.ckpt" not in text and "predictions" not in text
     figure = Path(records[0]["figure"])
-    assert not figure.is_absolute() and (tmp_path / figure).read_bytes().startswith(b"\x89PNG fake")
+    assert not figure.is_absolute()
+    with Image.open(tmp_path / figure) as published:  # a readable example, downscaled for the repository
+        assert published.size == (800, 200)
     assert (target / "fold_manifest.json").read_bytes() == (folder / "fold_manifest.json").read_bytes()
     # The built-in models' cards now state the published mean of the first metric (dice: 0.61 and 0.71).
     unet = yaml.safe_load((cards / "segmentation" / "unet.yaml").read_text())
@@ -87,7 +90,8 @@ def test_publish_copies_the_shown_runs_without_machine_paths(tmp_path, monkeypat
                            reference_dir=reference)
     table = pd.read_csv(out / "segmentation__synthetic-panels-test__quick.csv")
     assert set(table["model"]) == {"unet", "unet-ftl"}
-    assert reference_mismatches(out, cards) == []
+    # (the copied cards' scores of the project's own published boards have no table here)
+    assert [p for p in reference_mismatches(out, cards) if "no committed table" not in p] == []
     assert missing_reference_scores(out, reference, cards) == []
 
 
@@ -101,7 +105,7 @@ def test_a_score_changed_without_its_card_fails_the_check(tmp_path, monkeypatch)
     out = tmp_path / "results"
     write_all_leaderboards(tmp_path / "no-runs", out, submissions_dir=None, html=False, cards_dir=None,
                            reference_dir=reference)
-    [problem] = reference_mismatches(out, cards)
+    [problem] = [p for p in reference_mismatches(out, cards) if "no committed table" not in p]
     assert "unet.yaml" in problem and "reference_scores.synthetic-panels-test/quick.dice is 0.61" in problem
     # A built-in model on the reference board whose card states no score for it is caught too.
     card_file = cards / "segmentation" / "unet.yaml"
