@@ -204,3 +204,22 @@ def test_the_papers_backbones_build_from_scratch_by_name(backbone):
     task.eval()
     with torch.no_grad():
         assert task(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+
+
+def test_selecting_only_models_outside_the_leakage_report_runs_no_report(tmp_path):
+    """`--models X` where X is not one of the report's models: no photo-level runs at all (an empty selection
+    once meant "every model of the profile" on the photo folds)."""
+    import yaml
+
+    models = {"hand-crafted-rf": {"class": "matcv.lightning_modules.rating_baselines.HandCraftedRatingBaseline",
+                                  "args": {"classifier": "random_forest"}},
+              "astm-on-true-mask": {"class": "matcv.lightning_modules.rating_baselines.AstmFromMaskBaseline",
+                                    "args": {}}}
+    config_path = tiny_rating_config(tmp_path, models, n_panels=12)
+    config = yaml.safe_load(config_path.read_text())
+    config["profiles"]["quick"]["leakage_report"] = {"models": ["hand-crafted-rf"]}
+    config_path.write_text(yaml.safe_dump(config))
+    bench = run_and_report(config_path, output_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "board",
+                           progress=False, models=["astm-on-true-mask"])
+    assert (bench.folder / "records.jsonl").read_text().count('"model": "astm-on-true-mask"') == 2
+    assert not (bench.folder.parent / "quick-photo-folds" / "records.jsonl").exists()

@@ -73,8 +73,10 @@ def run_benchmark(task: str | Path, profile: str = "quick", data_root: str | Pat
 
     # The leakage report: the same models on photo-level random folds, beside the grouped result.
     leakage = config.profile(profile).get("leakage_report")
-    if leakage:
-        leaky_models = [m for m in leakage["models"] if models is None or m in models]
+    leaky_models = [m for m in leakage["models"] if models is None or m in models] if leakage else []
+    # None of the report's models selected (--models): no report. An empty list must not reach config.runs,
+    # where "no selection" means every model of the profile.
+    if leaky_models:
         leaky = prepare_benchmark(config, profile, data_root, output_dir, None, settings.progress,
                                   photo_level_folds=True)
         leaky.log_wandb = settings.log_wandb
