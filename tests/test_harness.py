@@ -192,10 +192,11 @@ def test_cli_data_and_leaderboard_commands(finished_benchmark, capsys):
     assert "OK - 18 images in 9 groups" in capsys.readouterr().out
 
     rebuilt = tmp / "rebuilt"
-    assert matcv_main(["leaderboard", "--runs", str(tmp / "runs"), "--out", str(rebuilt)]) == 0
+    # --no-reference: this folder's runs only, without the project's published boards
+    assert matcv_main(["leaderboard", "--runs", str(tmp / "runs"), "--out", str(rebuilt), "--no-reference"]) == 0
     assert "tiny-unet" in capsys.readouterr().out
     assert len(list(rebuilt.glob("segmentation__*__quick.md"))) == 1
-    assert matcv_main(["leaderboard", "--runs", str(tmp / "empty")]) == 1
+    assert matcv_main(["leaderboard", "--runs", str(tmp / "empty"), "--out", str(tmp / "none"), "--no-reference"]) == 1
 
 
 def test_fold_metrics_prefer_the_models_summary_and_average_items_otherwise():
