@@ -91,8 +91,7 @@ def real_root():
     try:
         return resolve_data_root(None)
     except FileNotFoundError as error:
-        pytest.skip(f"the NASA superalloy benchmark is not here ({str(error).splitlines()[0]}); "
-                    f"set MATCV_SUPERALLOY_ROOT or put it under ../shared/data")
+        pytest.skip(f"the NASA superalloy benchmark is not here ({str(error).splitlines()[0]})")
 
 
 @pytest.mark.parametrize("split", ["grouped", "official", "ood"])
