@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--profile", default="quick", help="profile whose generator settings to use (default: quick)")
     data.add_argument("--check", type=Path, default=None, metavar="DATA_ROOT",
                       help="validate DATA_ROOT/manifest.csv and read every image and mask")
+    data.add_argument("--export-manifest", type=Path, default=None, metavar="RELEASE_FOLDER",
+                      help="write the NASA superalloy release's preset as a plain user folder's manifest.csv + "
+                           "dataset.yaml into RELEASE_FOLDER (copy the release first: the two files change its "
+                           "data hash); its split column is --split's")
+    data.add_argument("--split", default="official", choices=["official", "ood"],
+                      help="with --export-manifest: the release protocol written as the split column "
+                           "(default official)")
 
     predict = commands.add_parser("predict", help="rate new photos with a trained checkpoint (rating/ordinal tasks)",
                                   description="Predict the ASTM rating of every image in PHOTOS_DIR with a checkpoint "
@@ -328,6 +335,13 @@ def _generate(args) -> int:
 
 
 def _data(args) -> int:
+    if args.export_manifest is not None:
+        from matcv.datamodules.superalloy_files import export_manifest
+
+        written = export_manifest(args.export_manifest, args.split)
+        print("wrote " + " and ".join(str(p) for p in written) + f" (split column: the {args.split!r} protocol); "
+              f"check it with `matcv data --check {args.export_manifest}`")
+        return 0
     # A folder with a dataset.yaml is checked by the DataModule `matcv bench` would read it with.
     config = TaskConfig.load(adapted_task(args.task, args.check) if args.check is not None else args.task)
     datamodule_cls = config.datamodule_class()

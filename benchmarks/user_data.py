@@ -12,7 +12,8 @@ another input size (``--image-size`` / ``--crop-size``), the YAML is adapted her
 - the input size of every profile is the command line's, else dataset.yaml's, else the profile's own;
 - a label task (rating, ordinal) learns the values of dataset.yaml's ``labels``, when it lists them;
 - a folder whose manifest has a ``split`` column gets, beside every profile, its publisher's split as a protocol
-  of its own (``<profile>-published-split``: one fold, run as a companion profile, in its own benchmark folder);
+  of its own (``<profile>-published-split``: one fold, run as a companion profile, in its own benchmark folder),
+  for every task whose DataModule reads a ``split`` argument (segmentation, rating, ordinal, classification);
   grouped CV stays the profile itself, unchanged. A split that cannot be run (no test rows) is said and left out.
 
 The adapted YAML is written to a temporary folder under the original's name (``adapted_task``); the harness keeps
@@ -61,10 +62,12 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
     described_masks = datamodule["class"] == CORROSION_DATAMODULE and target == "mask"
     switch = described_masks and data_root is not None and (description is not None or crop_size is not None)
     label_set = "labels" in datamodule.get("args", {}) and data_root is not None and Path(data_root).is_dir()
-    if not switch and datamodule["class"] != USER_DATAMODULE:
+    published = data_root is not None and _has_split_column(Path(data_root))
+    if published and not switch and not _reads_split(datamodule["class"]):
         _say_split_not_run(data_root, raw.get("task", "this"))
+        published = False
     if not switch and description is None and datamodule["class"] != USER_DATAMODULE \
-            and image_size is None and crop_size is None and not label_set:
+            and image_size is None and crop_size is None and not label_set and not published:
         return None
     if switch:
         _to_user_datamodule(raw)
@@ -74,13 +77,14 @@ def adapted_config(task: str | Path, data_root: str | Path | None, image_size: i
         _set_classes(raw, config.source, description)
         if data_root is not None:
             _fit_val_fraction(raw, Path(data_root))
-            _add_published_split(raw, Path(data_root))
     else:
         _set_options(raw, config.source, options)
         if label_set:
             _set_label_set(raw, config.source, Path(data_root), description)
         elif datamodule["class"] == CORROSION_DATAMODULE and not described_masks and description is not None:
             _set_labels(raw, config.source, description)
+    if published:  # after the labels are set: the split is checked with the classes the task learns
+        _add_published_split(raw, Path(data_root))
     return None if raw == config.raw else raw
 
 
@@ -128,18 +132,25 @@ def _set_label_set(raw: dict, source: Path, data_root: Path, description: Datase
             entry.setdefault("args", {})["ratings"] = list(range(len(labels)))
 
 
+def _has_split_column(data_root: Path) -> bool:
+    manifest = data_root / MANIFEST_NAME
+    return manifest.is_file() and "split" in _header(manifest)
+
+
+def _reads_split(datamodule_class: str) -> bool:
+    """Whether a DataModule can run a manifest's split column (its ``split`` argument takes "manifest")."""
+    return "split" in inspect.signature(import_object(datamodule_class).__init__).parameters
+
+
 def _add_published_split(raw: dict, data_root: Path) -> None:
     """``<profile>-published-split`` beside every profile (smoke tests aside) when the manifest has a ``split``
     column: the same models and settings on one fold, the publisher's split (a group it puts in two partitions is
     declared in that fold manifest and shown in its table's title), run as a companion profile of the grouped one.
     A split that cannot be run is said here, on stderr, and left out: it must not stop grouped CV."""
-    from matcv.datamodules.user_segmentation import UserSegmentationDataModule  # reads the folder only when needed
-
-    manifest = data_root / MANIFEST_NAME
-    if not manifest.is_file() or "split" not in _header(manifest):
-        return
+    datamodule = raw["datamodule"]
+    args = {k: v for k, v in datamodule.get("args", {}).items() if k != "split"}
     try:
-        UserSegmentationDataModule.fixed_fold_manifest(data_root, split="manifest")
+        import_object(datamodule["class"]).fixed_fold_manifest(data_root, **args, split="manifest")
     except ValueError as error:  # no test rows, bad split values, unreadable rows (the data check lists those)
         print(f"[matcv] the published split of {data_root} is not run as a protocol of its own: {error}",
               file=sys.stderr, flush=True)
@@ -150,7 +161,8 @@ def _add_published_split(raw: dict, data_root: Path) -> None:
         if profile.get("smoke_test") or name.endswith(PUBLISHED_SUFFIX) or split == "manifest":
             continue
         published = {k: copy.deepcopy(v) for k, v in profile.items()
-                     if k not in ("leakage_report", "companion_profiles", "augmentation_study", "val_fraction")}
+                     if k not in ("leakage_report", "companion_profiles", "augmentation_study", "val_fraction",
+                                  "train_fractions")}
         published["folds"] = 1
         published.setdefault("datamodule", {})["split"] = "manifest"
         raw["profiles"][name + PUBLISHED_SUFFIX] = published
@@ -188,13 +200,11 @@ def _fit_val_fraction(raw: dict, data_root: Path) -> None:
               f"{', '.join(raised)}", file=sys.stderr, flush=True)
 
 
-def _say_split_not_run(data_root: str | Path | None, task: str) -> None:
-    """Never silently: a manifest's split column runs as a protocol only through the described-data route."""
-    manifest = Path(data_root) / MANIFEST_NAME if data_root is not None else None
-    if manifest is not None and manifest.is_file() and "split" in _header(manifest):
-        print(f"[matcv] the split column of {manifest} is not run as a protocol of its own for the {task} task: "
-              f"only grouped CV runs (a segmentation folder with a dataset.yaml runs its published split beside "
-              f"grouped CV)", file=sys.stderr, flush=True)
+def _say_split_not_run(data_root: str | Path, task: str) -> None:
+    """Never silently: a task whose DataModule cannot run a manifest's split column says it ignores it."""
+    print(f"[matcv] the split column of {Path(data_root) / MANIFEST_NAME} is not run as a protocol of its own for "
+          f"the {task} task (its DataModule has no split argument): only grouped CV runs", file=sys.stderr,
+          flush=True)
 
 
 def _header(path: Path) -> list[str]:

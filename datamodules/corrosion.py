@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from matcv.datamodules.augmentations import OneStreamCompose, build_augmentation
 from matcv.datamodules.base import BenchmarkDataModule
 from matcv.datamodules.dataset_description import DESCRIPTION_NAME, description_path, read_description
-from matcv.datamodules.folds import PER_ITEM_GROUP_COLUMNS, FoldManifestError
+from matcv.datamodules.folds import PER_ITEM_GROUP_COLUMNS, FoldManifestError, published_split_manifest
 from matcv.datamodules.manifest import (
     MANIFEST_NAME,
     MAX_LISTED_PROBLEMS,
@@ -46,6 +46,9 @@ from matcv.datamodules.panel_evaluation import PanelItemEvaluator
 from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
 
 TARGETS = ("mask", "rating", "rating+mask")
+# "grouped": the harness draws grouped folds; "manifest": the manifest's ``split`` column, run as the
+# published-split protocol (``fixed_fold_manifest``), a group it puts in two partitions declared, not refused.
+SPLIT_MODES = ("grouped", "manifest")
 # "rating+mask": every photo with both its rating and its corrosion mask (a model that learns both at once,
 # ``lightning_modules.segment_and_rate``); the manifest must then have both columns.
 
@@ -76,9 +79,10 @@ def _tuples(settings: dict) -> dict:
 TASK_RATINGS: tuple[int, ...] = (5, 6, 7, 8, 9)
 
 
-def manifest_spec(target: str, ratings: Sequence[int] | None = None) -> ManifestSpec:
+def manifest_spec(target: str, ratings: Sequence[int] | None = None, check_split: bool = False) -> ManifestSpec:
     """What a manifest needs for ``target``: masks, or ratings among ``ratings`` (default ``TASK_RATINGS``),
-    the classes the task learns."""
+    the classes the task learns. ``check_split``: a ``split`` column's values too (a group in two splits is a
+    warning: the published-split protocol runs it declared; grouped CV ignores the column)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     classes = (tuple(int(r) for r in (TASK_RATINGS if ratings is None else ratings)) if target_has_ratings(target)
@@ -90,7 +94,8 @@ def manifest_spec(target: str, ratings: Sequence[int] | None = None) -> Manifest
                         rating_classes=classes, rating_range=span,
                         # An empty rating is an unlabelled photo (module doc); a classification's empty label
                         # stays a problem (``scan_labelled`` reads labels without ``require_rating``).
-                        allow_unlabelled=target == "rating")
+                        allow_unlabelled=target == "rating",
+                        check_split=check_split, split_leaks="warning")
 
 
 def refuse_described_masks(data_root: str | Path, target: str) -> None:
@@ -258,7 +263,10 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         seed: int = 0,
         rating_classes: Sequence[int] | None = None,
         labels: Sequence[str] | None = None,
+        split: str = "grouped",
     ):
+        if split not in SPLIT_MODES:
+            raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
         super().__init__(fold_manifest_path, fold, data_root, seed, generator=generator, batch_size=batch_size,
                          num_workers=num_workers)
         self.save_hyperparameters()
@@ -291,7 +299,7 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
         """``index_dataset`` after reading every image (and mask): one error listing every problem, those of the
         manifest's rows (paths, groups, ratings) and those of the files, so one pass finds them all."""
         refuse_described_masks(data_root, target)
-        spec = manifest_spec(target, rating_classes)
+        spec = manifest_spec(target, rating_classes, check_split=True)
         root = Path(data_root)
         table, problems, unreadable = scan_labelled(root, spec, labels)
         bad_files = []
@@ -312,7 +320,30 @@ class CorrosionPanelsDataModule(BenchmarkDataModule):
             count = f"{len(everything)} problem(s)" if problems else f"{len(bad_files)} bad file(s)"
             raise ManifestError(f"{root / MANIFEST_NAME}: {count}:\n  " + "\n  ".join(shown) + more)
         note = unlabelled_note(table, spec)
-        return {**_index(table, spec), "notes": list(table.attrs.get("notes", [])) + ([note] if note else [])}
+        return {**_index(table, spec), "notes": list(table.attrs.get("notes", [])) + ([note] if note else []),
+                "warnings": list(table.attrs.get("warnings", []))}
+
+    @staticmethod
+    def fixed_fold_manifest(data_root: str | Path, split: str = "grouped", target: str = "mask",
+                            rating_classes: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+                            **_unused) -> dict | None:
+        """split="manifest": the manifest's ``split`` column (train/val/test on every row) as a one-fold manifest,
+        the published-split protocol: a group in two partitions is declared there, not refused, and unlabelled
+        photos stay out of the fold as in grouped CV. "grouped": None (the harness draws grouped folds)."""
+        if split not in SPLIT_MODES:
+            raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
+        if split == "grouped":
+            return None
+        refuse_described_masks(data_root, target)
+        spec = manifest_spec(target, rating_classes, check_split=True)
+        manifest = Path(data_root) / MANIFEST_NAME
+        table, problems, _ = scan_labelled(data_root, spec, labels)
+        if "split" not in table.columns:
+            problems.append("split 'manifest' needs a 'split' column (train/val/test) in the manifest")
+        raise_problems(problems, manifest)
+        labelled = table[~unlabelled_rows(table, spec)]
+        rows = list(zip(labelled["image_path"], labelled[spec.group_column], labelled["split"]))
+        return published_split_manifest(rows, f"the split column of {manifest}", spec.group_column)
 
     @classmethod
     def dataset_name(cls, data_root: str | Path, generated: bool) -> str:

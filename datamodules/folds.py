@@ -236,6 +236,46 @@ def declare_leaks(manifest: dict, source: str = "fold manifest") -> dict:
     return manifest
 
 
+def fixed_split_manifest(rows: Sequence[tuple[str, str, str | None]], source: str, group_column: str = "group",
+                         declare: bool = False) -> dict:
+    """A one-fold manifest (``make_fold_manifest``'s format) of a split fixed in advance: ``rows`` are (item, group,
+    partition) with partition train/val/test, or None for an item the split leaves out. ``declare``: the
+    published-split protocol, every group in two partitions written down (``declare_leaks``); otherwise a leak is
+    a ``GroupLeakError``."""
+    fold = {partition: sorted(item for item, _, part in rows if part == partition) for partition in PARTITIONS}
+    kept = {item for part in fold.values() for item in part}
+    manifest = {
+        "format": FORMAT,
+        "n_folds": 1,
+        "seed": None,  # nothing is drawn: the publisher's split
+        # The realised share of validation items in train+val, where make_fold_manifest stores its target.
+        "val_fraction": len(fold["val"]) / max(1, len(fold["train"]) + len(fold["val"])),
+        "group_column": group_column,
+        "stratify_column": None,
+        "groups": dict(sorted((item, group) for item, group, _ in rows if item in kept)),
+        "folds": [fold],
+    }
+    if declare:  # the published-split protocol: a leak is written down, not refused
+        return declare_leaks(manifest, source)
+    check_no_group_leak(manifest, source=source)  # a copy could mix groups
+    return manifest
+
+
+def published_split_manifest(rows: Sequence[tuple[str, str, str | None]], source: str,
+                             group_column: str = "group") -> dict:
+    """A user's own split (a manifest's ``split`` column; ``rows`` as ``fixed_split_manifest``'s) as the
+    published-split protocol: one fold, taken as the publisher made it, with every group it puts in two partitions
+    declared rather than refused, so that it runs beside grouped CV and its table says it leaks. A split without
+    training or test rows cannot be run: FoldManifestError saying so."""
+    sizes = {p: sum(1 for _, _, part in rows if part == p) for p in PARTITIONS}
+    empty = [p for p in ("train", "test") if not sizes[p]]
+    if empty:
+        raise FoldManifestError(f"{source}: the published split has no {' and no '.join(empty)} rows "
+                                f"({', '.join(f'{n} {p}' for p, n in sizes.items())}): the published-split "
+                                f"protocol needs train and test rows; grouped CV does not use the split column")
+    return fixed_split_manifest(rows, source, group_column, declare=True)
+
+
 def check_no_group_leak(manifest: Mapping, source: str = "fold manifest") -> None:
     """Raise GroupLeakError naming the first group found in two partitions of a fold, unless the manifest is a
     published split that declares exactly that leak (``declare_leaks``): the same groups, each in the same

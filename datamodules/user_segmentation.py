@@ -43,7 +43,8 @@ from matcv.datamodules.dataset_description import (
     read_image_file,
     read_mask_file,
 )
-from matcv.datamodules.folds import FORMAT, PARTITIONS, FoldManifestError, check_no_group_leak, declare_leaks
+from matcv.datamodules import folds
+from matcv.datamodules.folds import PARTITIONS, fixed_split_manifest
 from matcv.datamodules.manifest import (
     MANIFEST_NAME,
     ManifestError,
@@ -558,35 +559,11 @@ def fold_manifest_of(items: list[SegmentationItem], source: str, group_column: s
     """A one-fold manifest (make_fold_manifest's format) of a fixed split: ``partition_of`` maps each item's
     ``source`` to train/val/test (default: the source is the partition); items of other sources are left out."""
     partition_of = partition_of or {p: p for p in PARTITIONS}
-    fold = {partition: sorted(i.item_id for i in items if partition_of.get(i.source) == partition)
-            for partition in PARTITIONS}
-    kept = {i for part in fold.values() for i in part}
-    manifest = {
-        "format": FORMAT,
-        "n_folds": 1,
-        "seed": None,  # nothing is drawn: the publisher's split
-        # The realised share of validation images in train+val, where make_fold_manifest stores its target.
-        "val_fraction": len(fold["val"]) / max(1, len(fold["train"]) + len(fold["val"])),
-        "group_column": group_column,
-        "stratify_column": None,
-        "groups": dict(sorted((i.item_id, i.group) for i in items if i.item_id in kept)),
-        "folds": [fold],
-    }
-    if declare:  # the published-split protocol: a leak is written down, not refused
-        return declare_leaks(manifest, source)
-    check_no_group_leak(manifest, source=source)  # a copy could mix groups
-    return manifest
+    rows = [(i.item_id, i.group, partition_of.get(i.source)) for i in items]
+    return fixed_split_manifest(rows, source, group_column, declare)
 
 
 def published_split_manifest(items: list[SegmentationItem], source: str) -> dict:
-    """A user's own split (the manifest's ``split`` column) as the published-split protocol: one fold, taken as the
-    publisher made it, with every group it puts in two partitions declared (``folds.declare_leaks``) rather than
-    refused, so that it runs beside grouped CV and its table says it leaks. A split without training or test rows
-    cannot be run: FoldManifestError saying so."""
-    fold_sizes = {p: sum(1 for i in items if i.source == p) for p in PARTITIONS}
-    empty = [p for p in ("train", "test") if not fold_sizes[p]]
-    if empty:
-        raise FoldManifestError(f"{source}: the published split has no {' and no '.join(empty)} rows "
-                                f"({', '.join(f'{n} {p}' for p, n in fold_sizes.items())}): the published-split "
-                                f"protocol needs train and test rows; grouped CV does not use the split column")
-    return fold_manifest_of(items, source, declare=True)
+    """A user's own split (the manifest's ``split`` column) as the published-split protocol
+    (``folds.published_split_manifest``)."""
+    return folds.published_split_manifest([(i.item_id, i.group, i.source) for i in items], source, GROUP_COLUMN)

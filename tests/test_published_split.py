@@ -23,7 +23,9 @@ from matcv.datamodules.folds import (
     load_fold,
     read_fold_manifest,
 )
+from matcv.datamodules.corrosion import CorrosionPanelsDataModule
 from matcv.datamodules.user_segmentation import UserSegmentationDataModule
+from tests.test_classification_task import photo_folder
 from tests.test_user_dataset import make_folder
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -122,8 +124,69 @@ def test_a_split_without_test_rows_fails_alone_with_a_clear_message(tmp_path, ca
 
 
 def test_a_split_column_that_is_not_run_as_a_protocol_is_said(tmp_path, capsys):
-    # A binary-mask folder without dataset.yaml runs grouped CV only: its split column must not pass silently.
-    (tmp_path / "manifest.csv").write_text("image_path,mask_path,rating,panel_id,split\n")
-    assert adapted_config("segmentation", tmp_path) is None  # the built-in route, unchanged
+    # A task whose DataModule has no split argument runs grouped CV only: the split column must not pass silently.
+    (tmp_path / "manifest.csv").write_text("image_path,group,split\n")
+    task = yaml.safe_load(tiny_task(tmp_path).read_text())
+    task["datamodule"] = {"class": "matcv.datamodules.microstructure_images.ManifestImageDataModule",
+                          "args": {}}
+    (tmp_path / "no-split.yaml").write_text(yaml.safe_dump(task))
+    assert adapted_config(tmp_path / "no-split.yaml", tmp_path) is None
     error = capsys.readouterr().err
     assert "split column" in error and "only grouped CV runs" in error
+
+
+def labelled_split_folder(root: Path) -> Path:
+    """The classification tests' 12 tinted specimens (S0..S11, 2 photos each) with a split column: S0-S5 train,
+    S6-S7 val, S8-S11 test, except that S3's second photo is in test (a leak the publisher made)."""
+    photo_folder(root)
+    lines = (root / "manifest.csv").read_text().splitlines()
+    out = [lines[0] + ",split"]
+    for line in lines[1:]:
+        group = int(line.rsplit(",", 1)[1][1:])
+        split = "train" if group < 6 else "val" if group < 8 else "test"
+        if line.startswith("photos/s3_1."):
+            split = "test"
+        out.append(f"{line},{split}")
+    (root / "manifest.csv").write_text("\n".join(out) + "\n")
+    return root
+
+
+def test_a_label_folders_split_runs_beside_grouped_cv_with_its_leak_declared(tmp_path, capsys):
+    root = labelled_split_folder(tmp_path / "photos")
+    assert main(["data", "--task", "classification", "--check", str(root)]) == 0
+    assert "warning: published split: group 'S3' is in train (row 8) and test (row 9)" in capsys.readouterr().out
+    code = main(["bench", "--task", "classification", "--profile", "quick", "--data-root", str(root),
+                 "--models", "colour-texture-logistic,majority", "--output", str(tmp_path / "runs"),
+                 "--leaderboard-dir", str(tmp_path / "board"), "--accelerator", "cpu", "--no-progress",
+                 "--no-wandb"])
+    assert code == 0, capsys.readouterr().err
+    grouped = tmp_path / "runs" / "classification" / "photos" / "quick"
+    published = grouped.parent / "quick-published-split"
+    manifest, _ = read_fold_manifest(published / "fold_manifest.json")
+    assert manifest["protocol"] == PUBLISHED_SPLIT and manifest["leaky_groups"] == {"S3": ["train", "test"]}
+    fold = manifest["folds"][0]
+    assert len(fold["train"]) == 11 and len(fold["val"]) == 4 and len(fold["test"]) == 9
+    assert "protocol" not in read_fold_manifest(grouped / "fold_manifest.json")[0]
+    for folder, runs in ((grouped, 2 * 3), (published, 2 * 1)):
+        records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+        assert len(records) == runs and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    table = (tmp_path / "board" / "classification__photos__quick-published-split.md").read_text().splitlines()
+    assert table[0].endswith("profile quick-published-split (published split; leaky: group S3 in train and test)")
+
+
+def test_a_label_folders_bad_split_value_is_named_and_grouped_cv_still_runs(tmp_path, capsys):
+    root = labelled_split_folder(tmp_path / "photos")
+    text = (root / "manifest.csv").read_text().replace("photos/s0_0.png,pearlite,S0,train",
+                                                       "photos/s0_0.png,pearlite,S0,holdout")
+    (root / "manifest.csv").write_text(text)
+    assert main(["data", "--task", "classification", "--check", str(root)]) == 2
+    assert "row 2: split 'holdout' is not one of train, val, test" in capsys.readouterr().err
+    raw = adapted_config("classification", root)
+    assert "quick-published-split" not in raw["profiles"]  # left out, said; grouped CV is unchanged
+    assert "the published split of" in capsys.readouterr().err
+    # A split without test rows cannot be run as a protocol: the error says so.
+    no_test = labelled_split_folder(tmp_path / "no-test")
+    (no_test / "manifest.csv").write_text((no_test / "manifest.csv").read_text().replace(",test\n", ",val\n"))
+    with pytest.raises(FoldManifestError, match="the published split has no test rows"):
+        CorrosionPanelsDataModule.fixed_fold_manifest(no_test, split="manifest", target="rating",
+                                                      labels=["ferrite", "martensite", "pearlite"])

@@ -15,9 +15,10 @@ import warnings
 import numpy as np
 import pytest
 
+from matcv.benchmarks.cli import main
 from matcv.datamodules.folds import write_fold_manifest
 from matcv.datamodules.superalloy import SuperalloyDataModule, resolve_data_root
-from matcv.datamodules.superalloy_files import DESCRIPTION, export_manifest, read_pair, read_release, release_table
+from matcv.datamodules.superalloy_files import DESCRIPTION, read_pair, read_release, release_table
 from matcv.datamodules.user_segmentation import FolderManifest, UserSegmentationDataModule
 from tests.test_superalloy import DATA_FOLDER, TINY, make_layout
 
@@ -132,7 +133,8 @@ def test_the_exported_manifest_reads_as_the_same_user_folder(tmp_path):
     expected = make_layout(root)
     table, problems = release_table(root, "official")
     assert not problems and list(table.columns) == ["image_path", "mask_path", "group", "split"]
-    manifest, description = export_manifest(root, "official")
+    assert main(["data", "--export-manifest", str(root), "--split", "official"]) == 0  # the CLI's route
+    manifest, description = root / "manifest.csv", root / "dataset.yaml"
     assert manifest.read_text().splitlines()[0] == "image_path,mask_path,group,split"
     assert "color: [0, 0, 255]" in description.read_text() and "unlisted_class: matrix" in description.read_text()
     user = UserSegmentationDataModule.check_dataset(root, progress=False, crop_size=TINY["crop_size"])
