@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from matcv.benchmarks.harness.annotations import parameter_count, with_groups
+from matcv.benchmarks.harness.best_weights import BestWeightsInMemory
 from matcv.benchmarks.harness.predictions import PredictionRecording
 from matcv.benchmarks.harness.prepare import Benchmark
 from matcv.benchmarks.harness.provenance import provenance
@@ -340,9 +341,10 @@ def execute_run(bench: Benchmark, spec: RunSpec, key: str, accelerator: str, dev
         common = dict(accelerator=accelerator, enable_model_summary=False, deterministic="warn",
                       enable_progress_bar=progress and sys.stdout.isatty())
         if model.requires_training:
-            checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
-                                         mode=model.mode, save_top_k=1, save_last=False,
-                                         save_weights_only=True)  # runs restart from scratch: no optimizer state
+            # Weights only, written once at the end of training: runs restart from scratch, never from a
+            # mid-run checkpoint (best_weights).
+            checkpoint = BestWeightsInMemory(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
+                                             mode=model.mode)
             # spawn: the harness fits many models in one process, which the script-relaunching "ddp" cannot.
             strategy = (DDPStrategy(start_method="spawn", find_unused_parameters=model.ddp_find_unused_parameters)
                         if devices > 1 else "auto")

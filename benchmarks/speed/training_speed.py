@@ -13,7 +13,7 @@ fit (``--baseline-epochs`` epochs). SAM runs with its checkpoint from $MATCV_SAM
 random SAM (its line says so). Every other model prints one line saying why it has no rate.
 
 ``--breakdown``: one fit as the harness makes it (``matcv.benchmarks.harness.run.execute_run``'s Trainer settings:
-deterministic="warn", log_every_n_steps=1, a best-checkpoint ModelCheckpoint on the model's monitor, a CSVLogger) on
+deterministic="warn", log_every_n_steps=1, the best-weights checkpoint callback on the model's monitor, a CSVLogger) on
 fold 0 for ``--epochs`` epochs, with SimpleProfiler's seconds per phase (data loading, forward, backward +
 optimiser, validation, checkpointing, the rest: logging and the loop), then a bare PyTorch loop on the same
 DataModule, model, batch size and epochs (training steps, then a validation pass per epoch, as the Trainer does);
@@ -40,6 +40,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from torchmetrics import Metric
 
+from matcv.benchmarks.harness.best_weights import BestWeightsInMemory
 from matcv.benchmarks.harness.prepare import Benchmark, prepare_benchmark
 from matcv.datamodules.core.config import TaskConfig, import_object, run_seed
 from matcv.lightning_modules.base import BenchmarkModule
@@ -196,8 +197,8 @@ def measure_rates(config: TaskConfig, bench: Benchmark, profile: str, names: lis
 
 def harness_trainer(model, run_dir: Path, trainer_args: dict, profiler) -> tuple[L.Trainer, ModelCheckpoint]:
     """The Trainer ``execute_run`` builds for one device (same callbacks, logger and flags), with a profiler."""
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
-                                 mode=model.mode, save_top_k=1, save_last=False, save_weights_only=True)
+    checkpoint = BestWeightsInMemory(dirpath=run_dir / "checkpoints", filename="best", monitor=model.monitor,
+                                     mode=model.mode)
     trainer = L.Trainer(accelerator="cpu", devices=1, callbacks=[checkpoint],
                         logger=[CSVLogger(run_dir, name="logs", version="")], default_root_dir=run_dir,
                         log_every_n_steps=1, enable_model_summary=False, deterministic="warn",
@@ -219,9 +220,10 @@ def phase_seconds(durations: dict[str, list[float]], wall: float) -> dict[str, f
     # In automatic optimisation optimizer_step runs the closure (training_step + backward) inside it.
     backward = max(optimiser_step - forward, 0.0) + matching(lambda a: a.endswith(".optimizer_zero_grad"))
     validation = matching(lambda a: a.endswith(".validation_step") and a.startswith("[Strategy]"))
-    # save_checkpoint runs inside ModelCheckpoint's hooks: counted once, by the hooks when they were profiled.
-    checkpointing = max(total.get("save_checkpoint", 0.0),
-                        matching(lambda a: a.startswith("[Callback]ModelCheckpoint")))
+    # save_checkpoint runs inside the checkpoint callback's hooks (``BestWeightsInMemory``: its in-memory copies,
+    # and the one write at the end): counted once, by the hooks when they were profiled.
+    callbacks = ("[Callback]ModelCheckpoint", "[Callback]BestWeightsInMemory")
+    checkpointing = max(total.get("save_checkpoint", 0.0), matching(lambda a: a.startswith(callbacks)))
     phases = dict(zip(PHASES, (data, forward, backward, validation, checkpointing)))
     phases[PHASES[-1]] = max(wall - sum(phases.values()), 0.0)
     return phases
