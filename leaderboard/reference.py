@@ -28,7 +28,7 @@ import yaml
 from matcv.datamodules.core.atomic_io import atomic_write_bytes, atomic_write_text
 from matcv.datamodules.core.config import ConfigError, TaskConfig
 from matcv.datamodules.core.records import PHOTO_FOLDS_SUFFIX, TABLE_KEYS, TASK_YAML_COPY, RunRecords
-from matcv.leaderboard.build import choose_benchmark, own_manifest_sha256
+from matcv.leaderboard.build import choose_benchmark, own_manifest_sha256, train_fraction_of
 from matcv.leaderboard.comparison import benchmark_of, replicate_of
 from matcv.leaderboard.model_cards import CARDS_DIR, card_path, read_card
 
@@ -64,8 +64,8 @@ def _name(folder: Path) -> tuple[str, str, str]:
 
 
 def published_records(folder: str | Path) -> list[dict]:
-    """The records a table of ``folder`` shows: its chosen benchmark's latest successful record per model x
-    fold x seed, in run order."""
+    """The records a table of ``folder`` shows, and its learning curve: its chosen benchmark's latest successful
+    record per model x fold x seed x share of the training groups, in run order."""
     folder = Path(folder)
     records_path = folder / "records.jsonl"
     if not records_path.is_file():
@@ -77,7 +77,7 @@ def published_records(folder: str | Path) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for record in records:
         if benchmark_of(record) == benchmark and record.get("status") == "ok":
-            latest[(record["model"], record.get("fold"), replicate_of(record))] = record
+            latest[(record["model"], record.get("fold"), replicate_of(record), train_fraction_of(record))] = record
     if not latest:
         raise PublishError(f"{records_path}: no successful run to publish")
     return list(latest.values())
@@ -180,10 +180,10 @@ def first_metric(task: str, dataset: str) -> str | None:
 
 def board_means(task: str, dataset: str, records: list[dict]) -> dict[str, float]:
     """model -> the mean over folds (fold value = mean over seeds) of the task's first metric, as the table's
-    ``<metric>_mean`` column computes it."""
+    ``<metric>_mean`` column computes it (from the runs on all the training groups, as the table does)."""
     metric = first_metric(task, dataset)
     rows = [{"model": r["model"], "fold": r.get("fold"), "value": r.get("metrics", {}).get(metric)}
-            for r in records if metric is not None]
+            for r in records if metric is not None and train_fraction_of(r) == 1.0]
     frame = pd.DataFrame(rows, columns=["model", "fold", "value"]).dropna()
     if frame.empty:
         return {}

@@ -135,3 +135,46 @@ def test_imagenet_transformers_load_at_another_image_and_window_size(backbone, f
         assert model(torch.randn(2, 3, 64, 64)).shape[0] == 2
     if backbone.startswith("vit"):  # 4 x 4 patches + the class token, resampled from 14 x 14 + 1
         assert model.backbone.pos_embed.shape[1] == 17 and state["pos_embed"].shape[1] == 197
+
+
+def test_a_local_weights_run_is_recorded_with_its_sha256_in_its_own_track(tmp_path, monkeypatch):
+    """Through `matcv bench`: rating.yaml's ImageNet twin of resnet18 with its file placed in MATCV_WEIGHTS_DIR
+    (no hub); the record carries the file's sha256 and the table puts the row in the ImageNet track, apart from
+    the from-scratch twin."""
+    import json
+
+    import yaml
+
+    from matcv.benchmarks.cli import main
+    from matcv.datamodules.core.config import TaskConfig
+
+    torch.manual_seed(3)
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
+    weights = tmp_path / "weights" / "resnet18.a1_in1k.safetensors"
+    weights.parent.mkdir()
+    save_file(state, str(weights))
+    monkeypatch.setenv("MATCV_WEIGHTS_DIR", str(weights.parent))
+    monkeypatch.setattr(pretrained_weights, "hub_reachable", lambda timeout=0: False)
+    raw = TaskConfig.load("rating").raw
+    raw["profiles"] = {"local": {"folds": 2, "val_fraction": 0.25, "seed": 0,
+                                 "generator": {"n_panels": 8, "photos_per_panel": 2, "image_size": 64},
+                                 "datamodule": {"image_size": 64, "batch_size": 4}, "trainer": {"max_epochs": 1},
+                                 "models": ["resnet18", "resnet18-imagenet"]}}
+    raw["official"], raw["unpublished"] = [], {"local": "a test profile"}
+    task = tmp_path / "rating.yaml"
+    task.write_text(yaml.safe_dump(raw))
+    code = main(["bench", "--task", str(task), "--profile", "local", "--output", str(tmp_path / "runs"),
+                 "--leaderboard-dir", str(tmp_path / "board"), "--accelerator", "cpu", "--no-progress",
+                 "--no-wandb"])
+    assert code == 0
+    records = [json.loads(line) for folder in (tmp_path / "runs" / "rating").glob("*/local")
+               for line in (folder / "records.jsonl").read_text().splitlines()]
+    pretrained = [r for r in records if r["model"] == "resnet18-imagenet"]
+    assert len(pretrained) == 2 and all(r["status"] == "ok" for r in records)
+    for record in pretrained:
+        assert record["details"]["weights"] == {"source": "local-file", "file": weights.name,
+                                                "sha256": sha256_file(weights), "pretrained_on": "imagenet"}
+    table = next((tmp_path / "board").glob("rating__*__local.md")).read_text()
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["resnet18-imagenet"].rstrip(" |").endswith("pretrained (ImageNet)")
+    assert rows["resnet18"].rstrip(" |").endswith("from scratch")

@@ -95,6 +95,25 @@ def test_publish_copies_the_shown_runs_without_machine_paths(tmp_path, monkeypat
     assert missing_reference_scores(out, reference, cards) == []
 
 
+def test_a_learning_curve_keeps_every_share_and_the_card_the_full_share(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = _run_folder(tmp_path, {"unet": 0.6})
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    for line in list(lines):
+        record = json.loads(line)
+        if record["status"] == "ok" and record["metrics"]["dice"] > 0:  # the same runs on a quarter of the groups
+            lines.append(json.dumps({**record, "key": record["key"] + "|0.25", "train_fraction": 0.25,
+                                     "metrics": {"dice": 0.3, "iou": 0.3}}))
+    (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+    cards = _cards(tmp_path)
+    target = publish(folder, tmp_path / "reference", cards, repository_root=tmp_path)
+    records = [json.loads(line) for line in (target / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["fold"], r.get("train_fraction", 1.0)) for r in records) == [(0, 0.25), (0, 1.0), (1, 0.25),
+                                                                                 (1, 1.0)]
+    unet = yaml.safe_load((cards / "segmentation" / "unet.yaml").read_text())
+    assert unet["reference_scores"]["synthetic-panels-test/quick"] == {"dice": pytest.approx(0.61)}
+
+
 def test_a_score_changed_without_its_card_fails_the_check(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     reference, cards = tmp_path / "reference", _cards(tmp_path)
