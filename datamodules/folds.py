@@ -262,18 +262,50 @@ def fixed_split_manifest(rows: Sequence[tuple[str, str, str | None]], source: st
 
 
 def published_split_manifest(rows: Sequence[tuple[str, str, str | None]], source: str,
-                             group_column: str = "group") -> dict:
+                             group_column: str = "group", val_fraction: float = 0.2, seed: int = 0) -> dict:
     """A user's own split (a manifest's ``split`` column; ``rows`` as ``fixed_split_manifest``'s) as the
     published-split protocol: one fold, taken as the publisher made it, with every group it puts in two partitions
     declared rather than refused, so that it runs beside grouped CV and its table says it leaks. A split without
-    training or test rows cannot be run: FoldManifestError saying so."""
+    training or test rows cannot be run: FoldManifestError saying so.
+
+    Many publishers give train and test only; checkpoint selection still needs a validation part, so one is drawn
+    from the training groups that are not also in test (grouped, ``val_fraction`` of them, seeded), written into
+    the manifest (``validation_drawn``) and said in the table's protocol note. The test part is never touched."""
     sizes = {p: sum(1 for _, _, part in rows if part == p) for p in PARTITIONS}
     empty = [p for p in ("train", "test") if not sizes[p]]
     if empty:
         raise FoldManifestError(f"{source}: the published split has no {' and no '.join(empty)} rows "
                                 f"({', '.join(f'{n} {p}' for p, n in sizes.items())}): the published-split "
                                 f"protocol needs train and test rows; grouped CV does not use the split column")
-    return fixed_split_manifest(rows, source, group_column, declare=True)
+    drawn = None
+    if not sizes["val"]:
+        rows, drawn = _draw_validation(rows, source, val_fraction, seed)
+    manifest = fixed_split_manifest(rows, source, group_column, declare=True)
+    if drawn is not None:
+        manifest["validation_drawn"] = drawn
+    return manifest
+
+
+def _draw_validation(rows: Sequence[tuple[str, str, str | None]], source: str, val_fraction: float,
+                     seed: int) -> tuple[list[tuple[str, str, str | None]], dict]:
+    """``rows`` with a grouped validation part moved out of their training rows (``published_split_manifest``)."""
+    test_groups = {group for _, group, part in rows if part == "test"}
+    candidates = [(item, group) for item, group, part in rows if part == "train" and group not in test_groups]
+    n_splits = max(2, int(round(1 / val_fraction)))
+    n_groups = len({group for _, group in candidates})
+    if n_groups < n_splits:
+        raise FoldManifestError(f"{source}: the published split has no val rows, and its training part has "
+                                f"{n_groups} group(s) outside test, too few to draw a grouped validation part "
+                                f"(val_fraction {val_fraction:g} needs {n_splits}): mark some training groups "
+                                f"'val' in the split column")
+    items = np.array([item for item, _ in candidates])
+    groups = np.array([group for _, group in candidates])
+    splits = _grouped_split(items, groups, np.zeros(len(items), int), n_splits, seed,
+                            lambda n: f"{source}: {n} training groups", "the published split's validation part")
+    validation = set(items[splits[0][1]].tolist())
+    moved = [(item, group, "val" if item in validation else part) for item, group, part in rows]
+    return moved, {"from": "train", "val_fraction": val_fraction, "seed": seed,
+                   "groups": sorted({group for item, group, _ in rows if item in validation})}
 
 
 def check_no_group_leak(manifest: Mapping, source: str = "fold manifest") -> None:
@@ -317,7 +349,10 @@ def protocol_note(manifest: Mapping) -> str | None:
         return None
     leaks = manifest.get("leaky_groups") or {}
     said = "; ".join(f"group {g} in {' and '.join(p)}" for g, p in leaks.items())
-    return PUBLISHED_SPLIT + (f"; leaky: {said}" if said else "")
+    drawn = manifest.get("validation_drawn")
+    validation = (f"; validation drawn from its training groups ({len(drawn.get('groups', []))} groups)"
+                  if isinstance(drawn, Mapping) else "")
+    return PUBLISHED_SPLIT + (f"; leaky: {said}" if said else "") + validation
 
 
 def check_matches_data(manifest: Mapping, groups_by_item: Mapping[str, str], source: str = "fold manifest") -> None:

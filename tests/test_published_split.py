@@ -190,3 +190,37 @@ def test_a_label_folders_bad_split_value_is_named_and_grouped_cv_still_runs(tmp_
     with pytest.raises(FoldManifestError, match="the published split has no test rows"):
         CorrosionPanelsDataModule.fixed_fold_manifest(no_test, split="manifest", target="rating",
                                                       labels=["ferrite", "martensite", "pearlite"])
+
+
+def test_a_split_with_train_and_test_only_gets_a_grouped_validation_part_drawn_from_train(tmp_path, capsys):
+    root = labelled_split_folder(tmp_path / "photos")
+    (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace(",val\n", ",train\n"))
+    manifest = CorrosionPanelsDataModule.fixed_fold_manifest(root, split="manifest", target="rating",
+                                                             labels=["ferrite", "martensite", "pearlite"])
+    fold, groups = manifest["folds"][0], manifest["groups"]
+    drawn = manifest["validation_drawn"]
+    assert fold["val"] and {groups[i] for i in fold["val"]} == set(drawn["groups"])
+    # Drawn from the training groups that are not in test: S3 (train and test) stays in train, the test is as
+    # published, and no drawn group keeps a photo in train.
+    assert "S3" not in drawn["groups"] and len(fold["test"]) == 9
+    assert not {groups[i] for i in fold["val"]} & {groups[i] for i in fold["train"] + fold["test"]}
+    assert manifest["leaky_groups"] == {"S3": ["train", "test"]}
+    code = main(["bench", "--task", "classification", "--profile", "quick", "--data-root", str(root),
+                 "--models", "colour-texture-logistic", "--folds", "0", "--output", str(tmp_path / "runs"),
+                 "--leaderboard-dir", str(tmp_path / "board"), "--accelerator", "cpu", "--no-progress",
+                 "--no-wandb"])
+    assert code == 0, capsys.readouterr().err
+    records = (tmp_path / "runs" / "classification" / "photos" / "quick-published-split" / "records.jsonl")
+    assert json.loads(records.read_text().splitlines()[0])["status"] == "ok"
+    table = (tmp_path / "board" / "classification__photos__quick-published-split.md").read_text().splitlines()
+    assert table[0].endswith("(published split; leaky: group S3 in train and test; validation drawn from its "
+                             f"training groups ({len(drawn['groups'])} groups))")
+    # Too few training groups outside test to draw one: said, naming what to do.
+    few = labelled_split_folder(tmp_path / "few")
+    text = "\n".join(line.replace(",train", ",test") if line.split(",")[2] in ("S0", "S1", "S2", "S4", "S5")
+                     else line for line in (few / "manifest.csv").read_text().replace(",val\n", ",test\n")
+                     .splitlines())
+    (few / "manifest.csv").write_text(text + "\n")
+    with pytest.raises(FoldManifestError, match="mark some training groups 'val'"):
+        CorrosionPanelsDataModule.fixed_fold_manifest(few, split="manifest", target="rating",
+                                                      labels=["ferrite", "martensite", "pearlite"])
