@@ -86,19 +86,33 @@ def published_records(folder: str | Path) -> list[dict]:
 def publish(folder: str | Path, reference_dir: str | Path = REFERENCE_DIR, cards_dir: str | Path | None = CARDS_DIR,
             repository_root: str | Path | None = None) -> Path:
     """Copy benchmark ``folder`` to ``reference_dir/<task>/<dataset>/<profile>/`` (replacing an earlier copy)
-    and write the built-in models' scores into their cards (``cards_dir``; None: leave the cards alone).
-    Figure paths in the copied records are relative to ``repository_root`` (default: the parent of the
-    ``leaderboard`` folder), as the harness writes them relative to where it ran."""
+    and write the built-in models' scores into their cards (``cards_dir``; None: leave the cards alone). Its
+    photo-level-fold sibling (``<profile>-photo-folds``, the leakage report's runs), when there is one, is copied
+    beside it, so that the published board keeps its leakage report. Figure paths in the copied records are
+    relative to ``repository_root`` (default: the parent of the ``leaderboard`` folder), as the harness writes
+    them relative to where it ran."""
     folder = Path(folder)
     task, dataset, profile = _name(folder.resolve())
     if profile.endswith(PHOTO_FOLDS_SUFFIX):
         raise PublishError(f"{folder}: a photo-level-fold sibling is published with its grouped benchmark")
+    target = Path(reference_dir) / task / dataset / profile
+    root = Path(repository_root) if repository_root else Path(reference_dir).resolve().parents[1]
+    records = _copy_benchmark(folder, target, root)
+    sibling = folder.parent / (profile + PHOTO_FOLDS_SUFFIX)
+    if (sibling / "records.jsonl").is_file():
+        _copy_benchmark(sibling, target.parent / sibling.name, root)
+    if cards_dir is not None:
+        write_reference_scores(task, dataset, profile, records, cards_dir)
+    return target
+
+
+def _copy_benchmark(folder: Path, target: Path, root: Path) -> list[dict]:
+    """``folder``'s shown records (without machine paths), fold manifest, task YAML and figures, swapped in at
+    ``target`` whole; the records published."""
     records = published_records(folder)
     manifest = folder / "fold_manifest.json"
     if not manifest.is_file():
         raise PublishError(f"{folder}: no fold_manifest.json beside the records")
-    target = Path(reference_dir) / task / dataset / profile
-    root = Path(repository_root) if repository_root else Path(reference_dir).resolve().parents[1]
     staging = target.with_name(target.name + ".publishing")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -122,9 +136,7 @@ def publish(folder: str | Path, reference_dir: str | Path = REFERENCE_DIR, cards
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(target)
-    if cards_dir is not None:
-        write_reference_scores(task, dataset, profile, records, cards_dir)
-    return target
+    return records
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -114,6 +114,33 @@ def test_a_learning_curve_keeps_every_share_and_the_card_the_full_share(tmp_path
     assert unet["reference_scores"]["synthetic-panels-test/quick"] == {"dice": pytest.approx(0.61)}
 
 
+def test_the_photo_level_sibling_is_published_and_the_leakage_report_rebuilds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = _run_folder(tmp_path, {"unet": 0.6})
+    sibling = folder.parent / "quick-photo-folds"
+    sibling.mkdir()
+    manifest = json.dumps({"groups": {"a": "a", "b": "b"}, "folds": [{"train": ["a"], "test": ["b"]}]})
+    (sibling / "fold_manifest.json").write_text(manifest)
+    lines = []
+    for line in (folder / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["status"] == "ok" and record["metrics"]["dice"] > 0:  # photo-level folds flatter the model
+            lines.append(json.dumps({**record, "profile": "quick-photo-folds", "figure": None,
+                                     "fold_manifest_sha256": sha256_bytes(manifest.encode()),
+                                     "metrics": {"dice": 0.9, "iou": 0.85}}))
+    (sibling / "records.jsonl").write_text("\n".join(lines) + "\n")
+    reference = tmp_path / "leaderboard" / "reference"
+    target = publish(folder, reference, _cards(tmp_path), repository_root=tmp_path)
+    copied = target.parent / "quick-photo-folds"
+    assert (copied / "fold_manifest.json").read_text() == manifest
+    assert len((copied / "records.jsonl").read_text().splitlines()) == 2
+    out = tmp_path / "results"
+    write_all_leaderboards(tmp_path / "no-runs", out, submissions_dir=None, html=False, cards_dir=tmp_path / "cards",
+                           reference_dir=reference)
+    assert (out / "segmentation__synthetic-panels-test__quick__leakage.md").is_file()
+    assert not list(out.glob("*quick-photo-folds*"))  # never a board of its own
+
+
 def test_a_score_changed_without_its_card_fails_the_check(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     reference, cards = tmp_path / "reference", _cards(tmp_path)
