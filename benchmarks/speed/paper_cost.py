@@ -16,10 +16,11 @@ The default rate, 15 TFLOP/s, is what timm's published training benchmark implie
 ResNet-18 trains at 2764 images/s at 224 px with mixed precision (Wightman, pytorch-image-models,
 results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv); a training step is ~3 forward passes of 1.82 G
 multiply-adds (3.64 GFLOP, counted as FlopCounterMode counts: 2 per multiply-add), so 10.9 GFLOP x 2764/s =
-30 TFLOP/s, halved because matcv trains in fp32 (the 3090's fp16 tensor rate is twice its TF32 rate). Give your GPU's own rate with ``--tflops`` (measure it with training_speed.py on the
-GPU: images/s x the FLOPs per image printed here). What is not counted is said on each line: stages a model runs
-outside its training step (self-supervised pretraining, ``fit_baseline``), data loading, and the slower rates
-of small batches and attention kernels. An estimate for sizing a job, not a measurement.
+30 TFLOP/s, halved because matcv trains in fp32 (the 3090's fp16 tensor rate is twice its TF32 rate). Give your
+GPU's own rate with ``--tflops`` (measure it with training_speed.py on the GPU: images/s x the FLOPs per image
+printed here). What is not counted is said on each line: stages a model runs outside its training step
+(self-supervised pretraining, ``fit_baseline``), data loading, and the slower rates of small batches and
+attention kernels. An estimate for sizing a job, not a measurement.
 """
 
 from __future__ import annotations
