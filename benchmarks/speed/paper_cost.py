@@ -37,10 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from matcv.benchmarks.harness.prepare import prepare_benchmark
 from matcv.benchmarks.speed.training_speed import (
     SAM_CLASS,
-    _quiet,
     batch_length,
     build_datamodule,
     build_model,
+    quiet_lightning,
     sam_arguments,
     shorten_epochs,
 )
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=None, help="labelled images in the data set (default: the "
                                                                   "profile's generator settings)")
     args = parser.parse_args(argv)
-    _quiet()
+    quiet_lightning()
     config = TaskConfig.load(args.task)
     profile = config.profile(args.profile)
     train_images, val_images = run_images(profile, args.images)

@@ -57,7 +57,7 @@ PHASES = ("data loading", "forward (training_step)", "backward + optimizer", "va
           "logging + loop (rest)")
 
 
-def _quiet() -> None:
+def quiet_lightning() -> None:
     # Tiny folds (few batches, no workers) make Lightning warn on every fit: noise between the numbers.
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's; 1 is faster on a CPU other processes share)")
     args = parser.parse_args(argv)
-    _quiet()
+    quiet_lightning()
     if args.threads:
         torch.set_num_threads(args.threads)
     # Numbers from a busy machine are not this machine's: the load says how busy it was.
