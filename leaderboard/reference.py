@@ -227,14 +227,17 @@ def write_reference_scores(task: str, dataset: str, profile: str, records: list[
 def missing_reference_scores(results_dir: str | Path, reference_dir: str | Path = REFERENCE_DIR,
                              cards_dir: str | Path = CARDS_DIR) -> list[str]:
     """A line per model on a published board (its table under ``results_dir``) whose card states no reference
-    score for that board: without one, the published score could change without anyone touching a card."""
+    score for that board: without one, the published score could change without anyone touching a card. A row
+    without a value of the first metric (a reference that has none, e.g. real images' FID) has nothing to pin."""
     problems = []
     for folder in _folders(reference_dir):
         task, dataset, profile = _name(folder)
         metric = first_metric(task, dataset)
         csv = Path(results_dir) / f"{task}__{dataset}__{profile}.csv"
         try:
-            models = pd.read_csv(csv)["model"].astype(str).tolist()
+            table = pd.read_csv(csv)
+            scored = table[f"{metric}_mean"].notna() if f"{metric}_mean" in table else True
+            models = table.loc[scored, "model"].astype(str).tolist()
         except (OSError, ValueError, KeyError) as error:
             problems.append(f"{folder}: its table {csv} was not rebuilt ({error})")
             continue
