@@ -46,11 +46,11 @@ from matcv.datamodules.panel_evaluation import PanelItemEvaluator
 from matcv.datamodules.synthetic.panels import PanelGeneratorConfig, generate_panels
 
 TARGETS = ("mask", "rating", "rating+mask")
-# "grouped": the harness draws grouped folds; "manifest": the manifest's ``split`` column, run as the
-# published-split protocol (``fixed_fold_manifest``), a group it puts in two partitions declared, not refused.
-SPLIT_MODES = ("grouped", "manifest")
 # "rating+mask": every photo with both its rating and its corrosion mask (a model that learns both at once,
 # ``lightning_modules.segment_and_rate``); the manifest must then have both columns.
+SPLIT_MODES = ("grouped", "manifest")
+# "grouped": the harness draws grouped folds; "manifest": the manifest's ``split`` column, run as the
+# published-split protocol (``fixed_fold_manifest``), a group it puts in two partitions declared, not refused.
 
 
 def target_has_masks(target: str) -> bool:
