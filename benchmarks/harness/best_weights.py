@@ -11,8 +11,6 @@ time goes"). This subclass keeps ModelCheckpoint's selection (monitor, mode, ``b
 
 from __future__ import annotations
 
-import copy
-
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -45,6 +43,6 @@ class BestWeightsInMemory(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if self._best_state is None:
             return
-        pl_module.load_state_dict(copy.copy(self._best_state))
+        pl_module.load_state_dict(self._best_state)
         trainer.save_checkpoint(self._best_path, weights_only=True)
         self._best_state = None

@@ -26,7 +26,6 @@ attention kernels. An estimate for sizing a job, not a measurement.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             total += seconds * profile["folds"]
             print(f"  {name:26s} {train / 1e9:15.1f} {val / 1e9:13.1f} {hours(seconds):>9s} "
                   f"{hours(seconds * profile['folds']):>9s}  {'; '.join(notes)}", flush=True)
-    if math.isfinite(total) and total:
+    if total:
         print(f"  counted models, all folds: {hours(total)} at {args.tflops:g} TFLOP/s")
 
 
